@@ -1,0 +1,48 @@
+# Two entry points (see README): `make demo` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DATA ?= digits:anomaly=0
+
+.PHONY: demo test install system-deps lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU wheel; an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Fashion-MNIST from Debian (real data for tests and the paper's protocol); needs root or sudo.
+system-deps:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "dataset-fashion-mnist: present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	elif command -v sudo >/dev/null; then \
+	  sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "no root: Fashion-MNIST tests will skip (apt-get install dataset-fashion-mnist)"; fi
+
+test: install system-deps
+	$(BIN)/python -m pytest -q tests
+
+demo: install
+	rm -rf runs/demo-ygan
+	$(BIN)/adedge train --method ygan --data $(DEMO_DATA) --preset small --epochs 40 --out runs/demo-ygan
+	$(BIN)/adedge export --method ygan --checkpoint runs/demo-ygan --out models/demo-ygan
+	$(BIN)/adedge eval --model models/demo-ygan --data $(DEMO_DATA)
+	$(BIN)/adedge video --data $(DEMO_DATA) --out demo/test-split.avi --limit 120
+	$(BIN)/adedge stream --model models/demo-ygan --source demo/test-split.avi \
+	  --jsonl demo/events.jsonl --save-video demo/annotated.avi
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python -m pytest -q benchmarks --benchmark-only
+
+clean:
+	rm -rf runs/demo-ygan models/demo-ygan demo

@@ -1,0 +1,269 @@
+"""The `adedge` command line. Training and export import torch lazily, inside their
+commands: `adedge stream`, `eval` and `bench` run where torch is not installed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adedge.errors import AdedgeError
+from adedge.paths import MODELS_DIR, RUNS_DIR, new_run_dir, newest_bundle, newest_run
+from adedge.registry import METHODS, get_method
+
+app = typer.Typer(
+    help=(
+        "adedge: train one-class anomaly detectors on normal images, export them as compiled "
+        "bundles, and score live frames from cameras, streams, videos and image folders."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DATA_HELP = (
+    "Data set: 'digits:anomaly=N' (scikit-learn digits), 'fmnist:anomaly=N|NAME' (Fashion-MNIST "
+    "from Debian's dataset-fashion-mnist), or an image folder (one sub-folder per normal "
+    "sub-class, or the MVTec layout train/good + test/<defect>). Options: seed=, val=, limit=."
+)
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def method_names() -> str:
+    return ", ".join(sorted(METHODS))
+
+
+@app.command()
+def train(
+    method: Annotated[str, typer.Option(help=f"Method to train: {method_names()}.")],
+    data: Annotated[str, typer.Option(help=DATA_HELP)],
+    out: Annotated[
+        Path | None, typer.Option(help=f"Run folder (default: {RUNS_DIR}/<method>-<time>).")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="Hyper-parameter preset: paper (the paper's), small, tiny (tests).")
+    ] = "paper",
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: preset).")] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Square input size, a power of two (32, 64, ..., 256).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: preset).")] = None,
+    weak_labels: Annotated[
+        bool,
+        typer.Option(
+            "--weak-labels",
+            help="Derive normal sub-classes by k-means (k by silhouette) for unlabelled data.",
+        ),
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the batch order.")] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+    ] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    checkpoint_minutes: Annotated[
+        float, typer.Option(help="Also save last.pt this often inside an epoch.")
+    ] = 5.0,
+    no_monitor: Annotated[
+        bool, typer.Option("--no-monitor", help="Skip logging the test AUROC each epoch.")
+    ] = False,
+) -> None:
+    """Train a method on normal images; writes last.pt, best.pt and the loss history."""
+    info = get_method(method)
+    if resume and out is None:
+        raise AdedgeError("--resume needs --out naming the run folder to continue")
+    from adedge.train.methods import load_method
+
+    if preset not in load_method(info.name).presets:
+        raise AdedgeError(
+            f"unknown preset '{preset}'",
+            f"choose one of: {', '.join(load_method(info.name).presets)}",
+        )
+    from adedge.train.trainer import TrainOptions
+    from adedge.train.trainer import train as run_training
+
+    run_dir = out or new_run_dir(info.name)
+    options = TrainOptions(
+        method=info.name,
+        data=data,
+        out=run_dir,
+        preset=preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        image_size=image_size,
+        lr=lr,
+        weak_labels=weak_labels,
+        device=device,
+        seed=seed,
+        resume=resume,
+        threads=threads,
+        checkpoint_minutes=checkpoint_minutes,
+        monitor_test=not no_monitor,
+    )
+    say(f"training {info.title} into {run_dir}")
+    try:
+        result = run_training(options, log=say)
+    except KeyboardInterrupt:
+        say(f"interrupted: continue with `adedge train ... --out {run_dir} --resume`")
+        raise typer.Exit(130) from None
+    say(f"done: {result.best} (selected on held-out normal data), {result.last} (last epoch)")
+
+
+@app.command()
+def export(
+    method: Annotated[str, typer.Option(help=f"Method of the checkpoint: {method_names()}.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help=f"Checkpoint or run folder (default: newest run in {RUNS_DIR}/)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help=f"Bundle folder (default: {MODELS_DIR}/<run name>).")
+    ] = None,
+    format: Annotated[
+        str, typer.Option(help="Formats to write; 'onnx' (FP32, opset 17, dynamic batch).")
+    ] = "onnx",
+    data: Annotated[
+        str | None,
+        typer.Option(help="Held-out normal data for parity and threshold (default: training's)."),
+    ] = None,
+    threshold_quantile: Annotated[
+        float, typer.Option(help="Threshold = this quantile of held-out normal scores.")
+    ] = 0.99,
+) -> None:
+    """Prune a checkpoint to its scoring subgraph and write a bundle (ONNX + adedge.json)."""
+    info = get_method(method)
+    formats = {f.strip() for f in format.split(",") if f.strip()}
+    if formats != {"onnx"}:
+        raise AdedgeError(
+            f"format(s) {', '.join(sorted(formats - {'onnx'})) or '(none)'} not supported",
+            "this version writes --format onnx",
+        )
+    if not 0.5 <= threshold_quantile < 1.0:
+        raise AdedgeError("--threshold-quantile must be in [0.5, 1)", "e.g. 0.99")
+    if checkpoint is None:
+        checkpoint = newest_run(info.name)
+        say(f"using the newest {info.name} run: {checkpoint} (pick another with --checkpoint)")
+    if not checkpoint.exists():
+        raise AdedgeError(
+            f"checkpoint '{checkpoint}' does not exist",
+            "pass a .pt file written by `adedge train` (or its run folder) with --checkpoint",
+        )
+    if out is None:
+        run_name = checkpoint.parent.name if checkpoint.is_file() else checkpoint.name
+        out = MODELS_DIR / run_name
+        say(f"writing the bundle to {out} (choose with --out)")
+    from adedge.export.onnx_export import ExportOptions, export_bundle
+
+    export_bundle(
+        ExportOptions(checkpoint, out, info.name, data, threshold_quantile=threshold_quantile),
+        log=say,
+    )
+
+
+@app.command("eval")
+def evaluate(
+    data: Annotated[str, typer.Option(help=DATA_HELP)],
+    model: Annotated[
+        Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="JSON file for the results (default: <model>/eval.json).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Override the card's threshold for TPR/TNR.")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="onnxruntime.")] = "onnxruntime",
+) -> None:
+    """AUROC, and TPR/TNR at the card's threshold, of a bundle on a labelled test split."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from adedge.atomic import write_json
+    from adedge.data import load
+    from adedge.runtime.detector import Detector
+    from adedge.runtime.evaluate import evaluate as run_eval
+
+    model = pick_model(model)
+    detector = Detector(model, backend=backend, threshold=threshold)
+    result = run_eval(detector, load(data))
+    table = Table(title=f"{result['method']} on {result['data']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("n_test", "n_anomalous", "auroc", "threshold", "tpr", "tnr", "f1"):
+        value = result[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    for kind, value in result.get("auroc_per_kind", {}).items():
+        table.add_row(f"auroc[{kind}]", f"{value:.4f}")
+    Console().print(table)
+    target = out or Path(model) / "eval.json"
+    write_json(target, result)
+    say(f"wrote {target}")
+
+
+def pick_model(model: Path | None) -> Path:
+    if model is None:
+        model = newest_bundle()
+        say(f"using the newest bundle: {model} (pick another with --model)")
+    return model
+
+
+@app.command()
+def bench(
+    model: Annotated[
+        Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
+    ] = None,
+    batch: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,8,64",
+    seconds: Annotated[float, typer.Option(help="Time budget per batch size.")] = 2.0,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: all cores).")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """Latency and throughput of a bundle's graphs, beside the paper's per-image time."""
+    from adedge.runtime.bench import bench_bundle, render
+
+    try:
+        sizes = [int(b) for b in batch.split(",") if b.strip()]
+    except ValueError:
+        raise AdedgeError(
+            f"--batch '{batch}' is not a list of integers", "e.g. --batch 1,8,64"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise AdedgeError("--batch needs positive integers", "e.g. --batch 1,8,64")
+    result = bench_bundle(pick_model(model), sizes, seconds, threads)
+    typer.echo(render(result))
+    if json_out:
+        from adedge.atomic import write_json
+
+        write_json(json_out, result)
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit 2; Ctrl-C exits 130."""
+    try:
+        app(standalone_mode=False)
+    except AdedgeError as exc:
+        typer.echo(f"error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""Data sets as uint8 numpy arrays, with no torch, so training and `adedge eval` share them.
+
+Spellings accepted by ``--data`` (options after a colon, comma-separated):
+
+* ``digits:anomaly=3`` -- scikit-learn's 1797 real 8x8 digits (bundled with scikit-learn).
+* ``fmnist:anomaly=Coat`` -- Fashion-MNIST (Debian ``dataset-fashion-mnist``), 70k images.
+* ``PATH`` -- an image folder. Either one sub-folder per normal sub-class (ImageFolder style,
+  what Y-GAN's latent classifier wants), or the MVTec-AD / anomalib Folder layout
+  ``train/good``, ``test/<defect>`` (``test/good`` is normal), ``ground_truth/<defect>``.
+
+Built-in sets follow the papers' k-classes-out protocol: one class is anomalous, the other
+nine normal; 80% of the normal images train, 20% join all anomalous images in the test split.
+A validation split of held-out normal images (``val=0.1`` of the training part) is used for
+checkpoint selection and the threshold: never the test labels. Options: ``anomaly=`` (index or
+name), ``seed=`` (default 0), ``val=`` (fraction), ``limit=`` (cap on training images).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from adedge.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+FMNIST_DIR_ENV = "ADEDGE_FMNIST_DIR"
+FMNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+FMNIST_CLASSES = (
+    "T-shirt",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+NORMAL_FOLDER = "good"
+
+
+@dataclass
+class Split:
+    """Images (uint8, RGB or grey) with one label each.
+
+    Training and validation labels are normal sub-class ids (-1: unknown); test labels are
+    1 for anomalous and 0 for normal, with ``kinds`` naming the class or defect folder.
+    """
+
+    images: list[np.ndarray]
+    labels: np.ndarray
+    names: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class DataSet:
+    spec: str
+    name: str
+    colour: str
+    class_names: list[str]
+    train: Split
+    val: Split
+    test: Split | None
+    suggested_size: int = 32
+    protocol: str = ""
+
+    @property
+    def has_subclasses(self) -> bool:
+        return len(self.class_names) > 1 and bool(np.all(self.train.labels >= 0))
+
+    def summary(self) -> dict:
+        test = self.test
+        return {
+            "data": self.spec,
+            "protocol": self.protocol,
+            "colour": self.colour,
+            "normal_classes": self.class_names,
+            "n_train": len(self.train),
+            "n_val": len(self.val),
+            "n_test": 0 if test is None else len(test),
+            "n_test_anomalous": 0 if test is None else int(test.labels.sum()),
+        }
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    anomaly: str | None = None
+    seed: int = 0
+    val: float = 0.1
+    limit: int | None = None
+
+
+def parse_spec(spec: str) -> tuple[str, DataOptions]:
+    """Split ``name:key=value,...`` into the source and its options."""
+    source, options_text = spec, ""
+    head, sep, tail = spec.partition(":")
+    if sep and (head in ("digits", "fmnist") or "=" in tail):
+        source, options_text = head, tail
+    values: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in options_text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in ("anomaly", "seed", "val", "limit"):
+            raise DataError(
+                f"data option '{item}' in '{spec}' is not understood",
+                "use anomaly=N, seed=N, val=FRACTION or limit=N, e.g. fmnist:anomaly=3",
+            )
+        values[key] = value
+    try:
+        options = DataOptions(
+            anomaly=values.get("anomaly"),
+            seed=int(values.get("seed", 0)),
+            val=float(values.get("val", 0.1)),
+            limit=int(values["limit"]) if "limit" in values else None,
+        )
+    except ValueError:
+        raise DataError(
+            f"data options in '{spec}' have a value of the wrong type",
+            "seed and limit take integers, val a fraction such as 0.1",
+        ) from None
+    if not 0.0 < options.val < 0.5:
+        raise DataError(f"val={options.val} in '{spec}' is out of range", "use 0 < val < 0.5")
+    return source, options
+
+
+def load(spec: str) -> DataSet:
+    """Load a data set from its ``--data`` spelling (see the module docstring)."""
+    source, options = parse_spec(spec)
+    if source == "digits":
+        images, labels = _read_digits()
+        return _classes_out(spec, "digits", images, labels, DIGIT_CLASSES, options)
+    if source == "fmnist":
+        images, labels = _read_fmnist()
+        return _classes_out(spec, "fmnist", images, labels, FMNIST_CLASSES, options)
+    return _load_folder(spec, Path(source), options)
+
+
+# --- built-in sets -----------------------------------------------------------------------
+
+
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError(
+            "the 'digits' data set needs scikit-learn", "pip install 'adedge[train]'"
+        ) from None
+    bunch = load_digits()
+    images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return images, bunch.target.astype(np.int64)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _read_fmnist() -> tuple[np.ndarray, np.ndarray]:
+    folder = Path(os.environ.get(FMNIST_DIR_ENV, FMNIST_DEFAULT_DIR))
+    parts = []
+    for prefix in ("train", "t10k"):
+        image_file = folder / f"{prefix}-images-idx3-ubyte.gz"
+        label_file = folder / f"{prefix}-labels-idx1-ubyte.gz"
+        if not (image_file.is_file() and label_file.is_file()):
+            raise DataError(
+                f"Fashion-MNIST not found in {folder}",
+                "install it with `sudo apt-get install dataset-fashion-mnist` "
+                f"or point {FMNIST_DIR_ENV} at the folder holding the IDX .gz files",
+            )
+        parts.append((_read_idx(image_file), _read_idx(label_file)))
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    return images, labels
+
+
+def _anomaly_index(anomaly: str | None, names: tuple[str, ...], spec: str) -> int:
+    if anomaly is None:
+        raise DataError(
+            f"'{spec}' does not say which class is anomalous",
+            f"add anomaly=N (0-{len(names) - 1}) or a class name, "
+            f"e.g. {spec.split(':')[0]}:anomaly=0",
+        )
+    if anomaly.isdigit() and int(anomaly) < len(names):
+        return int(anomaly)
+    lowered = [n.lower() for n in names]
+    if anomaly.lower() in lowered:
+        return lowered.index(anomaly.lower())
+    raise DataError(
+        f"anomaly='{anomaly}' is not a class of '{spec}'",
+        f"use an index 0-{len(names) - 1} or one of: {', '.join(names)}",
+    )
+
+
+def _classes_out(
+    spec: str,
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    options: DataOptions,
+) -> DataSet:
+    """The k-classes-out protocol: one class anomalous, 80/20 split of the normal ones."""
+    anomalous = _anomaly_index(options.anomaly, names, spec)
+    rng = np.random.default_rng(options.seed)
+    normal_idx = rng.permutation(np.flatnonzero(labels != anomalous))
+    anomalous_idx = np.flatnonzero(labels == anomalous)
+    n_fit = int(round(0.8 * len(normal_idx)))
+    fit_idx, test_normal_idx = normal_idx[:n_fit], normal_idx[n_fit:]
+    n_val = max(1, int(round(options.val * len(fit_idx))))
+    val_idx, train_idx = fit_idx[:n_val], fit_idx[n_val:]
+    if options.limit is not None:
+        train_idx = train_idx[: options.limit]
+    normal_classes = [c for c in range(len(names)) if c != anomalous]
+    to_subclass = {c: i for i, c in enumerate(normal_classes)}
+
+    def normal_split(idx: np.ndarray) -> Split:
+        sub = np.array([to_subclass[int(c)] for c in labels[idx]], dtype=np.int64)
+        return Split(list(images[idx]), sub, [f"{name}#{i}" for i in idx])
+
+    test_idx = np.concatenate([test_normal_idx, anomalous_idx])
+    test = Split(
+        list(images[test_idx]),
+        (labels[test_idx] == anomalous).astype(np.int64),
+        [f"{name}#{i}" for i in test_idx],
+        [names[int(c)] for c in labels[test_idx]],
+    )
+    return DataSet(
+        spec=spec,
+        name=name,
+        colour="gray",
+        class_names=[names[c] for c in normal_classes],
+        train=normal_split(train_idx),
+        val=normal_split(val_idx),
+        test=test,
+        suggested_size=32,
+        protocol=f"k-classes-out: '{names[anomalous]}' anomalous, seed {options.seed}",
+    )
+
+
+# --- image folders ------------------------------------------------------------------------
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 RGB (H, W, 3) or grey (H, W); a DataError names a file OpenCV cannot decode."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise DataError(f"cannot read image '{path}'", "remove or re-save the file (PNG or JPEG)")
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
+
+
+def _read_folder_classes(root: Path) -> tuple[list[np.ndarray], list[int], list[str], list[str]]:
+    """Images from ``root/<class>/*`` (or ``root/*`` as one class)."""
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    groups = [(d.name, list_images(d)) for d in class_dirs]
+    groups = [(n, files) for n, files in groups if files]
+    if not groups and list_images(root):
+        groups = [(root.name, list_images(root))]
+    images, labels, names = [], [], []
+    for index, (_, files) in enumerate(groups):
+        for file in files:
+            images.append(read_image(file))
+            labels.append(index)
+            names.append(str(file))
+    return images, labels, [n for n, _ in groups], names
+
+
+def _colour_of(images: list[np.ndarray]) -> str:
+    return "rgb" if any(im.ndim == 3 for im in images) else "gray"
+
+
+def _suggested_size(images: list[np.ndarray]) -> int:
+    side = float(np.median([min(im.shape[:2]) for im in images]))
+    return 256 if side >= 256 else 64 if side >= 64 else 32
+
+
+def _load_folder(spec: str, root: Path, options: DataOptions) -> DataSet:
+    if not root.is_dir():
+        raise DataError(
+            f"data '{spec}' is neither a built-in set (digits, fmnist) nor a folder",
+            "pass an image folder, or digits:anomaly=N / fmnist:anomaly=N",
+        )
+    mvtec = (root / "train").is_dir()
+    train_root = root / "train" if mvtec else root
+    images, labels, class_names, names = _read_folder_classes(train_root)
+    if not images:
+        raise DataError(
+            f"no images found in '{train_root}'",
+            f"put {'/'.join(IMAGE_SUFFIXES[:3])} files in one sub-folder per normal class, "
+            "or use the MVTec layout train/good, test/<defect>",
+        )
+    rng = np.random.default_rng(options.seed)
+    order = rng.permutation(len(images))
+    n_val = max(1, int(round(options.val * len(images)))) if len(images) > 1 else 0
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if options.limit is not None:
+        train_idx = train_idx[: options.limit]
+    label_array = np.asarray(labels, dtype=np.int64)
+
+    def split(idx: np.ndarray) -> Split:
+        return Split([images[i] for i in idx], label_array[idx], [names[i] for i in idx])
+
+    test = _read_test_folder(root / "test") if (root / "test").is_dir() else None
+    return DataSet(
+        spec=spec,
+        name=root.name,
+        colour=_colour_of(images),
+        class_names=class_names,
+        train=split(train_idx),
+        val=split(val_idx),
+        test=test,
+        suggested_size=_suggested_size(images),
+        protocol="MVTec/Folder layout" if mvtec else "image folder, one sub-folder per class",
+    )
+
+
+def _read_test_folder(test_root: Path) -> Split | None:
+    images, labels, names, kinds = [], [], [], []
+    for folder in sorted(d for d in test_root.iterdir() if d.is_dir()):
+        for file in list_images(folder):
+            images.append(read_image(file))
+            labels.append(0 if folder.name == NORMAL_FOLDER else 1)
+            names.append(str(file))
+            kinds.append(folder.name)
+    if not images:
+        return None
+    return Split(images, np.asarray(labels, dtype=np.int64), names, kinds)
+
+
+def expand_image_glob(pattern: str) -> list[Path]:
+    """Sorted image files of a folder or a glob pattern."""
+    path = Path(pattern)
+    if path.is_dir():
+        return list_images(path)
+    return sorted(
+        Path(p) for p in glob.glob(pattern, recursive=True) if p.lower().endswith(IMAGE_SUFFIXES)
+    )

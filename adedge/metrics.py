@@ -1,0 +1,52 @@
+"""Detection metrics in numpy (no scikit-learn at run time): AUROC, rates at a threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _rank_average(values: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their mean rank."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(values)]])
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = 0.5 * (start + end - 1) + 1.0
+    return ranks
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U); labels 1 = anomalous, higher = more so."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError("AUROC needs both normal and anomalous samples")
+    ranks = _rank_average(scores)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def rates_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """TPR (anomalies flagged), TNR (normals passed), accuracy and F1 at ``score > threshold``."""
+    labels = np.asarray(labels).astype(bool)
+    flagged = np.asarray(scores) > threshold
+    tp = int((flagged & labels).sum())
+    tn = int((~flagged & ~labels).sum())
+    fp = int((flagged & ~labels).sum())
+    fn = int((~flagged & labels).sum())
+    tpr = tp / max(tp + fn, 1)
+    precision = tp / max(tp + fp, 1)
+    return {
+        "tpr": tpr,
+        "tnr": tn / max(tn + fp, 1),
+        "accuracy": (tp + tn) / max(len(labels), 1),
+        "f1": 2 * precision * tpr / max(precision + tpr, 1e-12),
+    }
+
+
+def quantile_threshold(normal_scores: np.ndarray, quantile: float = 0.99) -> float:
+    """A threshold that lets ``quantile`` of held-out normal scores pass."""
+    return float(np.quantile(np.asarray(normal_scores, dtype=np.float64), quantile))

@@ -1,0 +1,60 @@
+"""Default folders and "the newest one" lookups, so `adedge export` and `adedge stream` work
+with nothing else typed. Each run folder holds a small ``run.json`` so finding runs needs no
+torch."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from adedge.bundle import CARD_NAME
+from adedge.errors import AdedgeError
+
+RUNS_DIR = Path("runs")
+MODELS_DIR = Path("models")
+RUN_INFO = "run.json"
+
+
+def new_run_dir(method: str, root: Path = RUNS_DIR) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{method}-{stamp}"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def newest_run(method: str, root: Path = RUNS_DIR) -> Path:
+    """The most recently written checkpoint of ``method`` under ``root`` (best.pt, else last.pt)."""
+    candidates = []
+    for info_file in root.glob(f"*/{RUN_INFO}"):
+        info = _read_json(info_file)
+        if not info or info.get("method") != method:
+            continue
+        for name in ("best.pt", "last.pt"):
+            checkpoint = info_file.parent / name
+            if checkpoint.is_file():
+                candidates.append((checkpoint.stat().st_mtime, checkpoint))
+                break
+    if not candidates:
+        raise AdedgeError(
+            f"no {method} training run found under '{root}/'",
+            f"train one with `adedge train --method {method} --data ...` or pass --checkpoint",
+        )
+    return max(candidates)[1]
+
+
+def newest_bundle(root: Path = MODELS_DIR) -> Path:
+    """The most recently exported bundle under ``root``."""
+    cards = [(p.stat().st_mtime, p.parent) for p in root.glob(f"*/{CARD_NAME}")]
+    if not cards:
+        raise AdedgeError(
+            f"no exported model found under '{root}/'",
+            "export one with `adedge export --method ygan` or pass --model DIR",
+        )
+    return max(cards)[1]

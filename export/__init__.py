@@ -1,0 +1,1 @@
+"""adedge.export: torch -> ONNX bundles, pruned to the inference subgraph, parity-checked."""

@@ -1,0 +1,1 @@
+"""adedge.runtime: scoring frames with an exported bundle. numpy + OpenCV + a backend; no torch."""

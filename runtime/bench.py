@@ -1,0 +1,85 @@
+"""`adedge bench`: latency and throughput of a bundle's graphs on this machine's backend.
+
+Inputs are the card's own shapes filled with noise: speed does not depend on pixel values.
+The paper's per-image time (its hardware, its batch) is shown beside ours, not as a goal.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+from adedge.bundle import load_bundle
+from adedge.registry import METHODS
+from adedge.runtime.backends import create_backend
+
+
+def time_batches(run, batch: np.ndarray, seconds: float, min_runs: int = 5) -> list[float]:
+    """Per-call wall times (s) after one warm-up call, for at least ``min_runs`` calls."""
+    run(batch)
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < min_runs or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        run(batch)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_bundle(
+    model: str | os.PathLike[str], batches: list[int], seconds: float = 2.0, threads: int = 0
+) -> dict[str, Any]:
+    bundle = load_bundle(model)
+    card = bundle.card
+    rows = []
+    for stage in card.stages:
+        backend = create_backend("onnxruntime", bundle.stage_file(stage), stage, threads=threads)
+        spec = stage.input
+        rng = np.random.default_rng(0)
+        for size in batches:
+            batch = rng.standard_normal((size, spec.channels, spec.height, spec.width))
+            times = np.asarray(time_batches(backend.run, batch.astype(np.float32), seconds))
+            rows.append(
+                {
+                    "stage": stage.name,
+                    "input": f"{spec.height}x{spec.width}x{spec.channels}",
+                    "batch": size,
+                    "runs": len(times),
+                    "ms_per_batch_p50": float(np.median(times) * 1e3),
+                    "ms_per_batch_p95": float(np.quantile(times, 0.95) * 1e3),
+                    "ms_per_image": float(np.median(times) * 1e3 / size),
+                    "images_per_second": float(size / np.median(times)),
+                }
+            )
+    info = METHODS.get(card.method)
+    return {
+        "model": str(bundle.path),
+        "method": card.method,
+        "backend": "onnxruntime (CPU)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "rows": rows,
+        "paper_ms_per_image": info.paper_ms_per_image if info else None,
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['method']} bundle {result['model']} on {result['backend']}, {result['machine']}",
+        f"{'stage':8} {'input':>10} {'batch':>5} {'ms/batch p50':>13} {'p95':>8} "
+        f"{'ms/image':>9} {'images/s':>9}",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"{row['stage']:8} {row['input']:>10} {row['batch']:>5} "
+            f"{row['ms_per_batch_p50']:>13.3f} {row['ms_per_batch_p95']:>8.3f} "
+            f"{row['ms_per_image']:>9.3f} {row['images_per_second']:>9.1f}"
+        )
+    paper = result.get("paper_ms_per_image")
+    if paper:
+        quoted = ", ".join(f"{k}: {v} ms" for k, v in paper.items())
+        lines.append(f"paper's reported per-image time (its GPU, full test pass): {quoted}")
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""`adedge eval`: a bundle's detection quality on a labelled test split, through the runtime.
+
+Scores come from the same Detector the stream uses (ONNX graph, card preprocessing), so the
+numbers are those a deployment would see.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from adedge.data import DataSet
+from adedge.errors import DataError
+from adedge.metrics import auroc, rates_at
+from adedge.runtime.detector import Detector
+
+
+def score_split(detector: Detector, images: list[np.ndarray], batch: int = 256) -> np.ndarray:
+    parts = [detector.score_images(images[i : i + batch])[0] for i in range(0, len(images), batch)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def evaluate(detector: Detector, dataset: DataSet, batch: int = 256) -> dict[str, Any]:
+    test = dataset.test
+    if test is None or len(test) == 0:
+        raise DataError(
+            f"'{dataset.spec}' has no labelled test split",
+            "use a built-in set with anomaly=N, or a folder with test/good and test/<defect>",
+        )
+    if not 0 < test.labels.sum() < len(test):
+        raise DataError(
+            f"the test split of '{dataset.spec}' needs both normal and anomalous images",
+            "add test/good and at least one test/<defect> folder",
+        )
+    started = time.perf_counter()
+    scores = score_split(detector, test.images, batch)
+    seconds = time.perf_counter() - started
+    result: dict[str, Any] = {
+        "model": str(detector.bundle.path),
+        "method": detector.card.method,
+        "data": dataset.spec,
+        "protocol": dataset.protocol,
+        "n_test": len(test),
+        "n_anomalous": int(test.labels.sum()),
+        "auroc": auroc(test.labels, scores),
+        "threshold": detector.threshold,
+        "threshold_method": detector.card.threshold.method,
+        **rates_at(test.labels, scores, detector.threshold),
+        "images_per_second": len(test) / seconds if seconds > 0 else None,
+        "backend": detector.backend_name,
+    }
+    kinds = sorted(set(test.kinds)) if test.kinds else []
+    per_kind = {}
+    normal = test.labels == 0
+    for kind in kinds:
+        mask = np.array([k == kind for k in test.kinds])
+        if test.labels[mask].any():
+            subset = mask | normal
+            per_kind[kind] = auroc(test.labels[subset], scores[subset])
+    if len(per_kind) > 1:
+        result["auroc_per_kind"] = per_kind
+    return result

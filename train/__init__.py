@@ -1,0 +1,1 @@
+"""adedge.train: torch training of the methods (one file each in ``methods/``)."""

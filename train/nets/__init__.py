@@ -1,0 +1,1 @@
+"""Building blocks shared by the methods, so that models differ only where papers differ."""

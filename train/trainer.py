@@ -1,0 +1,399 @@
+"""The training loop shared by every method: data, progress, history, checkpoints, resume.
+
+A run folder holds ``last.pt`` (written every epoch and every few minutes inside one, so a
+killed job resumes where it stopped), ``best.pt`` (lowest validation loss on held-out
+*normal* images: test labels never choose a checkpoint), ``history.jsonl`` and
+``losses.csv`` (per-epoch mean losses). The test split's AUROC is logged each epoch as a
+monitor only, so drift is visible; it selects nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adedge import __version__
+from adedge.atomic import write_json, write_text
+from adedge.data import DataSet, load
+from adedge.errors import AdedgeError, DataError
+from adedge.metrics import auroc
+from adedge.paths import RUN_INFO
+from adedge.preprocess import InputSpec, prepare_batch
+from adedge.registry import get_method
+from adedge.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from adedge.train.methods import load_method
+from adedge.train.methods.base import Method
+from adedge.train.weak_labels import weak_labels
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainOptions:
+    method: str
+    data: str
+    out: Path
+    preset: str = "paper"
+    epochs: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    lr: float | None = None
+    weak_labels: bool = False
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    checkpoint_minutes: float = 5.0
+    monitor_test: bool = True
+    threads: int | None = None
+    log_seconds: float = 15.0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best(self) -> Path:
+        return self.run_dir / BEST
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / LAST
+
+
+@dataclass
+class Prepared:
+    """Tensors built once from the data set with the bundle's own preprocessing."""
+
+    spec: InputSpec
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor | None
+    test_y: np.ndarray | None
+    class_names: list[str]
+    label_source: dict[str, Any]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AdedgeError(
+            "--device cuda was asked for but no CUDA GPU is visible", "use --device cpu"
+        )
+    return torch.device(name)
+
+
+def subclass_labels(
+    method: str, dataset: DataSet, use_weak: bool, images: np.ndarray, seed: int
+) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """Labels for the method's latent classifier: ground truth, or weak k-means labels."""
+    needs = get_method(method).needs_subclasses
+    labels = np.concatenate([dataset.train.labels, dataset.val.labels])
+    if use_weak:
+        clusters = weak_labels(images, seed=seed)
+        names = [f"cluster{i}" for i in range(clusters.clusters)]
+        return clusters.labels, names, {"source": "weak (k-means)", **clusters.summary()}
+    if needs and not dataset.has_subclasses:
+        raise DataError(
+            f"'{dataset.spec}' has a single normal class ({', '.join(dataset.class_names)}), but "
+            f"{method} learns sub-classes of the normal data",
+            "add --weak-labels to derive them by k-means clustering (the paper's Y-GAN*), "
+            "or give one sub-folder per normal sub-class",
+        )
+    return labels, list(dataset.class_names), {"source": "ground truth sub-classes"}
+
+
+def prepare(dataset: DataSet, options: TrainOptions, method: str) -> Prepared:
+    size = options.image_size or dataset.suggested_size
+    channels = 1 if dataset.colour == "gray" else 3
+    spec = InputSpec(size, size, dataset.colour, (0.5,) * channels, (0.5,) * channels)
+    train_x = prepare_batch(dataset.train.images, spec)
+    val_x = prepare_batch(dataset.val.images, spec)
+    labels, names, source = subclass_labels(
+        method, dataset, options.weak_labels, np.concatenate([train_x, val_x]), options.seed
+    )
+    test = dataset.test
+    return Prepared(
+        spec=spec,
+        train_x=torch.from_numpy(train_x),
+        train_y=torch.from_numpy(labels[: len(train_x)]),
+        val_x=torch.from_numpy(val_x),
+        val_y=torch.from_numpy(labels[len(train_x) :]),
+        test_x=None if test is None else torch.from_numpy(prepare_batch(test.images, spec)),
+        test_y=None if test is None else test.labels,
+        class_names=names,
+        label_source=source,
+    )
+
+
+@torch.no_grad()
+def score_tensor(
+    scorer: torch.nn.Module, images: torch.Tensor, device: torch.device, chunk: int = 512
+) -> np.ndarray:
+    scorer.eval()
+    parts = [
+        scorer(images[i : i + chunk].to(device)).float().cpu() for i in range(0, len(images), chunk)
+    ]
+    return torch.cat(parts).numpy()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Trainer:
+    def __init__(self, options: TrainOptions, log: Log = print) -> None:
+        self.options = options
+        self.log = log
+        self.method: Method = load_method(options.method)
+        self.run_dir = Path(options.out)
+        self.device = pick_device(options.device)
+        if options.threads:
+            torch.set_num_threads(options.threads)
+
+    def _check_run_dir(self) -> dict[str, Any] | None:
+        last = self.run_dir / LAST
+        if self.options.resume:
+            if not last.is_file():
+                raise AdedgeError(
+                    f"--resume: no {LAST} in '{self.run_dir}'", "start a new run without --resume"
+                )
+            state = load_checkpoint(last, self.method.name)
+            if state["data"]["data"] != self.options.data:
+                raise AdedgeError(
+                    f"--resume: '{self.run_dir}' was trained on '{state['data']['data']}', "
+                    f"not '{self.options.data}'",
+                    "pass the same --data or start a new run with another --out",
+                )
+            return state
+        if last.is_file():
+            raise AdedgeError(
+                f"run folder '{self.run_dir}' already holds a training run",
+                "add --resume to continue it, or choose another --out",
+            )
+        return None
+
+    def run(self) -> TrainResult:
+        resumed = self._check_run_dir()
+        torch.manual_seed(self.options.seed)
+        dataset = load(self.options.data)
+        self.log(f"data: {dataset.spec} ({dataset.protocol}): {json.dumps(dataset.summary())}")
+        data = prepare(dataset, self.options, self.method.name)
+        config_overrides = {
+            "image_size": data.spec.height,
+            "channels": data.spec.channels,
+            "epochs": self.options.epochs,
+            "batch_size": self.options.batch_size,
+            "lr": self.options.lr,
+        }
+        config = (
+            self.method.config_from_dict(resumed["config"])
+            if resumed
+            else self.method.make_config(self.options.preset, **config_overrides)
+        )
+        if resumed and self.options.epochs:
+            config.epochs = self.options.epochs
+        model = self.method.build(config, len(data.class_names)).to(self.device)
+        optimizers = self.method.make_optimizers(model, config)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(
+            self.run_dir / RUN_INFO,
+            {"method": self.method.name, "data": dataset.spec, "preset": self.options.preset},
+        )
+        loop = _Loop(self, dataset, data, config, model, optimizers)
+        if resumed:
+            loop.restore(resumed)
+            self.log(
+                f"resuming {self.run_dir} at epoch {loop.epoch + 1}, step {loop.step_in_epoch}"
+            )
+        loop.run()
+        return TrainResult(self.run_dir, loop.history)
+
+
+class _Loop:
+    """The epoch loop and its bookkeeping (one object so resume can restore all of it)."""
+
+    def __init__(
+        self, trainer: Trainer, dataset, data: Prepared, config, model, optimizers
+    ) -> None:
+        self.t = trainer
+        self.dataset = dataset
+        self.data = data
+        self.config = config
+        self.model = model
+        self.optimizers = optimizers
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_val = math.inf
+        self.epoch_seconds = 0.0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(len(self.data.train_x) // self.config.batch_size, 1)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.epoch = state["epoch"]
+        self.step_in_epoch = state["step_in_epoch"]
+        self.sums = dict(state["loss_sums"])
+        self.count = state["loss_count"]
+        self.history = list(state["history"])
+        self.best_val = state["best_val"]
+        self.epoch_seconds = state.get("epoch_seconds", 0.0)
+        torch.set_rng_state(state["rng"])
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "method": self.t.method.name,
+            "config": self.t.method.config_to_dict(self.config),
+            "preset": self.t.options.preset,
+            "input_spec": self.data.spec.to_dict(),
+            "class_names": self.data.class_names,
+            "labels": self.data.label_source,
+            "data": {**self.dataset.summary(), "seed": self.t.options.seed},
+            "model": self.model.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "loss_sums": self.sums,
+            "loss_count": self.count,
+            "history": self.history,
+            "best_val": self.best_val,
+            "epoch_seconds": self.epoch_seconds,
+            "rng": torch.get_rng_state(),
+            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "adedge_version": __version__,
+            "torch_version": torch.__version__,
+        }
+
+    def epoch_order(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.t.options.seed * 100_003 + self.epoch)
+        return torch.randperm(len(self.data.train_x), generator=generator)
+
+    def run(self) -> None:
+        total_steps = self.config.epochs * self.steps_per_epoch
+        last_save = last_log = time.monotonic()
+        while self.epoch < self.config.epochs:
+            order = self.epoch_order()
+            started = time.monotonic() - self.epoch_seconds
+            self.model.train()
+            while self.step_in_epoch < self.steps_per_epoch:
+                batch = order[
+                    self.step_in_epoch * self.config.batch_size : (self.step_in_epoch + 1)
+                    * self.config.batch_size
+                ]
+                progress = (self.epoch * self.steps_per_epoch + self.step_in_epoch) / total_steps
+                losses = self.t.method.train_step(
+                    self.model,
+                    self.optimizers,
+                    self.data.train_x[batch].to(self.t.device),
+                    self.data.train_y[batch].to(self.t.device),
+                    progress,
+                    self.config,
+                )
+                self.accumulate(losses)
+                self.step_in_epoch += 1
+                now = time.monotonic()
+                self.epoch_seconds = now - started
+                if now - last_log > self.t.options.log_seconds:
+                    self.log_progress(total_steps)
+                    last_log = now
+                if now - last_save > 60 * self.t.options.checkpoint_minutes:
+                    save_checkpoint(self.t.run_dir / LAST, self.payload())
+                    last_save = now
+            self.finish_epoch()
+            last_save = time.monotonic()
+
+    def accumulate(self, losses: dict[str, float]) -> None:
+        for key, value in losses.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def log_progress(self, total_steps: int) -> None:
+        done = self.epoch * self.steps_per_epoch + self.step_in_epoch
+        rate = self.step_in_epoch / max(self.epoch_seconds, 1e-9)
+        left = (total_steps - done) / max(rate, 1e-9)
+        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in means.items() if k.startswith("L_"))
+        self.t.log(
+            f"epoch {self.epoch + 1}/{self.config.epochs} step {self.step_in_epoch}/"
+            f"{self.steps_per_epoch}  {shown}  ~{format_duration(left)} left"
+        )
+
+    def finish_epoch(self) -> None:
+        scorer = self.t.method.inference_module(self.model)
+        self.model.eval()
+        val_loss = self.t.method.validation_loss(
+            self.model, self.data.val_x.to(self.t.device), self.data.val_y.to(self.t.device)
+        )
+        val_scores = score_tensor(scorer, self.data.val_x, self.t.device)
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "seconds": round(self.epoch_seconds, 2),
+            **{k: v / max(self.count, 1) for k, v in self.sums.items()},
+            "val_loss": val_loss,
+            "val_score_mean": float(val_scores.mean()),
+        }
+        if self.t.options.monitor_test and self.data.test_x is not None:
+            test_scores = score_tensor(scorer, self.data.test_x, self.t.device)
+            if 0 < self.data.test_y.sum() < len(self.data.test_y):
+                record["test_auroc_monitor"] = auroc(self.data.test_y, test_scores)
+        self.history.append(record)
+        improved = val_loss < self.best_val
+        self.best_val = min(self.best_val, val_loss)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.sums, self.count, self.epoch_seconds = {}, 0, 0.0
+        save_checkpoint(self.t.run_dir / LAST, self.payload())
+        if improved:
+            shutil.copyfile(self.t.run_dir / LAST, self.t.run_dir / f".{BEST}.partial")
+            (self.t.run_dir / f".{BEST}.partial").replace(self.t.run_dir / BEST)
+        self.write_history()
+        left = (self.config.epochs - self.epoch) * record["seconds"]
+        monitor = record.get("test_auroc_monitor")
+        self.t.log(
+            f"epoch {self.epoch}/{self.config.epochs} done in {format_duration(record['seconds'])}"
+            f"  L_G {record.get('L_G', float('nan')):.4g}  val_loss {val_loss:.4f}"
+            + ("  (best)" if improved else "")
+            + (f"  test AUROC {monitor:.4f} (monitor only)" if monitor is not None else "")
+            + f"  ~{format_duration(left)} left"
+        )
+
+    def write_history(self) -> None:
+        write_text(
+            self.t.run_dir / "history.jsonl",
+            "".join(json.dumps(r) + "\n" for r in self.history),
+        )
+        keys = list(dict.fromkeys(k for r in self.history for k in r))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_text(self.t.run_dir / "losses.csv", buffer.getvalue())
+
+
+def train(options: TrainOptions, log: Log = print) -> TrainResult:
+    return Trainer(options, log).run()
