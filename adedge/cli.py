@@ -206,6 +206,82 @@ def evaluate(
     say(f"wrote {target}")
 
 
+SOURCE_HELP = (
+    "camera0 / 0 / /dev/video0 / v4l2:///dev/video0 (USB camera), csi://0 (Jetson CSI), "
+    "rtsp://..., a video file or file:// URI, a folder or glob of images, or 'synthetic' "
+    "(a generated surface with injected defects; options synthetic:seed=N,frames=N)."
+)
+
+
+@app.command()
+def stream(
+    source: Annotated[str, typer.Option(help=SOURCE_HELP)] = "synthetic",
+    model: Annotated[
+        Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="onnxruntime (CPU).")] = "onnxruntime",
+    threshold: Annotated[float | None, typer.Option(help="Override the card's threshold.")] = None,
+    jsonl: Annotated[
+        Path | None, typer.Option(help="Write one JSON line per frame (score, label, latency).")
+    ] = None,
+    save_video: Annotated[
+        Path | None, typer.Option(help="Write an annotated video (.avi, .mp4 or .mkv).")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Frames per inference call (files only).")] = 1,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    every: Annotated[int, typer.Option(help="Keep every N-th frame.")] = 1,
+    fps: Annotated[float | None, typer.Option(help="Cap the rate of files and folders.")] = None,
+    loop: Annotated[bool, typer.Option("--loop", help="Restart files at their end.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Print only anomalous frames and the summary.")
+    ] = False,
+    summary_json: Annotated[
+        Path | None, typer.Option(help="Write the end-of-stream summary as JSON.")
+    ] = None,
+) -> None:
+    """Score every frame of a camera, stream, video or image folder (no torch needed)."""
+    from adedge.runtime.detector import Detector
+    from adedge.runtime.sinks import ConsoleSink, JsonlSink, VideoSink
+    from adedge.runtime.sources import open_source
+    from adedge.runtime.stream import StreamOptions, run_stream
+
+    model = pick_model(model)
+    detector = Detector(model, backend=backend, threshold=threshold)
+    frames = open_source(source, loop=loop, max_frames=max_frames, every=every, fps=fps)
+    sinks: list = [ConsoleSink(quiet=quiet)]
+    if jsonl:
+        sinks.append(JsonlSink(jsonl))
+    if save_video:
+        sinks.append(VideoSink(save_video, fps=fps or 25.0))
+    say(f"streaming {frames.describe()} through {model} ({detector.card.method}, {backend})")
+    summary = run_stream(detector, frames, sinks, StreamOptions(batch=batch))
+    typer.echo(summary.render())
+    for path in (jsonl, save_video):
+        if path:
+            say(f"wrote {path}")
+    if summary_json:
+        from adedge.atomic import write_json
+
+        write_json(summary_json, summary.to_dict())
+
+
+@app.command()
+def video(
+    data: Annotated[str, typer.Option(help=DATA_HELP)],
+    out: Annotated[Path, typer.Option(help="Video file to write (.avi, .mp4 or .mkv).")],
+    size: Annotated[int, typer.Option(help="Frame side in pixels.")] = 128,
+    fps: Annotated[float, typer.Option(help="Frames per second.")] = 10.0,
+    limit: Annotated[int | None, typer.Option(help="At most this many frames.")] = None,
+) -> None:
+    """Render a data set's labelled test split as a video, with a ground-truth CSV beside it,
+    to try `adedge stream` on images whose labels are known."""
+    from adedge.data import load
+    from adedge.runtime.render import render_test_split
+
+    truth = render_test_split(load(data), out, size=size, fps=fps, limit=limit)
+    say(f"wrote {out} and its ground truth {truth}")
+
+
 def pick_model(model: Path | None) -> Path:
     if model is None:
         model = newest_bundle()

@@ -1,0 +1,706 @@
+"""Frame sources: one spelling names any camera, stream, video, image folder or test scene.
+
+``open_source(spec)`` understands (like jetson-inference's ``videoSource`` URIs):
+
+* ``camera0`` / ``0`` / ``/dev/video0`` / ``v4l2:///dev/video0`` -- a USB/V4L2 camera (live)
+* ``csi://0`` -- a Jetson CSI camera through GStreamer's ``nvarguscamerasrc`` (live)
+* ``rtsp://...`` / ``rtmp://...`` / ``http(s)://...`` -- a network stream via FFmpeg (live)
+* ``clip.mp4`` / ``file:///data/clip.mp4`` -- a video file: every frame, in order
+* ``./images`` / ``'./images/*.png'`` / ``img.png`` -- image files, sorted by name
+* ``synthetic`` / ``synthetic:seed=1,size=256,frames=100`` -- a generated textured surface
+  with defects injected at known frames, so the whole pipeline runs with no camera and no data
+
+Live sources run a capture thread that keeps only the newest frame: a slow model sees the
+present, never a growing backlog, and every frame it misses is counted in ``dropped``. A
+camera that stops delivering is reopened with exponential back-off. Files and folders give
+every frame; a frame or image that cannot be decoded is skipped and counted in ``skipped``,
+never fatal. Timestamps are seconds: position in the video for files, ``index / fps`` for
+the synthetic scene (fps 25 unless capped), time since the source opened for image folders,
+and Unix time of capture for live sources.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+
+from adedge.data import IMAGE_SUFFIXES, expand_image_glob, read_image
+from adedge.errors import AdedgeError, SourceError
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
+GLOB_CHARS = ("*", "?", "[")
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+VIDEO_EOF_RETRIES = 25  # consecutive failed grabs that mean end of file, not a corrupt frame
+
+
+@dataclass
+class Frame:
+    """One frame as the stream sees it; ``image`` is BGR uint8 (H, W, 3) or grey (H, W)."""
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+    name: str
+    truth: bool | None = None  # known defect label (synthetic scene only)
+
+
+class FrameSource:
+    """Iterable of :class:`Frame`; subclasses implement :meth:`_frames`.
+
+    The base class applies ``max_frames`` and the ``fps`` cap so every source honours them
+    the same way; subclasses apply ``every`` on their own frame positions (a video must
+    still grab the frames it does not keep).
+    """
+
+    live: bool = False
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        every: int = 1,
+        max_frames: int | None = None,
+        fps: float | None = None,
+        loop: bool = False,
+    ) -> None:
+        _check_options(every, max_frames, fps)
+        self.label = label
+        self.every = every
+        self.max_frames = max_frames
+        self.fps = fps
+        self.loop = loop
+        self.dropped = 0
+        self.skipped = 0
+        self.closed = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.max_frames == 0:
+            return
+        pace = _Pacer(None if self.live else self.fps)
+        for count, frame in enumerate(self._frames(), start=1):
+            pace.wait()
+            yield frame
+            if self.max_frames is not None and count >= self.max_frames:
+                return
+
+    def _frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def _keep(self, position: int) -> bool:
+        return position % self.every == 0
+
+    def describe(self) -> str:
+        return self.label
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _check_options(every: int, max_frames: int | None, fps: float | None) -> None:
+    if not isinstance(every, int) or every < 1:
+        raise SourceError(f"every={every} is not a positive integer", "pass --every 1 or more")
+    if max_frames is not None and max_frames < 0:
+        raise SourceError(f"max_frames={max_frames} is negative", "pass 0 or more frames")
+    if fps is not None and not fps > 0:
+        raise SourceError(f"fps={fps} is not positive", "pass a rate such as --fps 10")
+
+
+class _Pacer:
+    """Sleeps so that frames leave no faster than ``fps`` (None: no cap)."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.period = 0.0 if fps is None else 1.0 / fps
+        self.next_time: float | None = None
+
+    def wait(self) -> None:
+        if not self.period:
+            return
+        now = time.monotonic()
+        if self.next_time is not None and now < self.next_time:
+            time.sleep(self.next_time - now)
+            now = self.next_time
+        self.next_time = now + self.period
+
+
+# --- image files -------------------------------------------------------------------------
+
+
+class ImageFolderSource(FrameSource):
+    """Image files in name order; ``name`` is the file path, unreadable files are skipped."""
+
+    def __init__(self, spec: str, paths: list[Path], **options: Any) -> None:
+        super().__init__(spec, **options)
+        self.paths = paths
+        self._opened = time.monotonic()
+
+    def _frames(self) -> Iterator[Frame]:
+        position = 0
+        while not self.closed:
+            produced = False
+            for path in self.paths:
+                index, position = position, position + 1
+                if not self._keep(index):
+                    continue
+                image = _read_bgr(path)
+                if image is None:
+                    self.skipped += 1
+                    continue
+                produced = True
+                yield Frame(index, time.monotonic() - self._opened, image, str(path))
+            if not (self.loop and produced):
+                return
+
+    def describe(self) -> str:
+        return f"images '{self.label}' ({len(self.paths)} files)"
+
+
+def _read_bgr(path: Path) -> np.ndarray | None:
+    """The image as BGR/grey uint8, or None where it cannot be decoded."""
+    try:
+        image = read_image(path)
+    except AdedgeError:
+        return None
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+
+
+def _open_images(spec: str, **options: Any) -> ImageFolderSource:
+    paths = expand_image_glob(spec)
+    if not paths:
+        kind = "folder" if Path(spec).is_dir() else "pattern"
+        raise SourceError(
+            f"no images in {kind} '{spec}'",
+            f"put {', '.join(IMAGE_SUFFIXES[:4])} files there or check the pattern",
+        )
+    return ImageFolderSource(spec, paths, **options)
+
+
+# --- video files -------------------------------------------------------------------------
+
+
+class VideoFileSource(FrameSource):
+    """Every frame of a video file, timestamped by its position in the video."""
+
+    def __init__(self, path: str, **options: Any) -> None:
+        super().__init__(path, **options)
+        self.path = path
+        self._cap = _open_video(path)
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.video_fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 25.0
+        self.size = (
+            int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+
+    def _frames(self) -> Iterator[Frame]:
+        base_index, base_time = 0, 0.0
+        while not self.closed:
+            count, produced = yield from self._one_pass(base_index, base_time)
+            if not (self.loop and produced) or self.closed:
+                return
+            base_index += count
+            base_time += count / self.video_fps
+            self._cap.release()
+            self._cap = _open_video(self.path)
+
+    def _one_pass(
+        self, base_index: int, base_time: float
+    ) -> Generator[Frame, None, tuple[int, bool]]:
+        """Frames of one pass over the file; returns (positions read, any frame produced).
+
+        A failed grab is a corrupt frame if a later grab succeeds (counted as skipped), the
+        end of the file if it is past the frame count or ``VIDEO_EOF_RETRIES`` fail in a row
+        (failures just before the end are not counted: the frame count may be an estimate).
+        """
+        position, failed, produced = 0, [], False
+        while not self.closed:
+            if not self._cap.grab():
+                if 0 < self.frame_count <= position or len(failed) + 1 >= VIDEO_EOF_RETRIES:
+                    return position - len(failed), produced
+                failed.append(position)
+                position += 1
+                continue
+            self.skipped += sum(self._keep(base_index + p) for p in failed)
+            failed = []
+            index, position = base_index + position, position + 1
+            if not self._keep(index):
+                continue
+            ok, image = self._cap.retrieve()
+            if not ok or image is None or image.size == 0:
+                self.skipped += 1
+                continue
+            produced = True
+            timestamp = base_time + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
+            yield Frame(index, timestamp, image, self.path)
+        return position, produced
+
+    def describe(self) -> str:
+        width, height = self.size
+        return (
+            f"video '{self.path}' ({self.frame_count} frames, {width}x{height} "
+            f"@ {self.video_fps:g} fps)"
+        )
+
+    def close(self) -> None:
+        super().close()
+        self._cap.release()
+
+
+def _open_video(path: str) -> cv2.VideoCapture:
+    if not Path(path).is_file():
+        raise SourceError(
+            f"cannot open video '{path}': no such file",
+            "check the path, or pass a folder of images, camera0 or synthetic",
+        )
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(
+            f"cannot open video '{path}': OpenCV cannot decode it",
+            "check the path and codec, or re-encode it, e.g. `ffmpeg -i IN -c:v mjpeg out.avi`",
+        )
+    return cap
+
+
+# --- live sources (cameras, network streams) ---------------------------------------------
+
+
+class LiveSource(FrameSource):
+    """A camera or stream read by a thread that keeps only the newest frame.
+
+    A read failure closes and reopens the capture after an exponential back-off
+    (``backoff`` seconds, doubling, at most ``backoff_cap``); after ``max_reopen``
+    consecutive failures the source ends. A successful read resets the count.
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        label: str,
+        open_capture: Callable[[], cv2.VideoCapture],
+        *,
+        fail: SourceError,
+        max_reopen: int = 8,
+        backoff: float = 0.25,
+        backoff_cap: float = 5.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(label, **options)
+        self._open_capture = open_capture
+        self._cap = _quietly(open_capture)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise fail
+        self.max_reopen = max_reopen
+        self.backoff = backoff
+        self.backoff_cap = backoff_cap
+        self.reopened = 0
+        self._latest: Frame | None = None
+        self._ended = False
+        self._stop = threading.Event()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def _frames(self) -> Iterator[Frame]:
+        self._start()
+        while True:
+            with self._ready:
+                while not self._ready.wait_for(self._has_news, timeout=0.5):
+                    pass  # short waits keep Ctrl-C responsive on every platform
+                frame, self._latest = self._latest, None
+            if frame is None:
+                return
+            yield frame
+
+    def _has_news(self) -> bool:
+        return self._latest is not None or self._ended
+
+    def _start(self) -> None:
+        if self._thread is None and not self.closed:
+            self._thread = threading.Thread(
+                target=self._capture, name=f"adedge-capture {self.label}", daemon=True
+            )
+            self._thread.start()
+
+    def _capture(self) -> None:
+        """Thread body: read, keep the newest frame, reopen on failure, release at the end."""
+        position, failures = 0, 0
+        try:
+            while not self._stop.is_set():
+                ok, image = self._cap.read()
+                if not ok or image is None or image.size == 0:
+                    failures += 1
+                    if failures > self.max_reopen or not self._reopen(failures):
+                        return
+                    continue
+                failures = 0
+                index, position = position, position + 1
+                if self._keep(index):
+                    self._publish(Frame(index, time.time(), image, self.label))
+        finally:
+            self._cap.release()
+            with self._ready:
+                self._ended = True
+                self._ready.notify_all()
+
+    def _publish(self, frame: Frame) -> None:
+        with self._ready:
+            if self._latest is not None:
+                self.dropped += 1
+            self._latest = frame
+            self._ready.notify_all()
+
+    def _reopen(self, failures: int) -> bool:
+        """Wait the back-off, then reopen; False when asked to stop meanwhile."""
+        delay = min(self.backoff * 2 ** (failures - 1), self.backoff_cap)
+        if self._stop.wait(delay):
+            return False
+        self._cap.release()
+        self._cap = _quietly(self._open_capture)
+        if self._cap.isOpened():
+            self.reopened += 1
+        return True
+
+    def describe(self) -> str:
+        return f"{self.label} (live, newest frame kept)"
+
+    def close(self) -> None:
+        super().close()
+        self._stop.set()
+        if self._thread is None:
+            self._cap.release()
+            with self._ready:
+                self._ended = True
+                self._ready.notify_all()
+        else:
+            self._thread.join(timeout=3.0)
+
+
+def _quietly(open_capture: Callable[[], cv2.VideoCapture]) -> cv2.VideoCapture:
+    """Open with OpenCV's warnings silenced: a failure becomes our own one-line error."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        return open_capture()
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        return open_capture()
+    finally:
+        logging.setLogLevel(level)
+
+
+def _open_camera(spec: str, target: int | str, **options: Any) -> LiveSource:
+    if isinstance(target, int):
+        label = f"camera{target}"
+        fail = SourceError(
+            f"no camera at index {target} ('{spec}')",
+            "list cameras with `v4l2-ctl --list-devices`, or pass a video file or synthetic",
+        )
+        return LiveSource(label, lambda: cv2.VideoCapture(target), fail=fail, **options)
+    fail = SourceError(
+        f"no camera at '{target}'"
+        + ("" if Path(target).exists() else " (no such device)")
+        + (" or it is busy/not permitted" if Path(target).exists() else ""),
+        "list cameras with `v4l2-ctl --list-devices`; check the video group, or pass a file",
+    )
+    return LiveSource(target, lambda: cv2.VideoCapture(target, cv2.CAP_V4L2), fail=fail, **options)
+
+
+def _open_network(url: str, **options: Any) -> LiveSource:
+    os.environ.setdefault(FFMPEG_OPTIONS_ENV, "rtsp_transport;tcp")
+    label = redact_url(url)
+    fail = SourceError(
+        f"cannot open stream '{label}'",
+        "check the URL, credentials and network (try it in `ffplay`), or pass a video file",
+    )
+    return LiveSource(label, lambda: cv2.VideoCapture(url, cv2.CAP_FFMPEG), fail=fail, **options)
+
+
+def _open_csi(spec: str, sensor: str, **options: Any) -> LiveSource:
+    if not re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()):
+        raise SourceError(
+            f"'{spec}' needs OpenCV built with GStreamer and this OpenCV has none",
+            "on a Jetson use JetPack's OpenCV (uninstall opencv-python-headless from the venv, "
+            "create it with --system-site-packages)",
+        )
+    pipeline = (
+        f"nvarguscamerasrc sensor-id={sensor} ! "
+        "video/x-raw(memory:NVMM), width=1280, height=720, framerate=30/1 ! "
+        "nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! "
+        "appsink drop=1 max-buffers=1"
+    )
+    fail = SourceError(
+        f"cannot open CSI camera {sensor} ('{spec}')",
+        "check the ribbon cable and `nvargus-daemon` (sudo systemctl restart nvargus-daemon)",
+    )
+    return LiveSource(
+        f"csi{sensor}",
+        lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER),
+        fail=fail,
+        **options,
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, so it can be logged and written to events."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+# --- synthetic scene ---------------------------------------------------------------------
+
+
+SYNTHETIC_FPS = 25.0  # timestamps are index / fps (the --fps cap where one is given)
+DEFECT_KINDS = ("scratch", "dark blob", "stain", "missing patch")
+SYNTHETIC_OPTIONS = ("seed", "size", "frames", "defect_every", "defect_first")
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    seed: int = 0
+    width: int = 256
+    height: int = 256
+    frames: int | None = None
+    defect_every: int = 10
+    defect_first: int = 5
+
+
+class SyntheticSource(FrameSource):
+    """A grey-brown surface drifting a pixel or two per frame, with defects at known frames.
+
+    Frame ``t`` depends only on (seed, t): the texture is periodic (built in the Fourier
+    domain), so drifting by ``np.roll`` never reveals an edge and leaves the frame mean
+    unchanged; only sensor noise and the defects vary. ``frames=N`` makes the scene N
+    frames long (endless otherwise). Defects (scratch, dark blob, stain,
+    missing patch, in turn) appear on frames ``defect_first + k * defect_every`` and those
+    frames carry ``truth=True``.
+    """
+
+    def __init__(self, spec: str, scene: SceneOptions, **options: Any) -> None:
+        super().__init__(spec, **options)
+        self.scene = scene
+        self.nominal_fps = self.fps or SYNTHETIC_FPS
+        self.texture = surface_texture(scene.height, scene.width, scene.seed)
+
+    def is_defect(self, index: int) -> bool:
+        every, first = self.scene.defect_every, self.scene.defect_first
+        return every > 0 and index >= first and (index - first) % every == 0
+
+    def render(self, index: int) -> np.ndarray:
+        """Frame ``index`` as BGR uint8 (deterministic)."""
+        image = np.roll(
+            self.texture, (index % self.scene.height, (2 * index) % self.scene.width), (0, 1)
+        )
+        rng = np.random.default_rng([self.scene.seed, index])
+        image = image + rng.normal(0.0, 2.0, image.shape).astype(np.float32)
+        if self.is_defect(index):
+            kind = (index - self.scene.defect_first) // self.scene.defect_every
+            image = add_defect(image, DEFECT_KINDS[kind % len(DEFECT_KINDS)], rng)
+        return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+    def _frames(self) -> Iterator[Frame]:
+        index = 0
+        while not self.closed and (self.scene.frames is None or index < self.scene.frames):
+            if self._keep(index):
+                yield Frame(
+                    index,
+                    index / self.nominal_fps,
+                    self.render(index),
+                    "synthetic",
+                    truth=self.is_defect(index),
+                )
+            index += 1
+
+    def describe(self) -> str:
+        s = self.scene
+        defects = (
+            f"defects every {s.defect_every} frames from frame {s.defect_first}"
+            if s.defect_every > 0
+            else "no defects"
+        )
+        return f"synthetic scene {s.width}x{s.height} seed={s.seed}, {defects}"
+
+
+def _periodic_noise(rng: np.random.Generator, height: int, width: int, sigma: float) -> np.ndarray:
+    """White noise blurred by a Gaussian of ``sigma`` px with wrap-around (via the FFT)."""
+    noise = rng.standard_normal((height, width))
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    kernel = np.exp(-2.0 * (np.pi * sigma) ** 2 * (fx**2 + fy**2))
+    smooth = np.fft.irfft2(np.fft.rfft2(noise) * kernel, s=(height, width))
+    return smooth / (smooth.std() + 1e-12)
+
+
+def surface_texture(height: int, width: int, seed: int) -> np.ndarray:
+    """A tileable grey-brown texture, float32 BGR in about [40, 200]."""
+    rng = np.random.default_rng(seed)
+    scale = min(height, width) / 256.0
+    octaves = ((24.0, 1.0), (8.0, 0.5), (3.0, 0.3), (1.0, 0.15))
+    field = sum(amp * _periodic_noise(rng, height, width, sigma * scale) for sigma, amp in octaves)
+    field = (field - field.mean()) / field.std()
+    grey = np.clip(120.0 + 22.0 * field, 40.0, 200.0)
+    tint = np.array([0.82, 0.93, 1.06], dtype=np.float32)  # B, G, R: brownish grey
+    return (grey[:, :, None] * tint).astype(np.float32)
+
+
+def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Draw one defect of ``kind`` at a random place; float32 BGR in, float32 BGR out."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    centre = (int(rng.uniform(0.2, 0.8) * width), int(rng.uniform(0.2, 0.8) * height))
+    mask = np.zeros((height, width), np.float32)
+    if kind == "scratch":
+        angle = rng.uniform(0, np.pi)
+        half = rng.uniform(0.2, 0.3) * side
+        dx, dy = int(half * np.cos(angle)), int(half * np.sin(angle))
+        p1, p2 = (centre[0] - dx, centre[1] - dy), (centre[0] + dx, centre[1] + dy)
+        cv2.line(mask, p1, p2, 1.0, max(2, side // 80), cv2.LINE_AA)
+        return _blend(image, mask, (215.0, 220.0, 225.0))
+    if kind == "dark blob":
+        cv2.circle(mask, centre, int(rng.uniform(0.06, 0.09) * side), 1.0, -1, cv2.LINE_AA)
+        mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, side / 200))
+        return _blend(image, mask, (22.0, 24.0, 28.0))
+    if kind == "stain":
+        axes = (int(rng.uniform(0.1, 0.15) * side), int(rng.uniform(0.06, 0.1) * side))
+        cv2.ellipse(mask, centre, axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
+        mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, side / 60))
+        return _blend(image, mask * 0.7, (30.0, 60.0, 110.0))
+    if kind == "missing patch":
+        half = int(rng.uniform(0.06, 0.08) * side)
+        x, y = centre
+        mask[max(0, y - half) : y + half, max(0, x - half) : x + half] = 1.0
+        return _blend(image, mask, (8.0, 8.0, 8.0))
+    raise ValueError(f"unknown defect kind {kind!r}")
+
+
+def _blend(image: np.ndarray, mask: np.ndarray, colour: tuple[float, float, float]) -> np.ndarray:
+    alpha = mask[:, :, None]
+    return image * (1.0 - alpha) + np.asarray(colour, np.float32) * alpha
+
+
+def parse_synthetic(spec: str) -> SceneOptions:
+    """``synthetic[:key=value,...]`` -> SceneOptions; a bad option is a SourceError."""
+    _, _, text = spec.partition(":")
+    values: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in SYNTHETIC_OPTIONS:
+            raise SourceError(
+                f"synthetic option '{item}' in '{spec}' is not understood",
+                f"use {', '.join(SYNTHETIC_OPTIONS)}, e.g. synthetic:seed=1,size=256",
+            )
+        values[key] = value
+    try:
+        width, height = _parse_size(values.get("size", "256"))
+        scene = SceneOptions(
+            seed=int(values.get("seed", 0)),
+            width=width,
+            height=height,
+            frames=int(values["frames"]) if "frames" in values else None,
+            defect_every=int(values.get("defect_every", 10)),
+            defect_first=int(values.get("defect_first", 5)),
+        )
+    except ValueError:
+        raise SourceError(
+            f"synthetic options in '{spec}' have a value of the wrong type",
+            "seed, frames, defect_every, defect_first take integers; size takes N or WxH",
+        ) from None
+    if min(width, height) < 16 or (scene.frames is not None and scene.frames < 0):
+        raise SourceError(
+            f"synthetic options in '{spec}' are out of range", "use size >= 16 and frames >= 0"
+        )
+    return scene
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height or width)
+
+
+# --- the one entry point -----------------------------------------------------------------
+
+
+def open_source(
+    spec: str,
+    *,
+    loop: bool = False,
+    max_frames: int | None = None,
+    every: int = 1,
+    fps: float | None = None,
+) -> FrameSource:
+    """Open the source a user typed (see the module docstring for the spellings).
+
+    ``every=N`` keeps every N-th frame; ``max_frames`` ends the source after that many
+    frames; ``fps`` caps the rate of files, folders and the synthetic scene (live sources
+    run at their own rate); ``loop`` restarts files and folders at their end.
+    Raises SourceError (one line: what and how to fix) where the source cannot be opened.
+    """
+    _check_options(every, max_frames, fps)
+    options = {"every": every, "max_frames": max_frames, "fps": fps, "loop": loop}
+    text = str(spec).strip()
+    if not text:
+        raise SourceError(
+            "the source is empty", "pass camera0, a video file, a folder or synthetic"
+        )
+    if text == "synthetic" or text.startswith("synthetic:"):
+        return SyntheticSource(text, parse_synthetic(text), **options)
+    camera = re.fullmatch(r"(?:camera)?(\d*)", text)
+    if camera and (text.startswith("camera") or camera.group(1)):
+        return _open_camera(text, int(camera.group(1) or 0), **options)
+    if text.startswith("v4l2://"):
+        return _open_camera(text, text[len("v4l2://") :], **options)
+    if re.fullmatch(r"/dev/video\d+", text):
+        return _open_camera(text, text, **options)
+    if text.startswith("csi://"):
+        return _open_csi(text, text[len("csi://") :] or "0", **options)
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme in NETWORK_SCHEMES:
+        return _open_network(text, **options)
+    if scheme == "file":
+        text = _file_uri_path(text)
+    elif scheme:
+        raise SourceError(
+            f"source scheme '{scheme}://' in '{text}' is not supported",
+            "use camera0, /dev/video0, csi://0, rtsp://, http(s)://, file://, a path or synthetic",
+        )
+    return _open_path(text, **options)
+
+
+def _file_uri_path(uri: str) -> str:
+    """``file:///abs/x.mp4`` -> ``/abs/x.mp4``; ``file://rel/x.mp4`` -> ``rel/x.mp4``."""
+    parts = urlsplit(uri)
+    host = "" if parts.netloc in ("", "localhost") else parts.netloc
+    return unquote(host + parts.path)
+
+
+def _open_path(path: str, **options: Any) -> FrameSource:
+    """A folder, a glob or a single image are images; any other path is a video file."""
+    target = Path(path)
+    is_glob = any(c in path for c in GLOB_CHARS)
+    is_image = target.suffix.lower() in IMAGE_SUFFIXES
+    if target.is_dir() or is_glob or is_image:
+        if is_image and not is_glob and not target.exists():
+            raise SourceError(f"image '{path}' does not exist", "check the path")
+        return _open_images(path, **options)
+    return VideoFileSource(path, **options)
