@@ -27,11 +27,11 @@ system-deps:
 	else echo "no root: Fashion-MNIST tests will skip (apt-get install dataset-fashion-mnist)"; fi
 
 test: install system-deps
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests benchmarks --benchmark-disable
 
 demo: install
 	rm -rf runs/demo-ygan
-	$(BIN)/adedge train --method ygan --data $(DEMO_DATA) --preset small --epochs 40 --out runs/demo-ygan
+	$(BIN)/adedge train --method ygan --data $(DEMO_DATA) --epochs 20 --out runs/demo-ygan
 	$(BIN)/adedge export --method ygan --checkpoint runs/demo-ygan --out models/demo-ygan
 	$(BIN)/adedge eval --model models/demo-ygan --data $(DEMO_DATA)
 	$(BIN)/adedge video --data $(DEMO_DATA) --out demo/test-split.avi --limit 120
