@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 
-def temporary_sibling(path: Path, suffix: str = "") -> Path:
-    """A fresh name in the same folder (same file system, so ``os.replace`` is atomic)."""
+def temporary_sibling(path: Path) -> Path:
+    """A fresh name in the same folder (same file system, so ``os.replace`` is atomic),
+    ending in the real suffix: writers such as OpenCV's pick the format from the name."""
     fd, name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix + ".partial", dir=path.parent
+        prefix=f".{path.name}.", suffix=f".partial{path.suffix}", dir=path.parent
     )
     os.close(fd)
     return Path(name)
@@ -26,7 +27,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; it replaces ``path`` only if the block succeeds."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(final, final.suffix)
+    tmp = temporary_sibling(final)
     try:
         yield tmp
         os.replace(tmp, final)

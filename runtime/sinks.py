@@ -13,7 +13,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
@@ -108,16 +107,6 @@ class JsonlSink:
         self.close()
 
 
-def _video_temporary(path: Path) -> Path:
-    """Like ``temporary_sibling`` but ending in the real suffix: OpenCV picks the container
-    from the file name."""
-    fd, name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".partial{path.suffix}", dir=path.parent
-    )
-    os.close(fd)
-    return Path(name)
-
-
 class VideoSink:
     """Annotated video: score, threshold and label on a bar, red/green border by label.
 
@@ -142,7 +131,7 @@ class VideoSink:
         self.fps = float(fps)
         self.threshold = threshold
         self.fourcc = VIDEO_CODECS[suffix]
-        self.temp_path = _video_temporary(self.path)
+        self.temp_path = temporary_sibling(self.path)
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self.frames = 0

@@ -199,3 +199,47 @@ def test_bench_prints_rows(monkeypatch, capsys, ygan_bundle, tmp_path):
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["batch"] for r in rows] == [1, 4]
     assert "2.6 ms" in out
+
+
+def test_video_of_the_test_split_streams_with_its_ground_truth(
+    monkeypatch, capsys, ygan_bundle, tmp_path
+):
+    """The demo's path: a labelled test split as a real video, streamed end to end."""
+    import cv2
+
+    from adedge.runtime.render import read_truth
+
+    video = tmp_path / "test.avi"
+    code, _, err = run_ok(
+        monkeypatch, capsys, "video", "--data", "digits:anomaly=0", "--out", video, "--limit", 30
+    )
+    assert code == 0, err
+    truth = read_truth(video.with_suffix(".csv"))
+    assert len(truth) == 30 and 0 < sum(truth.values()) < 30
+    capture = cv2.VideoCapture(str(video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+    capture.release()
+    events, annotated = tmp_path / "events.jsonl", tmp_path / "annotated.avi"
+    code, out, err = run_ok(
+        monkeypatch,
+        capsys,
+        "stream",
+        "--model",
+        ygan_bundle,
+        "--source",
+        video,
+        "--jsonl",
+        events,
+        "--save-video",
+        annotated,
+        "--batch",
+        8,
+    )
+    assert code == 0, err
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(30))
+    assert "30 scored" in out
+    capture = cv2.VideoCapture(str(annotated))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+    capture.release()
+    assert not list(tmp_path.glob(".*partial*"))

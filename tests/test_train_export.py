@@ -154,3 +154,40 @@ def test_failed_parity_fails_the_export_and_keeps_the_old_bundle(
         export_bundle(ExportOptions(trained_run, out), log=lambda _: None)
     assert (out / CARD_NAME).read_text() == card_before
     assert not list(tmp_path.glob(".bundle.*"))
+
+
+def test_resume_mid_epoch_reproduces_an_uninterrupted_run(tmp_path):
+    """Kill a run inside an epoch, resume from last.pt: same weights as never stopping."""
+
+    def options(out, resume=False):
+        return TrainOptions(
+            "ygan",
+            "digits:anomaly=0,limit=320",
+            out,
+            preset="tiny",
+            epochs=2,
+            resume=resume,
+            checkpoint_minutes=0.0,
+            log_seconds=0.0,
+            monitor_test=False,
+        )
+
+    reference = train(options(tmp_path / "whole"), log=lambda _: None)
+
+    calls = {"n": 0}
+
+    def stop_after_some_steps(line):
+        calls["n"] += 1
+        if calls["n"] == 16:  # 1 data line, 10 steps + 1 epoch line, then epoch 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(options(tmp_path / "cut"), log=stop_after_some_steps)
+    interrupted = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert interrupted["epoch"] == 1 and 0 < interrupted["step_in_epoch"] < 10
+    train(options(tmp_path / "cut", resume=True), log=lambda _: None)
+
+    whole = load_checkpoint(reference.last)["model"]
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    for name, tensor in whole.items():
+        assert torch.allclose(tensor.float(), resumed[name].float(), atol=1e-6), name
