@@ -36,7 +36,7 @@ demo: install
 	$(BIN)/adedge eval --model models/demo-ygan --data $(DEMO_DATA)
 	$(BIN)/adedge video --data $(DEMO_DATA) --out demo/test-split.avi --limit 120
 	$(BIN)/adedge stream --model models/demo-ygan --source demo/test-split.avi \
-	  --jsonl demo/events.jsonl --save-video demo/annotated.avi
+	  --jsonl demo/events.jsonl --save-video demo/annotated.avi --truth demo/test-split.csv
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -238,17 +238,25 @@ def stream(
     summary_json: Annotated[
         Path | None, typer.Option(help="Write the end-of-stream summary as JSON.")
     ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Ground-truth CSV (frame,anomalous) to score the stream's decisions."),
+    ] = None,
 ) -> None:
     """Score every frame of a camera, stream, video or image folder (no torch needed)."""
     from adedge.runtime.detector import Detector
-    from adedge.runtime.sinks import ConsoleSink, JsonlSink, VideoSink
+    from adedge.runtime.render import read_truth
+    from adedge.runtime.sinks import ConsoleSink, DetectionTally, JsonlSink, VideoSink
     from adedge.runtime.sources import open_source
     from adedge.runtime.stream import StreamOptions, run_stream
 
     model = pick_model(model)
     detector = Detector(model, backend=backend, threshold=threshold)
     frames = open_source(source, loop=loop, max_frames=max_frames, every=every, fps=fps)
-    sinks: list = [ConsoleSink(quiet=quiet)]
+    if truth:
+        frames.truth = {index: bool(label) for index, label in read_truth(truth).items()}
+    tally = DetectionTally()
+    sinks: list = [ConsoleSink(quiet=quiet), tally]
     if jsonl:
         sinks.append(JsonlSink(jsonl))
     if save_video:
@@ -256,13 +264,15 @@ def stream(
     say(f"streaming {frames.describe()} through {model} ({detector.card.method}, {backend})")
     summary = run_stream(detector, frames, sinks, StreamOptions(batch=batch))
     typer.echo(summary.render())
+    if tally.truths:
+        typer.echo(tally.render())
     for path in (jsonl, save_video):
         if path:
             say(f"wrote {path}")
     if summary_json:
         from adedge.atomic import write_json
 
-        write_json(summary_json, summary.to_dict())
+        write_json(summary_json, {**summary.to_dict(), "detection": tally.summary()})
 
 
 @app.command()

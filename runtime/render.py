@@ -70,5 +70,12 @@ def render_test_split(
 
 
 def read_truth(path: Path) -> dict[int, int]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {int(r["frame"]): int(r["anomalous"]) for r in csv.DictReader(handle)}
+    """frame index -> 1 (anomalous) / 0 from a CSV with columns frame, anomalous."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return {int(r["frame"]): int(r["anomalous"]) for r in csv.DictReader(handle)}
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise AdedgeError(
+            f"cannot read ground truth '{path}' ({type(exc).__name__}: {exc})",
+            "pass a CSV with the columns frame,anomalous (as `adedge video` writes)",
+        ) from None

@@ -21,6 +21,7 @@ import numpy as np
 
 from adedge.atomic import temporary_sibling
 from adedge.errors import AdedgeError
+from adedge.metrics import auroc
 from adedge.runtime.detector import FrameScore
 from adedge.runtime.sources import Frame
 
@@ -249,3 +250,46 @@ class ConsoleSink:
 
     def close(self) -> None:
         (self.stream or sys.stdout).flush()
+
+
+class DetectionTally:
+    """Scores the stream's own decisions on frames whose truth is known (the synthetic
+    scene's injected defects, or a ground-truth CSV): AUROC and TPR/TNR at the threshold."""
+
+    def __init__(self) -> None:
+        self.scores: list[float] = []
+        self.truths: list[bool] = []
+        self.flags: list[bool] = []
+
+    def write(self, frame: Frame, result: FrameScore) -> None:
+        if frame.truth is not None and math.isfinite(result.score):
+            self.scores.append(float(result.score))
+            self.truths.append(bool(frame.truth))
+            self.flags.append(bool(result.anomalous))
+
+    def close(self) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any] | None:
+        """None until both normal and defective frames were seen."""
+        truths = np.asarray(self.truths, dtype=bool)
+        if truths.all() or not truths.any():
+            return None
+        flags = np.asarray(self.flags, dtype=bool)
+        return {
+            "frames_with_truth": len(truths),
+            "defective": int(truths.sum()),
+            "auroc": auroc(truths, np.asarray(self.scores)),
+            "tpr": float(flags[truths].mean()),
+            "tnr": float((~flags[~truths]).mean()),
+        }
+
+    def render(self) -> str:
+        result = self.summary()
+        if result is None:
+            return "detection: needs both normal and defective frames with known truth"
+        return (
+            f"detection on {result['frames_with_truth']} frames with known truth "
+            f"({result['defective']} defective): AUROC {result['auroc']:.4f}, "
+            f"TPR {result['tpr']:.3f}, TNR {result['tnr']:.3f} at the threshold"
+        )

@@ -82,6 +82,7 @@ class FrameSource:
         self.dropped = 0
         self.skipped = 0
         self.closed = False
+        self.truth: dict[int, bool] = {}  # known labels by frame index (e.g. `adedge video` CSV)
 
     def __iter__(self) -> Iterator[Frame]:
         if self.max_frames == 0:
@@ -89,6 +90,8 @@ class FrameSource:
         pace = _Pacer(None if self.live else self.fps)
         for count, frame in enumerate(self._frames(), start=1):
             pace.wait()
+            if frame.truth is None and frame.index in self.truth:
+                frame.truth = self.truth[frame.index]
             yield frame
             if self.max_frames is not None and count >= self.max_frames:
                 return

@@ -234,12 +234,34 @@ def test_video_of_the_test_split_streams_with_its_ground_truth(
         annotated,
         "--batch",
         8,
+        "--truth",
+        video.with_suffix(".csv"),
     )
     assert code == 0, err
+    assert "detection on 30 frames with known truth" in out
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(30))
+    assert [int(line["truth"]) for line in lines] == [truth[i] for i in range(30)]
     assert "30 scored" in out
     capture = cv2.VideoCapture(str(annotated))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
     capture.release()
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_unreadable_truth_file(monkeypatch, capsys, ygan_bundle, tmp_path):
+    (tmp_path / "truth.csv").write_text("a,b\n1,2\n")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "stream",
+        "--model",
+        ygan_bundle,
+        "--source",
+        "synthetic",
+        "--max-frames",
+        2,
+        "--truth",
+        tmp_path / "truth.csv",
+    )
+    assert_one_line_error(code, err, "cannot read ground truth", "frame,anomalous")
