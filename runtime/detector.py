@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adedge.bundle import Bundle, StageSpec, load_bundle
+from adedge.bundle import Bundle, Card, StageSpec, load_bundle
 from adedge.errors import BundleError
 from adedge.preprocess import bgr_to_rgb, prepare_batch, resize, to_colour
 from adedge.runtime.backends import Backend, create_backend
@@ -95,7 +95,7 @@ class Detector:
         self.backend_name = backend
 
     @property
-    def card(self):
+    def card(self) -> Card:
         return self.bundle.card
 
     def score_images(self, images: list[np.ndarray]) -> tuple[np.ndarray, dict[str, float]]:

@@ -232,9 +232,15 @@ class _Loop:
     """The epoch loop and its bookkeeping (one object so resume can restore all of it)."""
 
     def __init__(
-        self, trainer: Trainer, dataset, data: Prepared, config, model, optimizers
+        self,
+        trainer: Trainer,
+        dataset: DataSet,
+        data: Prepared,
+        config: Any,
+        model: torch.nn.Module,
+        optimizers: dict[str, torch.optim.Optimizer],
     ) -> None:
-        self.t = trainer
+        self.trainer = trainer
         self.dataset = dataset
         self.data = data
         self.config = config
@@ -267,13 +273,13 @@ class _Loop:
 
     def payload(self) -> dict[str, Any]:
         return {
-            "method": self.t.method.name,
-            "config": self.t.method.config_to_dict(self.config),
-            "preset": self.t.options.preset,
+            "method": self.trainer.method.name,
+            "config": self.trainer.method.config_to_dict(self.config),
+            "preset": self.trainer.options.preset,
             "input_spec": self.data.spec.to_dict(),
             "class_names": self.data.class_names,
             "labels": self.data.label_source,
-            "data": {**self.dataset.summary(), "seed": self.t.options.seed},
+            "data": {**self.dataset.summary(), "seed": self.trainer.options.seed},
             "model": self.model.state_dict(),
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "epoch": self.epoch,
@@ -290,7 +296,7 @@ class _Loop:
         }
 
     def epoch_order(self) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.t.options.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(self.trainer.options.seed * 100_003 + self.epoch)
         return torch.randperm(len(self.data.train_x), generator=generator)
 
     def run(self) -> None:
@@ -306,11 +312,11 @@ class _Loop:
                     * self.config.batch_size
                 ]
                 progress = (self.epoch * self.steps_per_epoch + self.step_in_epoch) / total_steps
-                losses = self.t.method.train_step(
+                losses = self.trainer.method.train_step(
                     self.model,
                     self.optimizers,
-                    self.data.train_x[batch].to(self.t.device),
-                    self.data.train_y[batch].to(self.t.device),
+                    self.data.train_x[batch].to(self.trainer.device),
+                    self.data.train_y[batch].to(self.trainer.device),
                     progress,
                     self.config,
                 )
@@ -318,11 +324,11 @@ class _Loop:
                 self.step_in_epoch += 1
                 now = time.monotonic()
                 self.epoch_seconds = now - started
-                if now - last_log > self.t.options.log_seconds:
+                if now - last_log > self.trainer.options.log_seconds:
                     self.log_progress(total_steps)
                     last_log = now
-                if now - last_save > 60 * self.t.options.checkpoint_minutes:
-                    save_checkpoint(self.t.run_dir / LAST, self.payload())
+                if now - last_save > 60 * self.trainer.options.checkpoint_minutes:
+                    save_checkpoint(self.trainer.run_dir / LAST, self.payload())
                     last_save = now
             self.finish_epoch()
             last_save = time.monotonic()
@@ -338,18 +344,20 @@ class _Loop:
         left = (total_steps - done) / max(rate, 1e-9)
         means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
         shown = "  ".join(f"{k} {v:.4g}" for k, v in means.items() if k.startswith("L_"))
-        self.t.log(
+        self.trainer.log(
             f"epoch {self.epoch + 1}/{self.config.epochs} step {self.step_in_epoch}/"
             f"{self.steps_per_epoch}  {shown}  ~{format_duration(left)} left"
         )
 
     def finish_epoch(self) -> None:
-        scorer = self.t.method.inference_module(self.model)
+        scorer = self.trainer.method.inference_module(self.model)
         self.model.eval()
-        val_loss = self.t.method.validation_loss(
-            self.model, self.data.val_x.to(self.t.device), self.data.val_y.to(self.t.device)
+        val_loss = self.trainer.method.validation_loss(
+            self.model,
+            self.data.val_x.to(self.trainer.device),
+            self.data.val_y.to(self.trainer.device),
         )
-        val_scores = score_tensor(scorer, self.data.val_x, self.t.device)
+        val_scores = score_tensor(scorer, self.data.val_x, self.trainer.device)
         record: dict[str, Any] = {
             "epoch": self.epoch + 1,
             "seconds": round(self.epoch_seconds, 2),
@@ -357,8 +365,8 @@ class _Loop:
             "val_loss": val_loss,
             "val_score_mean": float(val_scores.mean()),
         }
-        if self.t.options.monitor_test and self.data.test_x is not None:
-            test_scores = score_tensor(scorer, self.data.test_x, self.t.device)
+        if self.trainer.options.monitor_test and self.data.test_x is not None:
+            test_scores = score_tensor(scorer, self.data.test_x, self.trainer.device)
             if 0 < self.data.test_y.sum() < len(self.data.test_y):
                 record["test_auroc_monitor"] = auroc(self.data.test_y, test_scores)
         self.history.append(record)
@@ -367,14 +375,14 @@ class _Loop:
         self.epoch += 1
         self.step_in_epoch = 0
         self.sums, self.count, self.epoch_seconds = {}, 0, 0.0
-        save_checkpoint(self.t.run_dir / LAST, self.payload())
+        save_checkpoint(self.trainer.run_dir / LAST, self.payload())
         if improved:
-            shutil.copyfile(self.t.run_dir / LAST, self.t.run_dir / f".{BEST}.partial")
-            (self.t.run_dir / f".{BEST}.partial").replace(self.t.run_dir / BEST)
+            shutil.copyfile(self.trainer.run_dir / LAST, self.trainer.run_dir / f".{BEST}.partial")
+            (self.trainer.run_dir / f".{BEST}.partial").replace(self.trainer.run_dir / BEST)
         self.write_history()
         left = (self.config.epochs - self.epoch) * record["seconds"]
         monitor = record.get("test_auroc_monitor")
-        self.t.log(
+        self.trainer.log(
             f"epoch {self.epoch}/{self.config.epochs} done in {format_duration(record['seconds'])}"
             f"  L_G {record.get('L_G', float('nan')):.4g}  val_loss {val_loss:.4f}"
             + ("  (best)" if improved else "")
@@ -384,7 +392,7 @@ class _Loop:
 
     def write_history(self) -> None:
         write_text(
-            self.t.run_dir / "history.jsonl",
+            self.trainer.run_dir / "history.jsonl",
             "".join(json.dumps(r) + "\n" for r in self.history),
         )
         keys = list(dict.fromkeys(k for r in self.history for k in r))
@@ -392,7 +400,7 @@ class _Loop:
         writer = csv.DictWriter(buffer, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.history)
-        write_text(self.t.run_dir / "losses.csv", buffer.getvalue())
+        write_text(self.trainer.run_dir / "losses.csv", buffer.getvalue())
 
 
 def train(options: TrainOptions, log: Log = print) -> TrainResult:
