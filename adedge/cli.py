@@ -209,7 +209,13 @@ def evaluate(
 SOURCE_HELP = (
     "camera0 / 0 / /dev/video0 / v4l2:///dev/video0 (USB camera), csi://0 (Jetson CSI), "
     "rtsp://..., a video file or file:// URI, a folder or glob of images, or 'synthetic' "
-    "(a generated surface with injected defects; options synthetic:seed=N,frames=N)."
+    "(a generated surface with injected defects; options synthetic:seed=N,frames=N,size=N, "
+    "texture=brick|grass|gravel for a real texture, needs scikit-image)."
+)
+SINK_HELP = (
+    "Where results go, repeatable: file://out.mp4|.avi|.mkv (annotated video, heatmap where "
+    "the model gives one), out.jsonl or jsonl://out.jsonl (one event per frame), display://0 "
+    "(a window; q ends the stream)."
 )
 
 
@@ -221,11 +227,21 @@ def stream(
     ] = None,
     backend: Annotated[str, typer.Option(help="onnxruntime (CPU).")] = "onnxruntime",
     threshold: Annotated[float | None, typer.Option(help="Override the card's threshold.")] = None,
+    sink: Annotated[list[str] | None, typer.Option("--sink", help=SINK_HELP)] = None,
     jsonl: Annotated[
-        Path | None, typer.Option(help="Write one JSON line per frame (score, label, latency).")
+        Path | None, typer.Option(help="Write one JSON line per frame (--sink out.jsonl).")
     ] = None,
     save_video: Annotated[
-        Path | None, typer.Option(help="Write an annotated video (.avi, .mp4 or .mkv).")
+        Path | None, typer.Option(help="Write an annotated video (--sink file://out.avi).")
+    ] = None,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="Open no window: leave out display:// sinks.")
+    ] = False,
+    alarm_frames: Annotated[
+        int, typer.Option(help="Raise an alarm only after this many anomalous frames in a row.")
+    ] = 1,
+    resize: Annotated[
+        str | None, typer.Option(help="Resize every frame to WIDTHxHEIGHT as it is read.")
     ] = None,
     batch: Annotated[int, typer.Option(help="Frames per inference call (files only).")] = 1,
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
@@ -246,28 +262,49 @@ def stream(
     """Score every frame of a camera, stream, video or image folder (no torch needed)."""
     from adedge.runtime.detector import Detector
     from adedge.runtime.render import read_truth
-    from adedge.runtime.sinks import ConsoleSink, DetectionTally, JsonlSink, VideoSink
-    from adedge.runtime.sources import open_source
+    from adedge.runtime.sinks import (
+        ConsoleSink,
+        DetectionTally,
+        ProgressSink,
+        Sink,
+        SinkSpec,
+        open_sinks,
+        progress_wanted,
+    )
+    from adedge.runtime.sources import open_source, parse_resize
     from adedge.runtime.stream import StreamOptions, run_stream
 
+    options = StreamOptions(batch=batch, alarm_frames=alarm_frames)
+    size = parse_resize(resize) if resize else None
+    targets: list[str | SinkSpec] = list(sink or [])
+    if jsonl:
+        targets.append(SinkSpec("jsonl", str(jsonl), "--jsonl"))
+    if save_video:
+        targets.append(SinkSpec("video", str(save_video), "--save-video"))
     model = pick_model(model)
     detector = Detector(model, backend=backend, threshold=threshold)
-    frames = open_source(source, loop=loop, max_frames=max_frames, every=every, fps=fps)
-    if truth:
-        frames.truth = {index: bool(label) for index, label in read_truth(truth).items()}
+    labels = {index: bool(label) for index, label in read_truth(truth).items()} if truth else {}
+    frames = open_source(
+        source, loop=loop, max_frames=max_frames, every=every, fps=fps, resize=size
+    )
+    frames.truth = labels
+    try:
+        outputs = open_sinks(targets, fps=fps or 25.0, headless=headless, log=say)
+    except BaseException:
+        frames.close()
+        raise
     tally = DetectionTally()
-    sinks: list = [ConsoleSink(quiet=quiet), tally]
-    if jsonl:
-        sinks.append(JsonlSink(jsonl))
-    if save_video:
-        sinks.append(VideoSink(save_video, fps=fps or 25.0))
+    sinks: list[Sink] = [ConsoleSink(quiet=quiet), tally, *outputs]
+    if progress_wanted(frames):
+        sinks.append(ProgressSink(frames.expected_frames()))
     say(f"streaming {frames.describe()} through {model} ({detector.card.method}, {backend})")
-    summary = run_stream(detector, frames, sinks, StreamOptions(batch=batch))
+    summary = run_stream(detector, frames, sinks, options)
     typer.echo(summary.render())
     if tally.truths:
         typer.echo(tally.render())
-    for path in (jsonl, save_video):
-        if path:
+    for output in outputs:
+        path = getattr(output, "path", None)
+        if path is not None and path.exists():
             say(f"wrote {path}")
     if summary_json:
         from adedge.atomic import write_json

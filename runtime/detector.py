@@ -1,81 +1,185 @@
-"""A loaded bundle that turns images into anomaly scores and labels.
+"""A loaded bundle that turns images into anomaly scores, labels and (optionally) heatmaps.
 
-Whole-frame stages resize the frame to the stage input; tiled stages (card ``tiling``) cut
-the resized frame into tiles that form one batch and reduce the tile scores (max: IGD's
-local max-pooling). Stage scores combine as the card says, then the card's normalisation
-and threshold apply.
+Whole-frame stages resize the frame to the stage input. Tiled stages (card ``tiling``) follow
+a :class:`~adedge.runtime.tiling.TilingPlan` computed once per frame size: the resized,
+padded frame is cut into row-major tiles, the tiles of every image in the call form one
+batch (split into chunks when the backend declares a smaller ``max_batch``), and each
+image's tile scores reduce by the card's ``reduce`` (max: IGD's local max-pooling). Stages
+with an ``amap`` output give a frame-size heatmap: tile maps are stitched with overlap
+averaging, whole-frame maps are resized. Stage scores combine as the card says, then the
+card's normalisation and threshold apply. Heatmaps combine the same way (weights, sum or
+mean) but stay in the model's raw units: sinks scale them for display.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from adedge.bundle import Bundle, Card, StageSpec, load_bundle
+from adedge.bundle import Bundle, Card, StageSpec, TilingSpec, load_bundle
 from adedge.errors import BundleError
-from adedge.preprocess import bgr_to_rgb, prepare_batch, resize, to_colour
+from adedge.preprocess import bgr_to_rgb, prepare_batch, to_colour
 from adedge.runtime.backends import Backend, create_backend
+from adedge.runtime.tiling import (
+    TilingPlan,
+    pad_to_plan,
+    plan_tiles,
+    reduce_scores,
+    resize_map,
+    stitch,
+    tiles_from_padded,
+)
+
+AMAP = "amap"
+PLAN_CACHE_SIZE = 64
 
 
 @dataclass
 class FrameScore:
+    """One frame's result; ``amap`` is a float32 (H, W) heatmap when the bundle has one."""
+
     score: float
     anomalous: bool
     latency_ms: dict[str, float] = field(default_factory=dict)
+    amap: np.ndarray | None = None
+    alarm: bool | None = None  # set by the stream: K consecutive anomalous frames
 
 
-def tile_origins(length: int, tile: int, stride: int) -> list[int]:
-    """Tile start offsets covering [0, length); the last tile is flush with the end."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile + 1, stride))
-    if starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
+@dataclass
+class StageResult:
+    """Per-image scores (and frame-size maps) of one stage for one call, with timings."""
+
+    scores: np.ndarray
+    maps: list[np.ndarray] | None
+    preprocess_ms: float
+    infer_ms: float
+    aggregate_ms: float
+
+
+def run_chunked(backend: Backend, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Run ``batch`` in chunks of the backend's ``max_batch`` (if it has one), joined again."""
+    limit = getattr(backend, "max_batch", None)
+    if not limit or len(batch) <= limit:
+        out = backend.run(batch)
+        return {name: out[name] for name in names}
+    parts = [backend.run(batch[i : i + limit]) for i in range(0, len(batch), limit)]
+    return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
 
 class Stage:
-    """One ONNX graph of the bundle with its preprocessing."""
+    """One ONNX graph of the bundle with its preprocessing and aggregation."""
 
     def __init__(self, bundle: Bundle, spec: StageSpec, backend: str, threads: int) -> None:
         self.spec = spec
         self.backend: Backend = create_backend(
             backend, bundle.stage_file(spec), spec, threads=threads
         )
+        self.has_map = AMAP in spec.outputs
+        self._plans: dict[tuple[int, int], TilingPlan] = {}
 
-    def prepare(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
-        """Batch for all images and the number of batch rows each image contributes."""
+    def plan(self, frame_hw: tuple[int, int], tiling: TilingSpec) -> TilingPlan:
+        """The tiling plan for this frame size, computed on first use."""
+        plan = self._plans.get(frame_hw)
+        if plan is None:
+            if len(self._plans) >= PLAN_CACHE_SIZE:  # a folder of many sizes: stay bounded
+                self._plans.clear()
+            plan = self._plans[frame_hw] = plan_tiles(frame_hw, tiling)
+        return plan
+
+    def prepare(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[TilingPlan | None]]:
+        """The batch for all images, and each image's plan (None: the image is one row)."""
         tiling = self.spec.tiling
         if tiling is None:
-            return prepare_batch(images, self.spec.input), [1] * len(images)
-        tiles, counts = [], []
-        for image in images:
-            image = resize(to_colour(image, self.spec.input.colour), *tiling.resize_to)
-            ys = tile_origins(image.shape[0], tiling.tile, tiling.stride)
-            xs = tile_origins(image.shape[1], tiling.tile, tiling.stride)
-            tiles += [image[y : y + tiling.tile, x : x + tiling.tile] for y in ys for x in xs]
-            counts.append(len(ys) * len(xs))
-        return prepare_batch(tiles, self.spec.input), counts
+            return prepare_batch(images, self.spec.input), [None] * len(images)
+        plans = [self.plan(tuple(image.shape[:2]), tiling) for image in images]
+        batch = [self.tile_batch(image, plan) for image, plan in zip(images, plans, strict=True)]
+        return np.concatenate(batch), plans
 
-    def scores(self, images: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
-        start = time.perf_counter()
-        batch, counts = self.prepare(images)
-        prepared = time.perf_counter()
-        raw = self.backend.run(batch)["score"].reshape(-1).astype(np.float64)
-        done = time.perf_counter()
-        reduce = np.max if self.spec.reduce == "max" else np.mean
-        bounds = np.cumsum([0, *counts])
-        per_image = np.array(
-            [reduce(raw[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    def tile_batch(self, image: np.ndarray, plan: TilingPlan) -> np.ndarray:
+        """The normalised (N, C, t, t) tiles of one image.
+
+        The padded frame is normalised once with the one preprocessing function and the
+        tiles are cut from it: per pixel the same arithmetic as normalising each tile, but
+        without redoing the overlaps or a Python loop over hundreds of tiles.
+        """
+        spec = self.spec.input
+        padded = pad_to_plan(to_colour(image, spec.colour), plan)
+        if (spec.height, spec.width) != (plan.tile, plan.tile):  # the graph wants other sizes
+            return prepare_batch(tiles_from_padded(padded, plan), spec)
+        whole = replace(spec, height=plan.padded_hw[0], width=plan.padded_hw[1])
+        return tiles_from_padded(prepare_batch([padded], whole)[0], plan, channels_first=True)
+
+    def aggregate(
+        self,
+        out: dict[str, np.ndarray],
+        plans: list[TilingPlan | None],
+        frame_sizes: list[tuple[int, int]],
+        want_maps: bool,
+    ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """Per-image scores (reduced over tiles) and frame-size maps from the batch outputs."""
+        rows = np.cumsum([0] + [1 if p is None else p.count for p in plans])
+        spans = list(zip(plans, rows[:-1], rows[1:], strict=True))
+        raw = out["score"].reshape(-1).astype(np.float64)
+        if raw.size != rows[-1]:
+            raise BundleError(
+                f"stage '{self.spec.name}' output 'score' has {raw.size} values for a batch "
+                f"of {rows[-1]}",
+                "re-export the bundle: the score has one value per batch row",
+            )
+        how = self.spec.reduce
+        scores = np.array(
+            [raw[a] if p is None else reduce_scores(raw[a:b], p, how) for p, a, b in spans]
         )
-        return per_image, (prepared - start) * 1e3, (done - prepared) * 1e3
+        if not (want_maps and self.has_map):
+            return scores, None
+        amaps = self.check_amap(out[AMAP], int(rows[-1]))
+        maps = []
+        for (plan, a, b), size in zip(spans, frame_sizes, strict=True):
+            amap = amaps[a] if plan is None else stitch(amaps[a:b], plan)
+            maps.append(resize_map(amap, size))
+        return scores, maps
+
+    def check_amap(self, amap: np.ndarray, rows: int) -> np.ndarray:
+        """(rows, h, w) from the graph's (rows, 1, h, w) map; any other shape is a bundle
+        error (the card promises a one-channel map per batch row)."""
+        if amap.ndim == 4 and amap.shape[1] == 1:
+            amap = amap[:, 0]
+        if amap.ndim != 3 or amap.shape[0] != rows:
+            raise BundleError(
+                f"stage '{self.spec.name}' output '{AMAP}' has shape {amap.shape}; "
+                f"expected ({rows}, 1, h, w)",
+                "re-export the bundle: an anomaly map has one channel per batch row",
+            )
+        return amap
+
+    def run(self, images: list[np.ndarray], want_maps: bool = False) -> StageResult:
+        start = time.perf_counter()
+        batch, plans = self.prepare(images)
+        prepared = time.perf_counter()
+        names = ["score", AMAP] if want_maps and self.has_map else ["score"]
+        out = run_chunked(self.backend, batch, names)
+        inferred = time.perf_counter()
+        sizes = [tuple(image.shape[:2]) for image in images]
+        scores, maps = self.aggregate(out, plans, sizes, want_maps)
+        done = time.perf_counter()
+        return StageResult(
+            scores,
+            maps,
+            (prepared - start) * 1e3,
+            (inferred - prepared) * 1e3,
+            (done - inferred) * 1e3,
+        )
 
 
 class Detector:
-    """Scores uint8 images (RGB or grey) or BGR frames with every stage of a bundle."""
+    """Scores uint8 images (RGB or grey) or BGR frames with every stage of a bundle.
+
+    Latencies per call: ``preprocess_ms``, ``infer_ms``, and ``aggregate_ms`` (tile
+    reduction and heatmap stitching) when some stage is tiled or gives a heatmap.
+    """
 
     def __init__(
         self,
@@ -98,24 +202,77 @@ class Detector:
     def card(self) -> Card:
         return self.bundle.card
 
+    @property
+    def has_maps(self) -> bool:
+        """Whether some stage outputs an ``amap`` heatmap."""
+        return any(stage.has_map for stage in self.stages)
+
+    @property
+    def _reports_aggregate(self) -> bool:
+        return any(s.has_map or s.spec.tiling is not None for s in self.stages)
+
     def score_images(self, images: list[np.ndarray]) -> tuple[np.ndarray, dict[str, float]]:
         """Scores (N,) for RGB/grey uint8 images, with the batch's per-stage latencies."""
-        total = np.zeros(len(images))
-        latency = {"preprocess_ms": 0.0, "infer_ms": 0.0}
-        for stage in self.stages:
-            scores, prep_ms, infer_ms = stage.scores(images)
-            total += stage.spec.weight * scores
-            latency["preprocess_ms"] += prep_ms
-            latency["infer_ms"] += infer_ms
-        if self.card.combine == "mean":
-            total /= len(self.stages)
-        norm = self.card.score_normalisation
-        if norm:
-            span = float(norm["max"]) - float(norm["min"])
-            total = (total - float(norm["min"])) / (span if span > 0 else 1.0)
-        return total, latency
+        scores, _, latency = self._score(images, want_maps=False)
+        return scores, latency
+
+    def score_images_with_maps(
+        self, images: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray] | None, dict[str, float]]:
+        """Scores (N,), one float32 (H, W) heatmap per image (None without ``amap``) and
+        the batch's latencies."""
+        return self._score(images, want_maps=True)
 
     def score_frames(self, frames_bgr: list[np.ndarray]) -> list[FrameScore]:
-        scores, latency = self.score_images([bgr_to_rgb(f) for f in frames_bgr])
+        """One FrameScore per BGR frame; ``amap`` filled when the bundle has heatmaps."""
+        scores, maps, latency = self._score([bgr_to_rgb(f) for f in frames_bgr], want_maps=True)
         share = {k: v / max(len(frames_bgr), 1) for k, v in latency.items()}
-        return [FrameScore(float(s), bool(s > self.threshold), dict(share)) for s in scores]
+        per_frame: list[np.ndarray | None] = list(maps) if maps else [None] * len(scores)
+        return [
+            FrameScore(float(s), bool(s > self.threshold), dict(share), m)
+            for s, m in zip(scores, per_frame, strict=True)
+        ]
+
+    def _score(
+        self, images: list[np.ndarray], want_maps: bool
+    ) -> tuple[np.ndarray, list[np.ndarray] | None, dict[str, float]]:
+        if not images:
+            empty = {"preprocess_ms": 0.0, "infer_ms": 0.0}
+            return np.zeros(0), ([] if want_maps and self.has_maps else None), empty
+        total = np.zeros(len(images))
+        maps: list[np.ndarray] | None = None
+        latency = {"preprocess_ms": 0.0, "infer_ms": 0.0, "aggregate_ms": 0.0}
+        for stage in self.stages:
+            result = stage.run(images, want_maps)
+            total += stage.spec.weight * result.scores
+            if result.maps is not None:
+                maps = self._add_maps(maps, result.maps, stage.spec.weight)
+            latency["preprocess_ms"] += result.preprocess_ms
+            latency["infer_ms"] += result.infer_ms
+            latency["aggregate_ms"] += result.aggregate_ms
+        if not self._reports_aggregate:
+            # nothing to aggregate: keep the stream's stage list to what actually ran
+            latency["infer_ms"] += latency.pop("aggregate_ms")
+        if self.card.combine == "mean":
+            total /= len(self.stages)
+            if maps is not None:
+                count = sum(stage.has_map for stage in self.stages)
+                maps = [m / np.float32(count) for m in maps]
+        return self._normalise(total), maps, latency
+
+    @staticmethod
+    def _add_maps(
+        maps: list[np.ndarray] | None, new: list[np.ndarray], weight: float
+    ) -> list[np.ndarray]:
+        weighted = [np.float32(weight) * m for m in new]
+        if maps is None:
+            return weighted
+        return [a + b for a, b in zip(maps, weighted, strict=True)]
+
+    def _normalise(self, scores: np.ndarray) -> np.ndarray:
+        """The card's min-max score normalisation, when it has its constants."""
+        norm = self.card.score_normalisation
+        if not norm:
+            return scores
+        span = float(norm["max"]) - float(norm["min"])
+        return (scores - float(norm["min"])) / (span if span > 0 else 1.0)

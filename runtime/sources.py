@@ -8,7 +8,8 @@
 * ``clip.mp4`` / ``file:///data/clip.mp4`` -- a video file: every frame, in order
 * ``./images`` / ``'./images/*.png'`` / ``img.png`` -- image files, sorted by name
 * ``synthetic`` / ``synthetic:seed=1,size=256,frames=100`` -- a generated textured surface
-  with defects injected at known frames, so the whole pipeline runs with no camera and no data
+  with defects injected at known frames, so the whole pipeline runs with no camera and no data;
+  ``synthetic:texture=brick|grass|gravel`` uses a real photographed texture (scikit-image)
 
 Live sources run a capture thread that keeps only the newest frame: a slow model sees the
 present, never a growing backlog, and every frame it misses is counted in ``dropped``. A
@@ -16,7 +17,8 @@ camera that stops delivering is reopened with exponential back-off. Files and fo
 every frame; a frame or image that cannot be decoded is skipped and counted in ``skipped``,
 never fatal. Timestamps are seconds: position in the video for files, ``index / fps`` for
 the synthetic scene (fps 25 unless capped), time since the source opened for image folders,
-and Unix time of capture for live sources.
+and Unix time of capture for live sources. ``resize=(W, H)`` resizes every frame as it leaves
+the source, so the detector and every sink see the same image.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class FrameSource:
         max_frames: int | None = None,
         fps: float | None = None,
         loop: bool = False,
+        resize: tuple[int, int] | None = None,
     ) -> None:
         _check_options(every, max_frames, fps)
         self.label = label
@@ -79,6 +82,7 @@ class FrameSource:
         self.max_frames = max_frames
         self.fps = fps
         self.loop = loop
+        self.resize = resize
         self.dropped = 0
         self.skipped = 0
         self.closed = False
@@ -92,12 +96,27 @@ class FrameSource:
             pace.wait()
             if frame.truth is None and frame.index in self.truth:
                 frame.truth = self.truth[frame.index]
+            if self.resize is not None:
+                frame.image = resize_frame(frame.image, self.resize)
             yield frame
             if self.max_frames is not None and count >= self.max_frames:
                 return
 
     def _frames(self) -> Iterator[Frame]:
         raise NotImplementedError
+
+    def expected_frames(self) -> int | None:
+        """How many frames this source will give, where known (for a progress bar)."""
+        count = None if self.live or self.loop else self._positions()
+        if count is not None:
+            count = -(-count // self.every)  # positions kept by `every`
+        if self.max_frames is None:
+            return count
+        return self.max_frames if count is None else min(count, self.max_frames)
+
+    def _positions(self) -> int | None:
+        """Frame positions in one pass over the source (before ``every``); None: unknown."""
+        return None
 
     def _keep(self, position: int) -> bool:
         return position % self.every == 0
@@ -122,6 +141,25 @@ def _check_options(every: int, max_frames: int | None, fps: float | None) -> Non
         raise SourceError(f"max_frames={max_frames} is negative", "pass 0 or more frames")
     if fps is not None and not fps > 0:
         raise SourceError(f"fps={fps} is not positive", "pass a rate such as --fps 10")
+
+
+def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The image at ``size`` (W, H): area averaging to shrink (no aliasing), linear to grow."""
+    width, height = size
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrink = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def parse_resize(text: str) -> tuple[int, int]:
+    """``'640x480'`` -> (640, 480); anything else is a one-line SourceError."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if match is None or min(int(match.group(1)), int(match.group(2))) < 1:
+        raise SourceError(
+            f"resize '{text}' is not WIDTHxHEIGHT in pixels", "pass e.g. --resize 640x480"
+        )
+    return int(match.group(1)), int(match.group(2))
 
 
 class _Pacer:
@@ -168,6 +206,9 @@ class ImageFolderSource(FrameSource):
                 yield Frame(index, time.monotonic() - self._opened, image, str(path))
             if not (self.loop and produced):
                 return
+
+    def _positions(self) -> int | None:
+        return len(self.paths)
 
     def describe(self) -> str:
         return f"images '{self.label}' ({len(self.paths)} files)"
@@ -251,6 +292,9 @@ class VideoFileSource(FrameSource):
             timestamp = base_time + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
             yield Frame(index, timestamp, image, self.path)
         return position, produced
+
+    def _positions(self) -> int | None:
+        return self.frame_count if self.frame_count > 0 else None
 
     def describe(self) -> str:
         width, height = self.size
@@ -476,7 +520,9 @@ def redact_url(url: str) -> str:
 
 SYNTHETIC_FPS = 25.0  # timestamps are index / fps (the --fps cap where one is given)
 DEFECT_KINDS = ("scratch", "dark blob", "stain", "missing patch")
-SYNTHETIC_OPTIONS = ("seed", "size", "frames", "defect_every", "defect_first")
+SYNTHETIC_OPTIONS = ("seed", "size", "frames", "defect_every", "defect_first", "texture")
+REAL_TEXTURES = ("brick", "grass", "gravel")  # scikit-image's bundled 512x512 grey photographs
+DRIFT_PERIODS = (53.0, 71.0)  # frames per sway along x and y: slow, and never in step
 
 
 @dataclass(frozen=True)
@@ -487,34 +533,51 @@ class SceneOptions:
     frames: int | None = None
     defect_every: int = 10
     defect_first: int = 5
+    texture: str | None = None  # one of REAL_TEXTURES; None: the procedural surface
 
 
 class SyntheticSource(FrameSource):
-    """A grey-brown surface drifting a pixel or two per frame, with defects at known frames.
+    """A textured surface moving slightly from frame to frame, with defects at known frames.
 
-    Frame ``t`` depends only on (seed, t): the texture is periodic (built in the Fourier
-    domain), so drifting by ``np.roll`` never reveals an edge and leaves the frame mean
-    unchanged; only sensor noise and the defects vary. ``frames=N`` makes the scene N
-    frames long (endless otherwise). Defects (scratch, dark blob, stain,
-    missing patch, in turn) appear on frames ``defect_first + k * defect_every`` and those
-    frames carry ``truth=True``.
+    Frame ``t`` depends only on (seed, t). The default surface is procedural and periodic
+    (built in the Fourier domain), so drifting by ``np.roll`` never reveals an edge and
+    leaves the frame mean unchanged. ``texture=brick|grass|gravel`` shows a real photograph
+    instead (scikit-image's ``skimage.data``), scaled to cover the frame plus a small margin
+    and swaying within that margin like a vibrating camera. Only the motion, sensor noise
+    and the defects vary. ``frames=N`` makes the scene N frames long (endless otherwise).
+    Defects (scratch, dark blob, stain, missing patch, in turn) appear on frames
+    ``defect_first + k * defect_every`` and those frames carry ``truth=True``.
     """
 
     def __init__(self, spec: str, scene: SceneOptions, **options: Any) -> None:
         super().__init__(spec, **options)
         self.scene = scene
         self.nominal_fps = self.fps or SYNTHETIC_FPS
-        self.texture = surface_texture(scene.height, scene.width, scene.seed)
+        if scene.texture is None:
+            self.margin = 0
+            self.texture = surface_texture(scene.height, scene.width, scene.seed)
+        else:
+            self.margin = max(2, min(scene.width, scene.height) // 32)
+            grey = fit_texture(load_real_texture(scene.texture), scene, self.margin)
+            self.texture = np.repeat(grey[:, :, None], 3, axis=2)
+        self._phase = np.random.default_rng([scene.seed, 7]).uniform(0, 2 * np.pi, 2)
 
     def is_defect(self, index: int) -> bool:
         every, first = self.scene.defect_every, self.scene.defect_first
         return every > 0 and index >= first and (index - first) % every == 0
 
+    def background(self, index: int) -> np.ndarray:
+        """The moved surface of frame ``index``, float32 BGR, before noise and defects."""
+        height, width = self.scene.height, self.scene.width
+        if self.scene.texture is None:
+            return np.roll(self.texture, (index % height, (2 * index) % width), (0, 1))
+        sway = np.sin(2 * np.pi * index / np.asarray(DRIFT_PERIODS) + self._phase)
+        dx, dy = (np.rint(self.margin * (1.0 + sway))).astype(int)
+        return self.texture[dy : dy + height, dx : dx + width]
+
     def render(self, index: int) -> np.ndarray:
         """Frame ``index`` as BGR uint8 (deterministic)."""
-        image = np.roll(
-            self.texture, (index % self.scene.height, (2 * index) % self.scene.width), (0, 1)
-        )
+        image = self.background(index)
         rng = np.random.default_rng([self.scene.seed, index])
         image = image + rng.normal(0.0, 2.0, image.shape).astype(np.float32)
         if self.is_defect(index):
@@ -535,6 +598,9 @@ class SyntheticSource(FrameSource):
                 )
             index += 1
 
+    def _positions(self) -> int | None:
+        return self.scene.frames
+
     def describe(self) -> str:
         s = self.scene
         defects = (
@@ -542,7 +608,45 @@ class SyntheticSource(FrameSource):
             if s.defect_every > 0
             else "no defects"
         )
-        return f"synthetic scene {s.width}x{s.height} seed={s.seed}, {defects}"
+        surface = "" if s.texture is None else f" on real texture '{s.texture}' (scikit-image)"
+        return f"synthetic scene {s.width}x{s.height}{surface} seed={s.seed}, {defects}"
+
+
+def load_real_texture(name: str) -> np.ndarray:
+    """scikit-image's bundled photograph ``name`` (512x512 grey uint8).
+
+    Imported here, not at module level: the base install has no scikit-image.
+    """
+    if name not in REAL_TEXTURES:
+        raise SourceError(
+            f"synthetic texture '{name}' is not known", f"use one of {', '.join(REAL_TEXTURES)}"
+        )
+    try:
+        from skimage import data
+    except ImportError:
+        raise SourceError(
+            f"synthetic texture '{name}' needs scikit-image, which is not installed",
+            "pip install scikit-image (or leave out texture= for the procedural surface)",
+        ) from None
+    try:
+        image = np.asarray(getattr(data, name)())
+    except (OSError, ValueError) as exc:
+        raise SourceError(
+            f"scikit-image cannot load its texture '{name}' ({exc})", "reinstall scikit-image"
+        ) from None
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def fit_texture(grey: np.ndarray, scene: SceneOptions, margin: int) -> np.ndarray:
+    """Scale ``grey`` uniformly to cover the frame plus ``margin`` on every side, then crop
+    the centre: float32 (height + 2 margin, width + 2 margin)."""
+    want_h, want_w = scene.height + 2 * margin, scene.width + 2 * margin
+    scale = max(want_h / grey.shape[0], want_w / grey.shape[1])
+    size = (max(want_w, round(grey.shape[1] * scale)), max(want_h, round(grey.shape[0] * scale)))
+    shrink = scale < 1.0
+    scaled = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    top, left = (size[1] - want_h) // 2, (size[0] - want_w) // 2
+    return scaled[top : top + want_h, left : left + want_w].astype(np.float32)
 
 
 def _periodic_noise(rng: np.random.Generator, height: int, width: int, sigma: float) -> np.ndarray:
@@ -604,16 +708,13 @@ def _blend(image: np.ndarray, mask: np.ndarray, colour: tuple[float, float, floa
 
 def parse_synthetic(spec: str) -> SceneOptions:
     """``synthetic[:key=value,...]`` -> SceneOptions; a bad option is a SourceError."""
-    _, _, text = spec.partition(":")
-    values: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or key not in SYNTHETIC_OPTIONS:
-            raise SourceError(
-                f"synthetic option '{item}' in '{spec}' is not understood",
-                f"use {', '.join(SYNTHETIC_OPTIONS)}, e.g. synthetic:seed=1,size=256",
-            )
-        values[key] = value
+    values = _synthetic_values(spec)
+    texture = values.get("texture")
+    if texture is not None and texture not in REAL_TEXTURES:
+        raise SourceError(
+            f"synthetic texture '{texture}' in '{spec}' is not known",
+            f"use texture={'|'.join(REAL_TEXTURES)}, or leave it out for the procedural surface",
+        )
     try:
         width, height = _parse_size(values.get("size", "256"))
         scene = SceneOptions(
@@ -623,6 +724,7 @@ def parse_synthetic(spec: str) -> SceneOptions:
             frames=int(values["frames"]) if "frames" in values else None,
             defect_every=int(values.get("defect_every", 10)),
             defect_first=int(values.get("defect_first", 5)),
+            texture=texture,
         )
     except ValueError:
         raise SourceError(
@@ -634,6 +736,21 @@ def parse_synthetic(spec: str) -> SceneOptions:
             f"synthetic options in '{spec}' are out of range", "use size >= 16 and frames >= 0"
         )
     return scene
+
+
+def _synthetic_values(spec: str) -> dict[str, str]:
+    """The ``key=value`` pairs after ``synthetic:``, each key checked against the known ones."""
+    _, _, text = spec.partition(":")
+    values: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in SYNTHETIC_OPTIONS:
+            raise SourceError(
+                f"synthetic option '{item}' in '{spec}' is not understood",
+                f"use {', '.join(SYNTHETIC_OPTIONS)}, e.g. synthetic:seed=1,size=256,texture=brick",
+            )
+        values[key] = value.strip()
+    return values
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -651,16 +768,26 @@ def open_source(
     max_frames: int | None = None,
     every: int = 1,
     fps: float | None = None,
+    resize: tuple[int, int] | None = None,
 ) -> FrameSource:
     """Open the source a user typed (see the module docstring for the spellings).
 
     ``every=N`` keeps every N-th frame; ``max_frames`` ends the source after that many
     frames; ``fps`` caps the rate of files, folders and the synthetic scene (live sources
-    run at their own rate); ``loop`` restarts files and folders at their end.
+    run at their own rate); ``loop`` restarts files and folders at their end; ``resize``
+    (W, H) resizes every frame before anything else sees it.
     Raises SourceError (one line: what and how to fix) where the source cannot be opened.
     """
     _check_options(every, max_frames, fps)
-    options = {"every": every, "max_frames": max_frames, "fps": fps, "loop": loop}
+    if resize is not None and min(resize) < 1:
+        raise SourceError(f"resize {resize} is not a positive size", "pass e.g. 640x480")
+    options = {
+        "every": every,
+        "max_frames": max_frames,
+        "fps": fps,
+        "loop": loop,
+        "resize": resize,
+    }
     text = str(spec).strip()
     if not text:
         raise SourceError(
@@ -681,7 +808,7 @@ def open_source(
     if scheme in NETWORK_SCHEMES:
         return _open_network(text, **options)
     if scheme == "file":
-        text = _file_uri_path(text)
+        text = file_uri_path(text)
     elif scheme:
         raise SourceError(
             f"source scheme '{scheme}://' in '{text}' is not supported",
@@ -690,7 +817,7 @@ def open_source(
     return _open_path(text, **options)
 
 
-def _file_uri_path(uri: str) -> str:
+def file_uri_path(uri: str) -> str:
     """``file:///abs/x.mp4`` -> ``/abs/x.mp4``; ``file://rel/x.mp4`` -> ``rel/x.mp4``."""
     parts = urlsplit(uri)
     host = "" if parts.netloc in ("", "localhost") else parts.netloc

@@ -9,7 +9,12 @@ further SIGINT/SIGTERM are ignored so an impatient second Ctrl-C cannot strand a
 Latency is measured per frame and stage: ``read_ms`` (waiting for the source),
 ``preprocess_ms`` and ``infer_ms`` (the detector; a batch's time is shared by its frames),
 ``sink_ms`` (all sinks). ``total_ms`` is the processing time, preprocess + infer + sinks;
-it leaves out the wait for the camera, which measures the camera, not adedge.
+it leaves out the wait for the camera, which measures the camera, not adedge. The summary
+gives p50/p95/p99 of each stage over the most recent ``latency_window`` frames.
+
+Alarms: ``FrameScore.anomalous`` stays the per-frame label; the stream's :class:`AlarmFilter`
+sets ``FrameScore.alarm`` once ``alarm_frames`` consecutive frames are anomalous, so one noisy
+frame on a production line does not raise an event; sinks read that field.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from adedge.runtime.sinks import Sink
 from adedge.runtime.sources import Frame, FrameSource
 
 STAGE_ORDER = ("read_ms", "preprocess_ms", "infer_ms", "sink_ms", "total_ms")
+PERCENTILES = (50, 95, 99)
 
 
 @dataclass
@@ -38,16 +44,23 @@ class StreamOptions:
     """``batch``: frames per inference call for files, folders and the synthetic scene
     (live sources always use 1: batching would make a camera frame wait for the next ones).
     ``max_frames``: stop after this many frames. ``latency_window``: percentiles are over
-    the most recent frames, so memory stays bounded on an endless stream."""
+    the most recent frames, so memory stays bounded on an endless stream. ``alarm_frames``:
+    consecutive anomalous frames that raise an alarm (1: every anomalous frame)."""
 
     batch: int = 1
     max_frames: int | None = None
     handle_sigterm: bool = True
     latency_window: int = 10_000
+    alarm_frames: int = 1
 
     def __post_init__(self) -> None:
         if self.batch < 1:
             raise AdedgeError(f"batch must be 1 or more (got {self.batch})", "pass --batch 1")
+        if self.alarm_frames < 1:
+            raise AdedgeError(
+                f"alarm frames must be 1 or more (got {self.alarm_frames})",
+                "pass --alarm-frames 1 to raise an alarm on every anomalous frame",
+            )
         if self.max_frames is not None and self.max_frames < 0:
             raise AdedgeError(f"max_frames is negative ({self.max_frames})", "pass 0 or more")
 
@@ -55,7 +68,9 @@ class StreamOptions:
 @dataclass
 class StreamSummary:
     """What a stream did. ``frames_read = frames_scored + frames_skipped + frames_unscored``;
-    ``frames_unscored`` is non-zero only when an interrupt hit while a batch was filling."""
+    ``frames_unscored`` is non-zero only when an interrupt hit while a batch was filling.
+    ``alarms`` counts alarms raised: runs of ``alarm_frames`` consecutive anomalous frames
+    (a run counts once however long it lasts)."""
 
     source: str
     backend: str
@@ -67,6 +82,8 @@ class StreamSummary:
     frames_dropped: int = 0
     frames_unscored: int = 0
     anomalies: int = 0
+    alarms: int = 0
+    alarm_frames: int = 1
     wall_s: float = 0.0
     fps: float = 0.0
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -88,12 +105,45 @@ class StreamSummary:
         ]
         if self.frames_unscored:
             lines.append(f"         {self.frames_unscored} read but not scored (interrupted)")
+        lines.append(
+            f"alarms   {self.alarms} raised "
+            f"({self.alarm_frames} consecutive anomalous frame{'s' * (self.alarm_frames > 1)})"
+        )
         if self.latency_ms:
-            lines.append(f"{'latency ms':<16}{'p50':>10}{'p95':>10}")
+            names = [f"p{p}" for p in PERCENTILES]
+            lines.append(f"{'latency ms':<16}" + "".join(f"{n:>10}" for n in names))
             for stage, values in self.latency_ms.items():
-                name = stage.removesuffix("_ms")
-                lines.append(f"  {name:<14}{values['p50']:>10.3f}{values['p95']:>10.3f}")
+                cells = "".join(_cell(values.get(n)) for n in names)
+                lines.append(f"  {stage.removesuffix('_ms'):<14}{cells}")
         return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>10}" if value is None else f"{value:>10.3f}"
+
+
+class AlarmFilter:
+    """Turns per-frame labels into alarms: on only after ``frames`` consecutive anomalous
+    frames, so a single noisy frame raises nothing; it stays on until a normal frame.
+
+    "Consecutive" means consecutive scored frames: on a live source the frames dropped in
+    between are not seen. A frame whose score is not a number is not anomalous and breaks
+    the run.
+    """
+
+    def __init__(self, frames: int = 1) -> None:
+        if frames < 1:
+            raise AdedgeError(f"alarm frames must be 1 or more (got {frames})", "pass 1 or more")
+        self.frames = frames
+        self.run = 0
+        self.raised = 0
+
+    def update(self, anomalous: bool) -> bool:
+        """Take the next frame's label; returns whether the alarm is on for that frame."""
+        self.run = self.run + 1 if anomalous else 0
+        if self.run == self.frames:
+            self.raised += 1
+        return self.run >= self.frames
 
 
 class _Latencies:
@@ -112,13 +162,14 @@ class _Latencies:
         stages = sorted(self.values, key=lambda s: (order.get(s, unknown), s))
         out = {}
         for stage in stages:
-            p50, p95 = np.percentile(np.fromiter(self.values[stage], float), [50, 95])
-            out[stage] = {"p50": float(p50), "p95": float(p95)}
+            values = np.percentile(np.fromiter(self.values[stage], float), PERCENTILES)
+            out[stage] = {f"p{p}": float(v) for p, v in zip(PERCENTILES, values, strict=True)}
         return out
 
 
 @dataclass
 class _Counts:
+    alarm: AlarmFilter
     delivered: int = 0
     scored: int = 0
     anomalies: int = 0
@@ -127,6 +178,8 @@ class _Counts:
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM raised where the stream is, so that it ends exactly like Ctrl-C."""
+
+    reason = "SIGTERM"
 
 
 def _on_main_thread() -> bool:
@@ -174,6 +227,7 @@ def _score_batch(
     for (frame, read_ms), result in zip(batch, results, strict=True):
         result.latency_ms = {"read_ms": read_ms, **result.latency_ms}
         counts.anomalies += bool(result.anomalous)
+        result.alarm = counts.alarm.update(bool(result.anomalous))
         start = time.perf_counter()
         for sink in sinks:
             sink.write(frame, result)
@@ -247,7 +301,8 @@ def run_stream(
     for sink in sinks:
         if getattr(sink, "threshold", 0.0) is None:
             sink.threshold = detector.threshold  # type: ignore[attr-defined]
-    counts, latencies = _Counts(), _Latencies(options.latency_window)
+    counts = _Counts(AlarmFilter(options.alarm_frames))
+    latencies = _Latencies(options.latency_window)
     interrupted = False
     start = time.perf_counter()
     try:
@@ -255,7 +310,7 @@ def run_stream(
             _pump(detector, source, sinks, options, counts, latencies)
     except KeyboardInterrupt as exc:
         interrupted = True
-        counts.stopped_by = "SIGTERM" if isinstance(exc, _Terminated) else "Ctrl-C (SIGINT)"
+        counts.stopped_by = str(getattr(exc, "reason", "Ctrl-C (SIGINT)"))
     finally:
         wall = time.perf_counter() - start
         with _signals_ignored():
@@ -271,6 +326,8 @@ def run_stream(
         frames_dropped=source.dropped,
         frames_unscored=counts.delivered - counts.scored,
         anomalies=counts.anomalies,
+        alarms=counts.alarm.raised,
+        alarm_frames=options.alarm_frames,
         wall_s=wall,
         fps=counts.scored / wall if wall > 0 else 0.0,
         latency_ms=latencies.percentiles(),
