@@ -274,7 +274,8 @@ def stream(
     from adedge.runtime.sources import open_source, parse_resize
     from adedge.runtime.stream import StreamOptions, run_stream
 
-    options = StreamOptions(batch=batch, alarm_frames=alarm_frames)
+    # Ctrl-C/SIGTERM still write every result already scored: nothing produced is lost.
+    options = StreamOptions(batch=batch, alarm_frames=alarm_frames, drain_on_interrupt=True)
     size = parse_resize(resize) if resize else None
     targets: list[str | SinkSpec] = list(sink or [])
     if jsonl:

@@ -15,9 +15,10 @@ Live sources run a capture thread that keeps only the newest frame: a slow model
 present, never a growing backlog, and every frame it misses is counted in ``dropped``. A
 camera that stops delivering is reopened with exponential back-off. Files and folders give
 every frame; a frame or image that cannot be decoded is skipped and counted in ``skipped``,
-never fatal. Timestamps are seconds: position in the video for files, ``index / fps`` for
-the synthetic scene (fps 25 unless capped), time since the source opened for image folders,
-and Unix time of capture for live sources. ``resize=(W, H)`` resizes every frame as it leaves
+never fatal; a live source records every stretch without frames in ``gaps``. Timestamps
+are seconds: position in the video for files, ``index / fps`` for the synthetic scene (fps 25
+unless capped), time since the source opened for image folders, and Unix time of capture for
+live sources. ``resize=(W, H)`` resizes every frame as it leaves
 the source, so the detector and every sink see the same image.
 """
 
@@ -56,6 +57,17 @@ class Frame:
     truth: bool | None = None  # known defect label (synthetic scene only)
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A stretch without frames from a live source: when it began (Unix time), how long it
+    lasted, how many reopen attempts it took, and whether frames came back afterwards."""
+
+    start: float
+    seconds: float
+    reopens: int
+    recovered: bool = True
+
+
 class FrameSource:
     """Iterable of :class:`Frame`; subclasses implement :meth:`_frames`.
 
@@ -86,6 +98,7 @@ class FrameSource:
         self.dropped = 0
         self.skipped = 0
         self.closed = False
+        self.gaps: list[Gap] = []  # live sources: stretches without frames (see LiveSource)
         self.truth: dict[int, bool] = {}  # known labels by frame index (e.g. `adedge video` CSV)
 
     def __iter__(self) -> Iterator[Frame]:
@@ -141,6 +154,44 @@ def _check_options(every: int, max_frames: int | None, fps: float | None) -> Non
         raise SourceError(f"max_frames={max_frames} is negative", "pass 0 or more frames")
     if fps is not None and not fps > 0:
         raise SourceError(f"fps={fps} is not positive", "pass a rate such as --fps 10")
+
+
+def conform_image(image: object) -> tuple[np.ndarray | None, tuple[str, ...], str | None]:
+    """Make a frame's image what the detector and sinks expect: uint8 grey (H, W) or BGR
+    (H, W, 3). Returns (image, conversions made, reason for rejection or None).
+
+    Converted (each counted by reason): (H, W, 1) to grey, BGRA to BGR (alpha dropped),
+    uint16 to uint8 (``>> 8``), float in [0, 1] to uint8 (``* 255``). Rejected: an empty
+    image, 2 or more than 4 channels, other dimensions, float outside [0, 1] (or not finite),
+    any other dtype. A custom source or a camera driver can hand over any of these; guessing
+    a meaning for the rejected ones would score garbage.
+    """
+    if not isinstance(image, np.ndarray) or image.size == 0:
+        return None, (), "empty"
+    if image.ndim not in (2, 3):
+        return None, (), f"{image.ndim} dimensions"
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels not in (1, 3, 4):
+        return None, (), f"{channels} channels"
+    floating = np.issubdtype(image.dtype, np.floating)
+    if floating and not (np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0):
+        return None, (), "float outside [0, 1]"
+    if not floating and image.dtype not in (np.uint8, np.uint16):
+        return None, (), f"dtype {image.dtype}"
+    converted: list[str] = []
+    if image.ndim == 3 and channels == 1:
+        image = image[:, :, 0]
+        converted.append("1 channel to grey")
+    elif channels == 4:
+        image = image[:, :, :3]
+        converted.append("BGRA to BGR")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+        converted.append("uint16 to uint8")
+    elif floating:
+        image = (image * 255.0 + 0.5).astype(np.uint8)
+        converted.append("float to uint8")
+    return np.ascontiguousarray(image), tuple(converted), None
 
 
 def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -332,7 +383,9 @@ class LiveSource(FrameSource):
 
     A read failure closes and reopens the capture after an exponential back-off
     (``backoff`` seconds, doubling, at most ``backoff_cap``); after ``max_reopen``
-    consecutive failures the source ends. A successful read resets the count.
+    consecutive failures the source ends. A successful read resets the count. Each
+    stretch without frames is appended to ``gaps`` (:class:`Gap`) once frames come back, or
+    when the source ends during it after at least one reopen attempt.
     """
 
     live = True
@@ -387,24 +440,38 @@ class LiveSource(FrameSource):
 
     def _capture(self) -> None:
         """Thread body: read, keep the newest frame, reopen on failure, release at the end."""
-        position, failures = 0, 0
+        position, failures, attempts = 0, 0, 0
+        gap: tuple[float, float] | None = None  # (Unix time, monotonic) of the first failure
         try:
             while not self._stop.is_set():
                 ok, image = self._cap.read()
                 if not ok or image is None or image.size == 0:
+                    if gap is None:
+                        gap, attempts = (time.time(), time.monotonic()), 0
                     failures += 1
                     if failures > self.max_reopen or not self._reopen(failures):
                         return
+                    attempts += 1
                     continue
+                if gap is not None:
+                    self._record_gap(gap, attempts, recovered=True)
+                    gap = None
                 failures = 0
                 index, position = position, position + 1
                 if self._keep(index):
                     self._publish(Frame(index, time.time(), image, self.label))
         finally:
+            if gap is not None and attempts:  # ended while reopening: the gap never closed
+                self._record_gap(gap, attempts, recovered=False)
             self._cap.release()
             with self._ready:
                 self._ended = True
                 self._ready.notify_all()
+
+    def _record_gap(self, gap: tuple[float, float], attempts: int, *, recovered: bool) -> None:
+        start, since = gap
+        with self._ready:
+            self.gaps.append(Gap(start, time.monotonic() - since, attempts, recovered))
 
     def _publish(self, frame: Frame) -> None:
         with self._ready:
