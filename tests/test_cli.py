@@ -5,44 +5,14 @@ import json
 import shutil
 
 import pytest
-
-from adedge.cli import main
+from cli_helpers import assert_one_line_error, run_cli
 
 COMMANDS = ["train", "export", "stream", "eval", "bench", "video"]
 
 
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr("sys.argv", ["adedge", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    captured = capsys.readouterr()
-    return stop.value.code, captured.out, captured.err
-
-
-def run_ok(monkeypatch, capsys, *args):
-    monkeypatch.setattr("sys.argv", ["adedge", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code, err, *words):
-    assert code == 2
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], err  # progress lines may precede it
-    assert "Traceback" not in err
-    for word in words:
-        assert word in errors[0], (word, errors[0])
-
-
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(monkeypatch, capsys, command):
-    code, out, _ = run_ok(monkeypatch, capsys, command, "--help")
+    code, out, _ = run_cli(monkeypatch, capsys, command, "--help")
     assert code == 0 and "Usage" in out and "--" in out
 
 
@@ -78,7 +48,7 @@ def test_single_normal_class_needs_weak_labels(monkeypatch, capsys, tmp_path):
     args = ["train", "--method", "ygan", "--data", tmp_path / "data", "--preset", "tiny"]
     code, _, err = run_cli(monkeypatch, capsys, *args, "--out", tmp_path / "r1")
     assert_one_line_error(code, err, "single normal class", "--weak-labels")
-    code, _, err = run_ok(monkeypatch, capsys, *args, "--out", tmp_path / "r2", "--weak-labels")
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--out", tmp_path / "r2", "--weak-labels")
     assert code == 0, err
     state = json.loads((tmp_path / "r2" / "run.json").read_text())
     assert state["method"] == "ygan"
@@ -143,11 +113,11 @@ def test_defaults_pick_the_newest_run_and_bundle(monkeypatch, capsys, trained_ru
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     shutil.copytree(trained_run, tmp_path / "runs" / "ygan-test")
-    code, _, err = run_ok(monkeypatch, capsys, "export", "--method", "ygan")
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--method", "ygan")
     assert code == 0, err
     assert "newest ygan run" in err and "--checkpoint" in err
     assert (tmp_path / "models" / "ygan-test" / "adedge.json").is_file()
-    code, out, err = run_ok(
+    code, out, err = run_cli(
         monkeypatch, capsys, "stream", "--source", "synthetic", "--max-frames", 3
     )
     assert code == 0, err
@@ -161,7 +131,7 @@ def test_eval_writes_json_and_matches_sklearn(monkeypatch, capsys, ygan_bundle, 
     from adedge.runtime.detector import Detector
 
     out = tmp_path / "eval.json"
-    code, stdout, err = run_ok(
+    code, stdout, err = run_cli(
         monkeypatch,
         capsys,
         "eval",
@@ -182,7 +152,7 @@ def test_eval_writes_json_and_matches_sklearn(monkeypatch, capsys, ygan_bundle, 
 
 
 def test_bench_prints_rows(monkeypatch, capsys, ygan_bundle, tmp_path):
-    code, out, err = run_ok(
+    code, out, err = run_cli(
         monkeypatch,
         capsys,
         "bench",
@@ -210,7 +180,7 @@ def test_video_of_the_test_split_streams_with_its_ground_truth(
     from adedge.runtime.render import read_truth
 
     video = tmp_path / "test.avi"
-    code, _, err = run_ok(
+    code, _, err = run_cli(
         monkeypatch, capsys, "video", "--data", "digits:anomaly=0", "--out", video, "--limit", 30
     )
     assert code == 0, err
@@ -220,7 +190,7 @@ def test_video_of_the_test_split_streams_with_its_ground_truth(
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
     capture.release()
     events, annotated = tmp_path / "events.jsonl", tmp_path / "annotated.avi"
-    code, out, err = run_ok(
+    code, out, err = run_cli(
         monkeypatch,
         capsys,
         "stream",

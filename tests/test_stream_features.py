@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import assert_one_line_error, run_cli
 
 import adedge
-from adedge.cli import main
 from adedge.errors import AdedgeError, SourceError
 from adedge.runtime import sinks as sinks_module
 from adedge.runtime.detector import Detector, FrameScore
@@ -36,18 +36,6 @@ from adedge.runtime.sources import Frame, open_source, parse_resize
 from adedge.runtime.stream import AlarmFilter, StreamOptions, run_stream
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """``adedge ARGS`` in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr("sys.argv", ["adedge", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -249,7 +237,7 @@ def test_bad_resize_is_a_one_line_error(monkeypatch, capsys, text, mean_bundle):
     with pytest.raises(SourceError, match="WIDTHxHEIGHT"):
         parse_resize(text)
     code, _, err = run_cli(monkeypatch, capsys, "stream", "--model", mean_bundle, "--resize", text)
-    assert code == 2 and err.strip().splitlines()[-1].startswith("error: resize")
+    assert_one_line_error(code, err, "error: resize")
 
 
 def test_parse_resize_accepts_spaces_and_capital_x():
@@ -403,10 +391,7 @@ def test_display_without_a_screen_is_one_line_and_touches_no_file(
         "--sink",
         "display://0",
     )
-    assert code == 2 and "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: cannot open display://0") and "--headless" in lines[-1]
-    assert sum(line.startswith("error:") for line in lines) == 1
+    assert_one_line_error(code, err, "error: cannot open display://0", "--headless")
     assert events.read_text(encoding="utf-8") == "earlier run\n"
     assert leftovers(tmp_path) == []
 
