@@ -32,7 +32,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -43,6 +43,9 @@ from adedge.errors import AdedgeError, SourceError
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
 GLOB_CHARS = ("*", "?", "[")
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# RTSP over TCP (no lost UDP packets smearing frames), no input buffering, low-delay decoding:
+# a detector wants the present frame, not a smooth replay. A user's own setting wins.
+LOW_LATENCY_FFMPEG = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
 VIDEO_EOF_RETRIES = 25  # consecutive failed grabs that mean end of file, not a corrupt frame
 
 
@@ -537,7 +540,7 @@ def _open_camera(spec: str, target: int | str, **options: Any) -> LiveSource:
 
 
 def _open_network(url: str, **options: Any) -> LiveSource:
-    os.environ.setdefault(FFMPEG_OPTIONS_ENV, "rtsp_transport;tcp")
+    os.environ.setdefault(FFMPEG_OPTIONS_ENV, LOW_LATENCY_FFMPEG)
     label = redact_url(url)
     fail = SourceError(
         f"cannot open stream '{label}'",
@@ -546,25 +549,73 @@ def _open_network(url: str, **options: Any) -> LiveSource:
     return LiveSource(label, lambda: cv2.VideoCapture(url, cv2.CAP_FFMPEG), fail=fail, **options)
 
 
-def _open_csi(spec: str, sensor: str, **options: Any) -> LiveSource:
+@dataclass(frozen=True)
+class CsiOptions:
+    """A Jetson CSI capture: ``csi://SENSOR?width=W&height=H&framerate=F&flip=M``."""
+
+    sensor: int = 0
+    width: int = 1280
+    height: int = 720
+    framerate: int = 30
+    flip: int = 0  # nvvidconv flip-method: 0 none, 2 rotate 180, ...
+
+
+def parse_csi(spec: str) -> CsiOptions:
+    """Read ``csi://0?width=1920&height=1080&framerate=30&flip=2`` (all but the sensor optional)."""
+    parts = urlsplit(spec)
+    sensor_text = (parts.netloc + parts.path).strip("/") or "0"
+    values: dict[str, int] = {}
+    try:
+        values["sensor"] = int(sensor_text)
+        for key, value in parse_qsl(parts.query, strict_parsing=bool(parts.query)):
+            if key not in ("width", "height", "framerate", "flip"):
+                raise KeyError(key)
+            values[key] = int(value)
+    except (ValueError, KeyError) as exc:
+        raise SourceError(
+            f"cannot read the CSI source '{spec}' ({type(exc).__name__}: {exc})",
+            "use csi://SENSOR?width=1280&height=720&framerate=30&flip=0 (integers)",
+        ) from None
+    csi = CsiOptions(**values)
+    if min(csi.width, csi.height, csi.framerate) <= 0 or not 0 <= csi.flip <= 7:
+        raise SourceError(
+            f"CSI options in '{spec}' are out of range",
+            "width, height and framerate must be positive, flip 0-7",
+        )
+    return csi
+
+
+def csi_pipeline(csi: CsiOptions) -> str:
+    """The GStreamer pipeline OpenCV opens for a Jetson CSI sensor.
+
+    The sensor's NVMM buffers are converted by the hardware (nvvidconv) to BGRx, then to
+    BGR for OpenCV; ``appsink drop=1 max-buffers=1`` keeps only the newest frame, as every
+    live source here does.
+    """
+    return (
+        f"nvarguscamerasrc sensor-id={csi.sensor} ! "
+        f"video/x-raw(memory:NVMM), width={csi.width}, height={csi.height}, "
+        f"framerate={csi.framerate}/1 ! "
+        f"nvvidconv flip-method={csi.flip} ! video/x-raw, format=BGRx ! "
+        "videoconvert ! video/x-raw, format=BGR ! appsink drop=1 max-buffers=1"
+    )
+
+
+def _open_csi(spec: str, **options: Any) -> LiveSource:
+    csi = parse_csi(spec)
     if not re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()):
         raise SourceError(
             f"'{spec}' needs OpenCV built with GStreamer and this OpenCV has none",
             "on a Jetson use JetPack's OpenCV (uninstall opencv-python-headless from the venv, "
             "create it with --system-site-packages)",
         )
-    pipeline = (
-        f"nvarguscamerasrc sensor-id={sensor} ! "
-        "video/x-raw(memory:NVMM), width=1280, height=720, framerate=30/1 ! "
-        "nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! "
-        "appsink drop=1 max-buffers=1"
-    )
+    pipeline = csi_pipeline(csi)
     fail = SourceError(
-        f"cannot open CSI camera {sensor} ('{spec}')",
+        f"cannot open CSI camera {csi.sensor} ('{spec}')",
         "check the ribbon cable and `nvargus-daemon` (sudo systemctl restart nvargus-daemon)",
     )
     return LiveSource(
-        f"csi{sensor}",
+        f"csi{csi.sensor}",
         lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER),
         fail=fail,
         **options,
@@ -870,7 +921,7 @@ def open_source(
     if re.fullmatch(r"/dev/video\d+", text):
         return _open_camera(text, text, **options)
     if text.startswith("csi://"):
-        return _open_csi(text, text[len("csi://") :] or "0", **options)
+        return _open_csi(text, **options)
     scheme = text.partition("://")[0].lower() if "://" in text else ""
     if scheme in NETWORK_SCHEMES:
         return _open_network(text, **options)

@@ -13,6 +13,7 @@ import pytest
 from adedge.errors import SourceError
 from adedge.runtime.sources import (
     FFMPEG_OPTIONS_ENV,
+    LOW_LATENCY_FFMPEG,
     LiveSource,
     SyntheticSource,
     open_source,
@@ -163,7 +164,8 @@ def test_unreachable_rtsp_is_a_source_error_without_the_password(monkeypatch):
         open_source("rtsp://admin:secret@127.0.0.1:9/stream")  # port 9: connection refused
     line = info.value.one_line()
     assert "127.0.0.1:9/stream" in line and "secret" not in line
-    assert os.environ[FFMPEG_OPTIONS_ENV] == "rtsp_transport;tcp"
+    assert os.environ[FFMPEG_OPTIONS_ENV] == LOW_LATENCY_FFMPEG
+    assert "rtsp_transport;tcp" in LOW_LATENCY_FFMPEG and "fflags;nobuffer" in LOW_LATENCY_FFMPEG
 
 
 def test_redact_url():
