@@ -142,7 +142,8 @@ def export(
     if formats != {"onnx"}:
         raise AdedgeError(
             f"format(s) {', '.join(sorted(formats - {'onnx'})) or '(none)'} not supported",
-            "this version writes --format onnx",
+            "this version writes --format onnx (FP32); TensorRT engines and FP16 graphs are not "
+            "built yet, so deploy the ONNX graph with --backend onnxruntime",
         )
     if not 0.5 <= threshold_quantile < 1.0:
         raise AdedgeError("--threshold-quantile must be in [0.5, 1)", "e.g. 0.99")
