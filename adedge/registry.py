@@ -26,6 +26,30 @@ METHODS: dict[str, MethodInfo] = {
         needs_subclasses=True,
         paper_ms_per_image={"32x32": 2.6, "256x256": 13.5},
     ),
+    "cbigan": MethodInfo(
+        name="cbigan",
+        title="CBiGAN: consistency-regularised BiGAN (Carrara et al.)",
+        paper="shared/papers/cbigan.txt",
+        module="adedge.train.methods.cbigan",
+    ),
+    "ddrid": MethodInfo(
+        name="ddrid",
+        title="DDR-ID: dual deep reconstruction networks with image decomposition (Lin et al.)",
+        paper="shared/papers/ddrid.txt",
+        module="adedge.train.methods.ddrid",
+    ),
+    "panda": MethodInfo(
+        name="panda",
+        title="PANDA(-GAN): perceptually aware neural detection of anomalies (Barker & Breckon)",
+        paper="shared/papers/panda.txt",
+        module="adedge.train.methods.panda",
+    ),
+    "igd": MethodInfo(
+        name="igd",
+        title="IGD: interpolated Gaussian descriptor (Chen et al.)",
+        paper="shared/papers/igd.txt",
+        module="adedge.train.methods.igd",
+    ),
 }
 
 

@@ -9,11 +9,56 @@ method localises).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, fields
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainView:
+    """How the trainer cuts one training input from a prepared (resized) image.
+
+    ``crop``: side of a random crop (texture patches); None keeps the whole image.
+    ``rotation_degrees``: a random rotation in [-r, r] about the crop centre, reflected at
+    the image border (CBiGAN's rotation augmentation); ``hflip``: random horizontal flips.
+    """
+
+    crop: int | None = None
+    rotation_degrees: float = 0.0
+    hflip: bool = False
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """How one trained checkpoint becomes one stage of a bundle (DESIGN §4).
+
+    ``frame_size``: the whole image is resized to this square first (the card's input size,
+    or its tiling ``resize_to``). ``tile``/``stride``: None for a whole-image stage; else the
+    runtime cuts ``tile``-sized tiles every ``stride`` pixels and reduces their scores by
+    ``reduce`` (IGD's local max-pooling, CBiGAN's max over texture tiles). The network's
+    input side is ``tile`` for a tiled stage and ``frame_size`` otherwise. ``weight``: the
+    stage's weight in the bundle's sum of stage scores (IGD Eq. 13).
+    """
+
+    frame_size: int
+    name: str = "global"
+    tile: int | None = None
+    stride: int | None = None
+    padding: str = "reflect"
+    reduce: str = "max"
+    weight: float = 1.0
+    view: TrainView = field(default_factory=TrainView)
+
+    @property
+    def tiled(self) -> bool:
+        return self.tile is not None
+
+    @property
+    def input_size(self) -> int:
+        return self.tile if self.tile is not None else self.frame_size
 
 
 class Method(ABC):
@@ -24,8 +69,9 @@ class Method(ABC):
     def make_config(self, preset: str = "paper", **overrides: Any) -> Any:
         if preset not in self.presets:
             raise KeyError(preset)
-        values = {**self.presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
-        return self.config_type(**values)
+        known = {f.name for f in fields(self.config_type)}
+        given = {k: v for k, v in overrides.items() if v is not None and k in known}
+        return self.config_type(**{**self.presets[preset], **given})
 
     def config_from_dict(self, data: dict[str, Any]) -> Any:
         known = {f.name for f in fields(self.config_type)}
@@ -34,6 +80,40 @@ class Method(ABC):
     @staticmethod
     def config_to_dict(config: Any) -> dict[str, Any]:
         return asdict(config)
+
+    def stage_plan(self, config: Any) -> StagePlan:
+        """Whole images at ``config.image_size``, one 'global' stage: override to tile."""
+        return StagePlan(frame_size=config.image_size)
+
+    def mode_for_data(self, kind: str) -> str | None:
+        """The config ``mode`` a data set of ``kind`` ('objects' or 'textures') implies when
+        the user gives no ``--mode``; None leaves the preset's mode."""
+        return None
+
+    def epoch_start(
+        self,
+        model: nn.Module,
+        config: Any,
+        epoch: int,
+        training_inputs: Callable[[int], Iterator[torch.Tensor]],
+    ) -> None:
+        """Called before each epoch's first step (not when resuming mid-epoch).
+
+        ``training_inputs(batch_size)`` iterates every normal training input once, in a fixed
+        order, at the stage's input size (tiled stages: every grid tile of every image), on
+        the training device: what IGD's E-step (mu, sigma) or DDR-ID's centre Z_C averages
+        over. State set here must live in the model's buffers so checkpoints carry it.
+        """
+        return None
+
+    def prepare_export(
+        self, model: nn.Module, config: Any, calibration: torch.Tensor
+    ) -> dict[str, Any]:
+        """Called by export before tracing, with held-out normal inputs at the stage's input
+        size (tiles for tiled stages). A method may fix constants its score needs here (e.g.
+        DDR-ID's choice of AS_l or AS_r, PANDA's min-max constants) by setting buffers or
+        attributes; the returned facts go into the card's ``training.export`` section."""
+        return {}
 
     @abstractmethod
     def build(self, config: Any, num_classes: int) -> nn.Module:
@@ -64,4 +144,6 @@ class Method(ABC):
 
     @abstractmethod
     def inference_module(self, model: nn.Module) -> nn.Module:
-        """The pruned scorer that export traces: images -> score (N,)."""
+        """The pruned scorer that export traces: images (N, C, s, s) at the stage plan's
+        ``input_size`` -> ``score`` (N,), or ``(score, amap)`` with ``amap`` (N, 1, s, s)
+        where the method localises."""
