@@ -26,7 +26,10 @@ app = typer.Typer(
 DATA_HELP = (
     "Data set: 'digits:anomaly=N' (scikit-learn digits), 'fmnist:anomaly=N|NAME' (Fashion-MNIST "
     "from Debian's dataset-fashion-mnist), or an image folder (one sub-folder per normal "
-    "sub-class, or the MVTec layout train/good + test/<defect>). Options: seed=, val=, limit=."
+    "sub-class, or the MVTec layout train/good + test/<defect>, with ground_truth/ masks), or "
+    "'texture:brick|grass|gravel' (a real scikit-image texture: held-out regions with synthetic "
+    "defects and pixel masks; frame=N sets the frame side, default 128). "
+    "Options: seed=, val=, limit=."
 )
 
 
@@ -51,7 +54,20 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: preset).")] = None,
     image_size: Annotated[
-        int | None, typer.Option(help="Square input size, a power of two (32, 64, ..., 256).")
+        int | None,
+        typer.Option(
+            help="Square size images are resized to, a power of two (32, ..., 512); tiled modes "
+            "then cut it into tiles. Default: the data's own size."
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="Method mode: cbigan 'object' (whole image) or 'texture' (64px tiles, max over "
+            "tiles; the default for texture: data); igd 'global' (whole image) or 'local' (32px "
+            "patches at stride 16, local max-pooling). Export a global and a local igd run "
+            "together with two --checkpoint options."
+        ),
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: preset).")] = None,
     weak_labels: Annotated[
@@ -105,6 +121,7 @@ def train(
         threads=threads,
         checkpoint_minutes=checkpoint_minutes,
         monitor_test=not no_monitor,
+        mode=mode,
     )
     say(f"training {info.title} into {run_dir}")
     try:
@@ -119,8 +136,11 @@ def train(
 def export(
     method: Annotated[str, typer.Option(help=f"Method of the checkpoint: {method_names()}.")],
     checkpoint: Annotated[
-        Path | None,
-        typer.Option(help=f"Checkpoint or run folder (default: newest run in {RUNS_DIR}/)."),
+        list[Path] | None,
+        typer.Option(
+            help=f"Checkpoint or run folder (default: newest run in {RUNS_DIR}/). Repeat it to "
+            "put several stages of one method in one bundle (IGD: a global and a local run)."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help=f"Bundle folder (default: {MODELS_DIR}/<run name>).")
@@ -147,22 +167,25 @@ def export(
         )
     if not 0.5 <= threshold_quantile < 1.0:
         raise AdedgeError("--threshold-quantile must be in [0.5, 1)", "e.g. 0.99")
-    if checkpoint is None:
-        checkpoint = newest_run(info.name)
-        say(f"using the newest {info.name} run: {checkpoint} (pick another with --checkpoint)")
-    if not checkpoint.exists():
-        raise AdedgeError(
-            f"checkpoint '{checkpoint}' does not exist",
-            "pass a .pt file written by `adedge train` (or its run folder) with --checkpoint",
-        )
+    if not checkpoint:
+        checkpoint = [newest_run(info.name)]
+        say(f"using the newest {info.name} run: {checkpoint[0]} (pick another with --checkpoint)")
+    for path in checkpoint:
+        if not path.exists():
+            raise AdedgeError(
+                f"checkpoint '{path}' does not exist",
+                "pass a .pt file written by `adedge train` (or its run folder) with --checkpoint",
+            )
     if out is None:
-        run_name = checkpoint.parent.name if checkpoint.is_file() else checkpoint.name
-        out = MODELS_DIR / run_name
+        first = checkpoint[0]
+        out = MODELS_DIR / (first.parent.name if first.is_file() else first.name)
         say(f"writing the bundle to {out} (choose with --out)")
     from adedge.export.onnx_export import ExportOptions, export_bundle
 
     export_bundle(
-        ExportOptions(checkpoint, out, info.name, data, threshold_quantile=threshold_quantile),
+        ExportOptions(
+            list(checkpoint), out, info.name, data, threshold_quantile=threshold_quantile
+        ),
         log=say,
     )
 
@@ -196,7 +219,9 @@ def evaluate(
     table = Table(title=f"{result['method']} on {result['data']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("n_test", "n_anomalous", "auroc", "threshold", "tpr", "tnr", "f1"):
+    for key in ("n_test", "n_anomalous", "auroc", "pixel_auroc", "threshold", "tpr", "tnr", "f1"):
+        if key not in result:
+            continue
         value = result[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     for kind, value in result.get("auroc_per_kind", {}).items():

@@ -4,6 +4,11 @@ Spellings accepted by ``--data`` (options after a colon, comma-separated):
 
 * ``digits:anomaly=3`` -- scikit-learn's 1797 real 8x8 digits (bundled with scikit-learn).
 * ``fmnist:anomaly=Coat`` -- Fashion-MNIST (Debian ``dataset-fashion-mnist``), 70k images.
+* ``texture:brick`` (also ``grass``, ``gravel``) -- a real 512x512 photographed texture
+  (scikit-image) cut into square frames at its own scale (``frame=128`` px by default):
+  training frames from the top half, validation frames from the bottom-left quarter, test
+  frames from the unseen bottom-right quarter, half of them with one synthetic defect
+  (scratch, dark blob, stain, missing patch) and its pixel mask for pixel-level AUROC.
 * ``PATH`` -- an image folder. Either one sub-folder per normal sub-class (ImageFolder style,
   what Y-GAN's latent classifier wants), or the MVTec-AD / anomalib Folder layout
   ``train/good``, ``test/<defect>`` (``test/good`` is normal), ``ground_truth/<defect>``.
@@ -26,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from adedge.defects import DEFECT_KINDS, REAL_TEXTURES, draw_defect, read_texture
 from adedge.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -45,6 +51,8 @@ FMNIST_CLASSES = (
 )
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 NORMAL_FOLDER = "good"
+TEXTURE_FRAME = 128
+OPTION_KEYS = ("anomaly", "seed", "val", "limit", "frame")
 
 
 @dataclass
@@ -59,6 +67,7 @@ class Split:
     labels: np.ndarray
     names: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
+    masks: list[np.ndarray | None] | None = None  # per-image bool defect masks, where known
 
     def __len__(self) -> int:
         return len(self.images)
@@ -75,6 +84,7 @@ class DataSet:
     test: Split | None
     suggested_size: int = 32
     protocol: str = ""
+    kind: str = "objects"  # or "textures": methods with a texture mode pick it from this
 
     @property
     def has_subclasses(self) -> bool:
@@ -91,6 +101,7 @@ class DataSet:
             "n_val": len(self.val),
             "n_test": 0 if test is None else len(test),
             "n_test_anomalous": 0 if test is None else int(test.labels.sum()),
+            "kind": self.kind,
         }
 
 
@@ -100,21 +111,31 @@ class DataOptions:
     seed: int = 0
     val: float = 0.1
     limit: int | None = None
+    texture: str | None = None
+    frame: int = TEXTURE_FRAME
 
 
 def parse_spec(spec: str) -> tuple[str, DataOptions]:
     """Split ``name:key=value,...`` into the source and its options."""
     source, options_text = spec, ""
     head, sep, tail = spec.partition(":")
-    if sep and (head in ("digits", "fmnist") or "=" in tail):
+    if sep and (head in ("digits", "fmnist", "texture") or "=" in tail):
         source, options_text = head, tail
     values: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in options_text.split(","))):
+    items = [part.strip() for part in options_text.split(",") if part.strip()]
+    if source == "texture":
+        if not items or "=" in items[0]:
+            raise DataError(
+                f"'{spec}' does not name a texture",
+                f"use texture:NAME with NAME one of {', '.join(REAL_TEXTURES)}",
+            )
+        values["texture"] = items.pop(0)
+    for item in items:
         key, eq, value = item.partition("=")
-        if not eq or key not in ("anomaly", "seed", "val", "limit"):
+        if not eq or key not in OPTION_KEYS:
             raise DataError(
                 f"data option '{item}' in '{spec}' is not understood",
-                "use anomaly=N, seed=N, val=FRACTION or limit=N, e.g. fmnist:anomaly=3",
+                "use anomaly=N, seed=N, val=FRACTION, limit=N or frame=N, e.g. fmnist:anomaly=3",
             )
         values[key] = value
     try:
@@ -123,11 +144,13 @@ def parse_spec(spec: str) -> tuple[str, DataOptions]:
             seed=int(values.get("seed", 0)),
             val=float(values.get("val", 0.1)),
             limit=int(values["limit"]) if "limit" in values else None,
+            texture=values.get("texture"),
+            frame=int(values.get("frame", TEXTURE_FRAME)),
         )
     except ValueError:
         raise DataError(
             f"data options in '{spec}' have a value of the wrong type",
-            "seed and limit take integers, val a fraction such as 0.1",
+            "seed, limit and frame take integers, val a fraction such as 0.1",
         ) from None
     if not 0.0 < options.val < 0.5:
         raise DataError(f"val={options.val} in '{spec}' is out of range", "use 0 < val < 0.5")
@@ -143,6 +166,8 @@ def load(spec: str) -> DataSet:
     if source == "fmnist":
         images, labels = _read_fmnist()
         return _classes_out(spec, "fmnist", images, labels, FMNIST_CLASSES, options)
+    if source == "texture":
+        return _texture_set(spec, options)
     return _load_folder(spec, Path(source), options)
 
 
@@ -254,6 +279,95 @@ def _classes_out(
 # --- image folders ------------------------------------------------------------------------
 
 
+# --- real textures with synthetic defects --------------------------------------------------
+
+TEXTURE_TRAIN_FRAMES = 256
+TEXTURE_VAL_FRAMES = 32
+TEXTURE_TEST_FRAMES = 80  # half clean, half with one defect
+
+
+def _texture_set(spec: str, options: DataOptions) -> DataSet:
+    """Frames cut from three disjoint regions of one 512x512 texture photograph.
+
+    Train: the top half; validation: the bottom-left quarter; test: the bottom-right quarter,
+    so no test pixel was seen in training. Every other test frame gets one synthetic defect.
+    """
+    texture = _read_texture_or_fail(options.texture or "", spec)
+    frame = options.frame
+    if not 16 <= frame <= texture.shape[0] // 2:
+        raise DataError(
+            f"frame={frame} in '{spec}' does not fit the held-out quarter of the texture",
+            f"use 16 <= frame <= {texture.shape[0] // 2}",
+        )
+    rng = np.random.default_rng(options.seed)
+    half = texture.shape[0] // 2
+    n_train = options.limit or TEXTURE_TRAIN_FRAMES
+    train = _random_frames(texture[:half, :], frame, n_train, rng)
+    val = _random_frames(texture[half:, :half], frame, TEXTURE_VAL_FRAMES, rng)
+    test_frames = _random_frames(texture[half:, half:], frame, TEXTURE_TEST_FRAMES, rng)
+    test = _with_defects(test_frames, rng)
+    normal = [options.texture or ""]
+    return DataSet(
+        spec=spec,
+        name=f"texture-{options.texture}",
+        colour="gray",
+        class_names=normal,
+        train=Split(train, np.zeros(len(train), np.int64)),
+        val=Split(val, np.zeros(len(val), np.int64)),
+        test=test,
+        suggested_size=frame,
+        protocol=(
+            f"texture '{options.texture}' (scikit-image), {frame}px frames: train top half, "
+            "val bottom-left quarter, test bottom-right quarter with synthetic defects"
+        ),
+        kind="textures",
+    )
+
+
+def _read_texture_or_fail(name: str, spec: str) -> np.ndarray:
+    if name not in REAL_TEXTURES:
+        raise DataError(
+            f"texture '{name}' in '{spec}' is not known",
+            f"use texture:NAME with NAME one of {', '.join(REAL_TEXTURES)}",
+        )
+    try:
+        return read_texture(name)
+    except ImportError:
+        raise DataError(
+            f"'{spec}' needs scikit-image, which is not installed", "pip install scikit-image"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"scikit-image cannot load '{name}' ({exc})", "reinstall it") from None
+
+
+def _random_frames(
+    region: np.ndarray, frame: int, count: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    rows = rng.integers(0, region.shape[0] - frame + 1, count)
+    cols = rng.integers(0, region.shape[1] - frame + 1, count)
+    return [region[r : r + frame, c : c + frame].copy() for r, c in zip(rows, cols, strict=True)]
+
+
+def _with_defects(frames: list[np.ndarray], rng: np.random.Generator) -> Split:
+    """Every odd frame gets one defect (kinds in turn); masks mark weight >= 0.5."""
+    images, labels, kinds, masks = [], [], [], []
+    for i, clean in enumerate(frames):
+        if i % 2 == 0:
+            images.append(clean)
+            labels.append(0)
+            kinds.append(NORMAL_FOLDER)
+            masks.append(np.zeros(clean.shape, bool))
+            continue
+        kind = DEFECT_KINDS[(i // 2) % len(DEFECT_KINDS)]
+        painted, weight = draw_defect(clean.astype(np.float32), kind, rng)
+        images.append(np.clip(np.rint(painted), 0, 255).astype(np.uint8))
+        labels.append(1)
+        kinds.append(kind)
+        masks.append(weight >= 0.5)
+    names = [f"test_{i:03d}" for i in range(len(images))]
+    return Split(images, np.asarray(labels, np.int64), names, kinds, masks)
+
+
 def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -340,16 +454,37 @@ def _load_folder(spec: str, root: Path, options: DataOptions) -> DataSet:
 
 
 def _read_test_folder(test_root: Path) -> Split | None:
-    images, labels, names, kinds = [], [], [], []
+    images, labels, names, kinds, masks = [], [], [], [], []
+    truth_root = test_root.parent / "ground_truth"
     for folder in sorted(d for d in test_root.iterdir() if d.is_dir()):
         for file in list_images(folder):
-            images.append(read_image(file))
+            image = read_image(file)
+            images.append(image)
             labels.append(0 if folder.name == NORMAL_FOLDER else 1)
             names.append(str(file))
             kinds.append(folder.name)
+            masks.append(_mvtec_mask(truth_root, folder.name, file, image.shape[:2]))
     if not images:
         return None
-    return Split(images, np.asarray(labels, dtype=np.int64), names, kinds)
+    known = any(m is not None for m in masks)
+    return Split(images, np.asarray(labels, np.int64), names, kinds, masks if known else None)
+
+
+def _mvtec_mask(
+    truth_root: Path, defect: str, file: Path, shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """MVTec's ``ground_truth/<defect>/<stem>_mask.png`` (all-clear for ``good``)."""
+    if defect == NORMAL_FOLDER:
+        return np.zeros(shape, bool)
+    path = truth_root / defect / f"{file.stem}_mask.png"
+    if not path.is_file():
+        return None
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        return None
+    if mask.shape != shape:
+        mask = cv2.resize(mask, shape[::-1], interpolation=cv2.INTER_NEAREST)
+    return mask > 127
 
 
 def expand_image_glob(pattern: str) -> list[Path]:

@@ -50,3 +50,22 @@ def rates_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[s
 def quantile_threshold(normal_scores: np.ndarray, quantile: float = 0.99) -> float:
     """A threshold that lets ``quantile`` of held-out normal scores pass."""
     return float(np.quantile(np.asarray(normal_scores, dtype=np.float64), quantile))
+
+
+def pixel_auroc(maps: list[np.ndarray], masks: list[np.ndarray | None]) -> float | None:
+    """AUROC of every pixel's heatmap value against its defect mask, over all images with a
+    mask (MVTec's pixel-level AUROC); None without both classes of pixel."""
+    values, truth = [], []
+    for amap, mask in zip(maps, masks, strict=True):
+        if mask is None:
+            continue
+        if amap.shape != mask.shape:
+            raise ValueError(f"heatmap {amap.shape} and mask {mask.shape} differ in size")
+        values.append(amap.reshape(-1))
+        truth.append(mask.reshape(-1))
+    if not values:
+        return None
+    labels = np.concatenate(truth).astype(np.int64)
+    if labels.min() == labels.max():
+        return None
+    return auroc(labels, np.concatenate(values))

@@ -11,15 +11,44 @@ from typing import Any
 
 import numpy as np
 
-from adedge.data import DataSet
+from adedge.data import DataSet, Split
 from adedge.errors import DataError
-from adedge.metrics import auroc, rates_at
+from adedge.metrics import auroc, pixel_auroc, rates_at
 from adedge.runtime.detector import Detector
 
 
 def score_split(detector: Detector, images: list[np.ndarray], batch: int = 256) -> np.ndarray:
     parts = [detector.score_images(images[i : i + batch])[0] for i in range(0, len(images), batch)]
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def score_split_with_pixels(
+    detector: Detector, test: Split, batch: int = 32
+) -> tuple[np.ndarray, float | None]:
+    """Scores, and the pixel AUROC of the heatmaps against the split's defect masks."""
+    scores, pixels_auc = [], None
+    values: list[np.ndarray] = []
+    masks: list[np.ndarray | None] = []
+    for i in range(0, len(test), batch):
+        part, maps, _ = detector.score_images_with_maps(test.images[i : i + batch])
+        scores.append(part)
+        values.extend(maps or [])
+        masks.extend(test.masks[i : i + batch])
+    if values:
+        pixels_auc = pixel_auroc(values, masks)
+    return np.concatenate(scores), pixels_auc
+
+
+def detection_quality(detector: Detector, test: Split) -> dict[str, float]:
+    """Image AUROC on a labelled split, and pixel AUROC where masks and heatmaps exist."""
+    if detector.has_maps and test.masks:
+        scores, pixels = score_split_with_pixels(detector, test)
+    else:
+        scores, pixels = score_split(detector, test.images), None
+    result = {"test_auroc": auroc(test.labels, scores)}
+    if pixels is not None:
+        result["test_pixel_auroc"] = pixels
+    return result
 
 
 def evaluate(detector: Detector, dataset: DataSet, batch: int = 256) -> dict[str, Any]:
@@ -35,7 +64,11 @@ def evaluate(detector: Detector, dataset: DataSet, batch: int = 256) -> dict[str
             "add test/good and at least one test/<defect> folder",
         )
     started = time.perf_counter()
-    scores = score_split(detector, test.images, batch)
+    pixels = None
+    if detector.has_maps and test.masks:
+        scores, pixels = score_split_with_pixels(detector, test)
+    else:
+        scores = score_split(detector, test.images, batch)
     seconds = time.perf_counter() - started
     result: dict[str, Any] = {
         "model": str(detector.bundle.path),
@@ -51,6 +84,8 @@ def evaluate(detector: Detector, dataset: DataSet, batch: int = 256) -> dict[str
         "images_per_second": len(test) / seconds if seconds > 0 else None,
         "backend": detector.backend_name,
     }
+    if pixels is not None:
+        result["pixel_auroc"] = pixels
     kinds = sorted(set(test.kinds)) if test.kinds else []
     per_kind = {}
     normal = test.labels == 0

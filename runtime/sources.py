@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from adedge.data import IMAGE_SUFFIXES, expand_image_glob, read_image
+from adedge.defects import DEFECT_KINDS, REAL_TEXTURES, add_defect, read_texture
 from adedge.errors import AdedgeError, SourceError
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
@@ -637,9 +638,7 @@ def redact_url(url: str) -> str:
 
 
 SYNTHETIC_FPS = 25.0  # timestamps are index / fps (the --fps cap where one is given)
-DEFECT_KINDS = ("scratch", "dark blob", "stain", "missing patch")
 SYNTHETIC_OPTIONS = ("seed", "size", "frames", "defect_every", "defect_first", "texture")
-REAL_TEXTURES = ("brick", "grass", "gravel")  # scikit-image's bundled 512x512 grey photographs
 DRIFT_PERIODS = (53.0, 71.0)  # frames per sway along x and y: slow, and never in step
 
 
@@ -731,28 +730,22 @@ class SyntheticSource(FrameSource):
 
 
 def load_real_texture(name: str) -> np.ndarray:
-    """scikit-image's bundled photograph ``name`` (512x512 grey uint8).
-
-    Imported here, not at module level: the base install has no scikit-image.
-    """
+    """scikit-image's bundled photograph ``name`` (512x512 grey uint8), or a SourceError."""
     if name not in REAL_TEXTURES:
         raise SourceError(
             f"synthetic texture '{name}' is not known", f"use one of {', '.join(REAL_TEXTURES)}"
         )
     try:
-        from skimage import data
+        return read_texture(name)
     except ImportError:
         raise SourceError(
             f"synthetic texture '{name}' needs scikit-image, which is not installed",
             "pip install scikit-image (or leave out texture= for the procedural surface)",
         ) from None
-    try:
-        image = np.asarray(getattr(data, name)())
     except (OSError, ValueError) as exc:
         raise SourceError(
             f"scikit-image cannot load its texture '{name}' ({exc})", "reinstall scikit-image"
         ) from None
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
 def fit_texture(grey: np.ndarray, scene: SceneOptions, margin: int) -> np.ndarray:
@@ -787,41 +780,6 @@ def surface_texture(height: int, width: int, seed: int) -> np.ndarray:
     grey = np.clip(120.0 + 22.0 * field, 40.0, 200.0)
     tint = np.array([0.82, 0.93, 1.06], dtype=np.float32)  # B, G, R: brownish grey
     return (grey[:, :, None] * tint).astype(np.float32)
-
-
-def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """Draw one defect of ``kind`` at a random place; float32 BGR in, float32 BGR out."""
-    height, width = image.shape[:2]
-    side = min(height, width)
-    centre = (int(rng.uniform(0.2, 0.8) * width), int(rng.uniform(0.2, 0.8) * height))
-    mask = np.zeros((height, width), np.float32)
-    if kind == "scratch":
-        angle = rng.uniform(0, np.pi)
-        half = rng.uniform(0.2, 0.3) * side
-        dx, dy = int(half * np.cos(angle)), int(half * np.sin(angle))
-        p1, p2 = (centre[0] - dx, centre[1] - dy), (centre[0] + dx, centre[1] + dy)
-        cv2.line(mask, p1, p2, 1.0, max(2, side // 80), cv2.LINE_AA)
-        return _blend(image, mask, (215.0, 220.0, 225.0))
-    if kind == "dark blob":
-        cv2.circle(mask, centre, int(rng.uniform(0.06, 0.09) * side), 1.0, -1, cv2.LINE_AA)
-        mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, side / 200))
-        return _blend(image, mask, (22.0, 24.0, 28.0))
-    if kind == "stain":
-        axes = (int(rng.uniform(0.1, 0.15) * side), int(rng.uniform(0.06, 0.1) * side))
-        cv2.ellipse(mask, centre, axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
-        mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, side / 60))
-        return _blend(image, mask * 0.7, (30.0, 60.0, 110.0))
-    if kind == "missing patch":
-        half = int(rng.uniform(0.06, 0.08) * side)
-        x, y = centre
-        mask[max(0, y - half) : y + half, max(0, x - half) : x + half] = 1.0
-        return _blend(image, mask, (8.0, 8.0, 8.0))
-    raise ValueError(f"unknown defect kind {kind!r}")
-
-
-def _blend(image: np.ndarray, mask: np.ndarray, colour: tuple[float, float, float]) -> np.ndarray:
-    alpha = mask[:, :, None]
-    return image * (1.0 - alpha) + np.asarray(colour, np.float32) * alpha
 
 
 def parse_synthetic(spec: str) -> SceneOptions:

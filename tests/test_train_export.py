@@ -84,7 +84,7 @@ def test_bundle_graph_and_card(ygan_bundle, trained_run):
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 32, 32]
     assert [o.name for o in model.graph.output] == ["score"]
     assert stage.sha256 == sha256_file(ygan_bundle / stage.file)
-    assert card.metrics["parity"]["max_abs_diff"] <= 1e-4
+    assert card.metrics["parity"]["global"]["max_abs_diff"] <= 1e-4
     assert card.training["checkpoint_sha256"] == sha256_file(trained_run / "best.pt")
     assert "held-out normal" in card.threshold.detail
 
@@ -178,7 +178,7 @@ def test_resume_mid_epoch_reproduces_an_uninterrupted_run(tmp_path):
 
     def stop_after_some_steps(line):
         calls["n"] += 1
-        if calls["n"] == 16:  # 1 data line, 10 steps + 1 epoch line, then epoch 2
+        if calls["n"] == 17:  # data and plan lines, 10 steps + 1 epoch line, then epoch 2
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

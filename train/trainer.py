@@ -5,6 +5,11 @@ killed job resumes where it stopped), ``best.pt`` (lowest validation loss on hel
 *normal* images: test labels never choose a checkpoint), ``history.jsonl`` and
 ``losses.csv`` (per-epoch mean losses). The test split's AUROC is logged each epoch as a
 monitor only, so drift is visible; it selects nothing.
+
+The method's :class:`StagePlan` says what the network sees: whole images resized to
+``frame_size``, or (tiled stages) random crops of them (``TrainView``) in training and the
+runtime's grid of tiles in validation, with frame scores reduced over tiles as the runtime
+reduces them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,8 @@ from adedge.preprocess import InputSpec, prepare_batch
 from adedge.registry import get_method
 from adedge.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from adedge.train.methods import load_method
-from adedge.train.methods.base import Method
+from adedge.train.methods.base import Method, StagePlan
+from adedge.train.views import grid_tiles, iterate_inputs, random_views, tiles_per_image
 from adedge.train.weak_labels import weak_labels
 
 Log = Callable[[str], None]
@@ -58,6 +64,7 @@ class TrainOptions:
     monitor_test: bool = True
     threads: int | None = None
     log_seconds: float = 15.0
+    mode: str | None = None  # a method's mode (e.g. cbigan object|texture, igd global|local)
 
 
 @dataclass
@@ -76,9 +83,17 @@ class TrainResult:
 
 @dataclass
 class Prepared:
-    """Tensors built once from the data set with the bundle's own preprocessing."""
+    """Tensors built once from the data set with the bundle's own preprocessing.
+
+    ``train_x`` holds whole images at the plan's frame size (tiled stages crop them per
+    step); ``val_x`` and ``test_x`` hold what the network scores (tiles for tiled stages),
+    ``tiles`` per image.
+    """
 
     spec: InputSpec
+    frame_spec: InputSpec
+    plan: StagePlan
+    tiles: int
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
@@ -119,27 +134,49 @@ def subclass_labels(
     return labels, list(dataset.class_names), {"source": "ground truth sub-classes"}
 
 
-def prepare(dataset: DataSet, options: TrainOptions, method: str) -> Prepared:
-    size = options.image_size or dataset.suggested_size
+def prepare(dataset: DataSet, options: TrainOptions, method: str, plan: StagePlan) -> Prepared:
     channels = 1 if dataset.colour == "gray" else 3
-    spec = InputSpec(size, size, dataset.colour, (0.5,) * channels, (0.5,) * channels)
-    train_x = prepare_batch(dataset.train.images, spec)
-    val_x = prepare_batch(dataset.val.images, spec)
+    norm = {"colour": dataset.colour, "mean": (0.5,) * channels, "std": (0.5,) * channels}
+    frame_spec = InputSpec(plan.frame_size, plan.frame_size, **norm)
+    spec = InputSpec(plan.input_size, plan.input_size, **norm)
+    train_x = prepare_batch(dataset.train.images, frame_spec)
+    val_x = prepare_batch(dataset.val.images, frame_spec)
     labels, names, source = subclass_labels(
         method, dataset, options.weak_labels, np.concatenate([train_x, val_x]), options.seed
     )
+    val_y = torch.from_numpy(labels[len(train_x) :])
+    tiles = tiles_per_image(plan.frame_size, plan)
     test = dataset.test
+    test_x = None
+    if test is not None:
+        test_x = grid_tiles(torch.from_numpy(prepare_batch(test.images, frame_spec)), plan)
     return Prepared(
         spec=spec,
+        frame_spec=frame_spec,
+        plan=plan,
+        tiles=tiles,
         train_x=torch.from_numpy(train_x),
         train_y=torch.from_numpy(labels[: len(train_x)]),
-        val_x=torch.from_numpy(val_x),
-        val_y=torch.from_numpy(labels[len(train_x) :]),
-        test_x=None if test is None else torch.from_numpy(prepare_batch(test.images, spec)),
+        val_x=grid_tiles(torch.from_numpy(val_x), plan),
+        val_y=val_y.repeat_interleave(tiles),
+        test_x=test_x,
         test_y=None if test is None else test.labels,
         class_names=names,
         label_source=source,
     )
+
+
+def score_of(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The score from an inference module's output: ``score`` or ``(score, amap)``."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def reduce_tiles(scores: np.ndarray, tiles: int, how: str) -> np.ndarray:
+    """Per-image scores from per-tile scores, as the runtime reduces them."""
+    if tiles == 1:
+        return scores
+    grid = scores.reshape(-1, tiles)
+    return grid.max(axis=1) if how == "max" else grid.mean(axis=1)
 
 
 @torch.no_grad()
@@ -148,7 +185,8 @@ def score_tensor(
 ) -> np.ndarray:
     scorer.eval()
     parts = [
-        scorer(images[i : i + chunk].to(device)).float().cpu() for i in range(0, len(images), chunk)
+        score_of(scorer(images[i : i + chunk].to(device))).float().cpu()
+        for i in range(0, len(images), chunk)
     ]
     return torch.cat(parts).numpy()
 
@@ -191,26 +229,58 @@ class Trainer:
             )
         return None
 
+    def make_config(self, dataset: DataSet, resumed: dict[str, Any] | None) -> Any:
+        """The preset with the user's overrides (a resumed run keeps its own config)."""
+        if resumed:
+            config = self.method.config_from_dict(resumed["config"])
+            if self.options.epochs:
+                config.epochs = self.options.epochs
+            return config
+        has_modes = "mode" in {f.name for f in fields(self.method.config_type)}
+        if self.options.mode and not has_modes:
+            raise AdedgeError(
+                f"{self.method.name} has no modes (--mode {self.options.mode})",
+                "leave out --mode for this method",
+            )
+        channels = 1 if dataset.colour == "gray" else 3
+        config = self.method.make_config(
+            self.options.preset,
+            image_size=self.options.image_size or dataset.suggested_size,
+            channels=channels,
+            epochs=self.options.epochs,
+            batch_size=self.options.batch_size,
+            lr=self.options.lr,
+            mode=self.options.mode or self.method.mode_for_data(dataset.kind),
+        )
+        try:
+            self.method.stage_plan(config)
+        except ValueError as exc:
+            raise AdedgeError(
+                f"{self.method.name} cannot train with this setting: {exc}",
+                f"see `adedge train --help`; the presets are {', '.join(self.method.presets)}",
+            ) from None
+        return config
+
+    @staticmethod
+    def describe_plan(plan: StagePlan) -> str:
+        if not plan.tiled:
+            return f"stage '{plan.name}': whole images at {plan.frame_size}x{plan.frame_size}"
+        return (
+            f"stage '{plan.name}': images at {plan.frame_size}x{plan.frame_size}, "
+            f"{plan.tile}px tiles every {plan.stride or plan.tile}px "
+            f"({tiles_per_image(plan.frame_size, plan)} per image, {plan.reduce} over tiles); "
+            f"training on random crops ({asdict(plan.view)})"
+        )
+
     def run(self) -> TrainResult:
         resumed = self._check_run_dir()
         torch.manual_seed(self.options.seed)
         dataset = load(self.options.data)
         self.log(f"data: {dataset.spec} ({dataset.protocol}): {json.dumps(dataset.summary())}")
-        data = prepare(dataset, self.options, self.method.name)
-        config_overrides = {
-            "image_size": data.spec.height,
-            "channels": data.spec.channels,
-            "epochs": self.options.epochs,
-            "batch_size": self.options.batch_size,
-            "lr": self.options.lr,
-        }
-        config = (
-            self.method.config_from_dict(resumed["config"])
-            if resumed
-            else self.method.make_config(self.options.preset, **config_overrides)
-        )
-        if resumed and self.options.epochs:
-            config.epochs = self.options.epochs
+        config = self.make_config(dataset, resumed)
+        plan = self.method.stage_plan(config)
+        data = prepare(dataset, self.options, self.method.name, plan)
+        self.log(self.describe_plan(plan))
         model = self.method.build(config, len(data.class_names)).to(self.device)
         optimizers = self.method.make_optimizers(model, config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -255,8 +325,13 @@ class _Loop:
         self.epoch_seconds = 0.0
 
     @property
+    def samples_per_epoch(self) -> int:
+        """Every image once, or for tiled stages as many random crops as it has tiles."""
+        return len(self.data.train_x) * self.data.tiles
+
+    @property
     def steps_per_epoch(self) -> int:
-        return max(len(self.data.train_x) // self.config.batch_size, 1)
+        return max(self.samples_per_epoch // self.config.batch_size, 1)
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -277,6 +352,8 @@ class _Loop:
             "config": self.trainer.method.config_to_dict(self.config),
             "preset": self.trainer.options.preset,
             "input_spec": self.data.spec.to_dict(),
+            "frame_spec": self.data.frame_spec.to_dict(),
+            "stage_plan": asdict(self.data.plan),
             "class_names": self.data.class_names,
             "labels": self.data.label_source,
             "data": {**self.dataset.summary(), "seed": self.trainer.options.seed},
@@ -297,7 +374,26 @@ class _Loop:
 
     def epoch_order(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.trainer.options.seed * 100_003 + self.epoch)
-        return torch.randperm(len(self.data.train_x), generator=generator)
+        order = torch.randperm(self.samples_per_epoch, generator=generator)
+        return order % len(self.data.train_x)
+
+    def inputs(self, indices: torch.Tensor) -> torch.Tensor:
+        """The step's batch: images, or random views of them (crops, rotation, flips)."""
+        images = self.data.train_x[indices].to(self.trainer.device)
+        view = self.data.plan.view
+        if view.crop is None and view.rotation_degrees == 0 and not view.hflip:
+            return images
+        return random_views(images, view)
+
+    def start_epoch(self) -> None:
+        device = self.trainer.device
+        plan = self.data.plan
+        self.trainer.method.epoch_start(
+            self.model,
+            self.config,
+            self.epoch,
+            lambda batch: iterate_inputs(self.data.train_x, plan, batch, device),
+        )
 
     def run(self) -> None:
         total_steps = self.config.epochs * self.steps_per_epoch
@@ -305,6 +401,8 @@ class _Loop:
         while self.epoch < self.config.epochs:
             order = self.epoch_order()
             started = time.monotonic() - self.epoch_seconds
+            if self.step_in_epoch == 0:
+                self.start_epoch()
             self.model.train()
             while self.step_in_epoch < self.steps_per_epoch:
                 batch = order[
@@ -315,7 +413,7 @@ class _Loop:
                 losses = self.trainer.method.train_step(
                     self.model,
                     self.optimizers,
-                    self.data.train_x[batch].to(self.trainer.device),
+                    self.inputs(batch),
                     self.data.train_y[batch].to(self.trainer.device),
                     progress,
                     self.config,
@@ -366,7 +464,8 @@ class _Loop:
             "val_score_mean": float(val_scores.mean()),
         }
         if self.trainer.options.monitor_test and self.data.test_x is not None:
-            test_scores = score_tensor(scorer, self.data.test_x, self.trainer.device)
+            tile_scores = score_tensor(scorer, self.data.test_x, self.trainer.device)
+            test_scores = reduce_tiles(tile_scores, self.data.tiles, self.data.plan.reduce)
             if 0 < self.data.test_y.sum() < len(self.data.test_y):
                 record["test_auroc_monitor"] = auroc(self.data.test_y, test_scores)
         self.history.append(record)
