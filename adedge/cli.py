@@ -41,6 +41,24 @@ def method_names() -> str:
     return ", ".join(sorted(METHODS))
 
 
+def parse_settings(items: list[str], backbone_weights: Path | None) -> dict[str, str]:
+    """``--set KEY=VALUE`` items (and --backbone-weights) as a dict of strings."""
+    settings = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise AdedgeError(f"--set '{item}' is not KEY=VALUE", "e.g. --set alpha=1e-5")
+        settings[key.strip()] = value.strip()
+    if backbone_weights is not None:
+        if not backbone_weights.is_file():
+            raise AdedgeError(
+                f"--backbone-weights '{backbone_weights}' is not a file",
+                "pass a local ResNet-18 state dict saved with torch.save",
+            )
+        settings["backbone_weights"] = str(backbone_weights.resolve())
+    return settings
+
+
 @app.command()
 def train(
     method: Annotated[str, typer.Option(help=f"Method to train: {method_names()}.")],
@@ -70,6 +88,20 @@ def train(
         ),
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: preset).")] = None,
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local ResNet-18 state dict (torchvision names) for IGD's encoder, where the "
+            "paper uses ImageNet weights; without it every method trains from scratch."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override one config field, repeatable: --set alpha=1e-5 --set gp_weight=10.",
+        ),
+    ] = None,
     weak_labels: Annotated[
         bool,
         typer.Option(
@@ -122,6 +154,7 @@ def train(
         checkpoint_minutes=checkpoint_minutes,
         monitor_test=not no_monitor,
         mode=mode,
+        overrides=parse_settings(set_ or [], backbone_weights),
     )
     say(f"training {info.title} into {run_dir}")
     try:

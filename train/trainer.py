@@ -65,6 +65,7 @@ class TrainOptions:
     threads: int | None = None
     log_seconds: float = 15.0
     mode: str | None = None  # a method's mode (e.g. cbigan object|texture, igd global|local)
+    overrides: dict[str, str] = field(default_factory=dict)  # --set KEY=VALUE config fields
 
 
 @dataclass
@@ -166,6 +167,39 @@ def prepare(dataset: DataSet, options: TrainOptions, method: str, plan: StagePla
     )
 
 
+def parse_overrides(config_type: type, overrides: dict[str, str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` strings as typed config values; an unknown key is a clear error."""
+    types = {f.name: f.type for f in fields(config_type)}
+    values: dict[str, Any] = {}
+    for key, text in overrides.items():
+        if key not in types:
+            raise AdedgeError(
+                f"--set {key}=...: the config has no field '{key}'",
+                f"fields: {', '.join(sorted(types))}",
+            )
+        values[key] = _typed(key, text, str(types[key]))
+    return values
+
+
+def _typed(key: str, text: str, kind: str) -> Any:
+    if text.lower() in ("none", "null") and "None" in kind:
+        return None
+    try:
+        if kind.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise AdedgeError(
+            f"--set {key}={text}: not a valid {kind.split(' ')[0]}", "e.g. --set alpha=1e-5"
+        ) from None
+    return text
+
+
 def score_of(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
     """The score from an inference module's output: ``score`` or ``(score, amap)``."""
     return output[0] if isinstance(output, (tuple, list)) else output
@@ -243,6 +277,7 @@ class Trainer:
                 "leave out --mode for this method",
             )
         channels = 1 if dataset.colour == "gray" else 3
+        extra = parse_overrides(self.method.config_type, self.options.overrides)
         config = self.method.make_config(
             self.options.preset,
             image_size=self.options.image_size or dataset.suggested_size,
@@ -251,6 +286,7 @@ class Trainer:
             batch_size=self.options.batch_size,
             lr=self.options.lr,
             mode=self.options.mode or self.method.mode_for_data(dataset.kind),
+            **extra,
         )
         try:
             self.method.stage_plan(config)
