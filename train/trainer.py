@@ -278,22 +278,22 @@ class Trainer:
             )
         channels = 1 if dataset.colour == "gray" else 3
         extra = parse_overrides(self.method.config_type, self.options.overrides)
-        config = self.method.make_config(
-            self.options.preset,
-            image_size=self.options.image_size or dataset.suggested_size,
-            channels=channels,
-            epochs=self.options.epochs,
-            batch_size=self.options.batch_size,
-            lr=self.options.lr,
-            mode=self.options.mode or self.method.mode_for_data(dataset.kind),
-            **extra,
-        )
         try:
+            config = self.method.make_config(
+                self.options.preset,
+                image_size=self.options.image_size or dataset.suggested_size,
+                channels=channels,
+                epochs=self.options.epochs,
+                batch_size=self.options.batch_size,
+                lr=self.options.lr,
+                mode=self.options.mode or self.method.mode_for_data(dataset.kind),
+                **extra,
+            )
             self.method.stage_plan(config)
         except ValueError as exc:
             raise AdedgeError(
                 f"{self.method.name} cannot train with this setting: {exc}",
-                f"see `adedge train --help`; the presets are {', '.join(self.method.presets)}",
+                "check --mode, --image-size and --set against `adedge train --help`",
             ) from None
         return config
 
