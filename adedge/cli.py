@@ -239,6 +239,7 @@ def evaluate(
 ) -> None:
     """AUROC, and TPR/TNR at the card's threshold, of a bundle on a labelled test split."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from adedge.atomic import write_json
@@ -258,7 +259,7 @@ def evaluate(
         value = result[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     for kind, value in result.get("auroc_per_kind", {}).items():
-        table.add_row(f"auroc[{kind}]", f"{value:.4f}")
+        table.add_row(escape(f"auroc[{kind}]"), f"{value:.4f}")
     Console().print(table)
     target = out or Path(model) / "eval.json"
     write_json(target, result)

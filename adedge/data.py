@@ -299,13 +299,17 @@ def _texture_set(spec: str, options: DataOptions) -> DataSet:
             f"frame={frame} in '{spec}' does not fit the held-out quarter of the texture",
             f"use 16 <= frame <= {texture.shape[0] // 2}",
         )
-    rng = np.random.default_rng(options.seed)
     half = texture.shape[0] // 2
     n_train = options.limit or TEXTURE_TRAIN_FRAMES
-    train = _random_frames(texture[:half, :], frame, n_train, rng)
-    val = _random_frames(texture[half:, :half], frame, TEXTURE_VAL_FRAMES, rng)
-    test_frames = _random_frames(texture[half:, half:], frame, TEXTURE_TEST_FRAMES, rng)
-    test = _with_defects(test_frames, rng)
+
+    def rng(split: int) -> np.random.Generator:  # one stream per split: limit= moves no other
+        return np.random.default_rng([options.seed, split])
+
+    train = _random_frames(texture[:half, :], frame, n_train, rng(0))
+    val = _random_frames(texture[half:, :half], frame, TEXTURE_VAL_FRAMES, rng(1))
+    test_rng = rng(2)
+    test_frames = _random_frames(texture[half:, half:], frame, TEXTURE_TEST_FRAMES, test_rng)
+    test = _with_defects(test_frames, test_rng)
     normal = [options.texture or ""]
     return DataSet(
         spec=spec,
