@@ -6,7 +6,7 @@ DEMO_DATA ?= digits:anomaly=0
 
 .PHONY: demo test install system-deps lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py $(wildcard cpp_ext/*.cpp cpp_ext/*.hpp)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: the CPU wheel; an unpinned torch pulls a multi-GB CUDA build
@@ -16,8 +16,12 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Fashion-MNIST from Debian (real data for tests and the paper's protocol); needs root or sudo.
+# Fashion-MNIST from Debian (real data for tests and the paper's protocol) and a C++17
+# compiler for the optional kernels (cpp_ext/); needs root or sudo.
 system-deps:
+	@if ! command -v g++ >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq g++; \
+	  else echo "no g++: the C++ kernels are skipped, the numpy twins run"; fi; fi
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
 	  echo "dataset-fashion-mnist: present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
@@ -26,7 +30,7 @@ system-deps:
 	  sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "no root: Fashion-MNIST tests will skip (apt-get install dataset-fashion-mnist)"; fi
 
-test: install system-deps
+test: system-deps install
 	$(BIN)/python -m pytest -q tests benchmarks --benchmark-disable
 
 demo: install

@@ -14,24 +14,17 @@ mean) but stay in the model's raw units: sinks scale them for display.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from adedge.bundle import Bundle, Card, StageSpec, TilingSpec, load_bundle
 from adedge.errors import BundleError
-from adedge.preprocess import bgr_to_rgb, prepare_batch, to_colour
+from adedge.preprocess import bgr_to_rgb, prepare_batch
+from adedge.runtime import kernels
 from adedge.runtime.backends import Backend, create_backend
-from adedge.runtime.tiling import (
-    TilingPlan,
-    pad_to_plan,
-    plan_tiles,
-    reduce_scores,
-    resize_map,
-    stitch,
-    tiles_from_padded,
-)
+from adedge.runtime.tiling import TilingPlan, plan_tiles, reduce_scores, resize_map
 
 AMAP = "amap"
 PLAN_CACHE_SIZE = 64
@@ -101,16 +94,11 @@ class Stage:
     def tile_batch(self, image: np.ndarray, plan: TilingPlan) -> np.ndarray:
         """The normalised (N, C, t, t) tiles of one image.
 
-        The padded frame is normalised once with the one preprocessing function and the
-        tiles are cut from it: per pixel the same arithmetic as normalising each tile, but
-        without redoing the overlaps or a Python loop over hundreds of tiles.
+        :func:`adedge.runtime.kernels.preprocess_tiles`: the fused C++ kernel (resize, colour,
+        normalisation and tiling in one pass) when it is built, else its numpy twin, which
+        normalises the padded frame once and cuts the tiles from it.
         """
-        spec = self.spec.input
-        padded = pad_to_plan(to_colour(image, spec.colour), plan)
-        if (spec.height, spec.width) != (plan.tile, plan.tile):  # the graph wants other sizes
-            return prepare_batch(tiles_from_padded(padded, plan), spec)
-        whole = replace(spec, height=plan.padded_hw[0], width=plan.padded_hw[1])
-        return tiles_from_padded(prepare_batch([padded], whole)[0], plan, channels_first=True)
+        return kernels.preprocess_tiles(image, plan, self.spec.input)
 
     def aggregate(
         self,
@@ -138,7 +126,7 @@ class Stage:
         amaps = self.check_amap(out[AMAP], int(rows[-1]))
         maps = []
         for (plan, a, b), size in zip(spans, frame_sizes, strict=True):
-            amap = amaps[a] if plan is None else stitch(amaps[a:b], plan)
+            amap = amaps[a] if plan is None else kernels.stitch(amaps[a:b], plan)
             maps.append(resize_map(amap, size))
         return scores, maps
 

@@ -1,0 +1,111 @@
+"""Fused C++ frame kernels (adedge._cpp) vs their numpy/OpenCV twins, one frame per call.
+
+Two tiled stages from the papers: IGD's local stage (a 768x576 video frame resized to 256x256,
+32x32 tiles every 16 px: 225 tiles) and CBiGAN's textures (a 512x512 frame, 64 tiles of
+64x64). frames/s = ops/s. The runtime takes the C++ kernel by default only because it is the
+faster one here (runtime/kernels.py, AUTO_PREFERS_CPP); compare within a group, one run:
+
+    python -m pytest benchmarks/test_bench_kernels.py --benchmark-only \\
+        --benchmark-columns=median,ops,rounds --benchmark-sort=name
+
+The twin includes OpenCV's own threads (cv2.getNumThreads()); the kernel is run with one
+thread and with every core (threads=0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from adedge.bundle import TilingSpec
+from adedge.preprocess import InputSpec
+from adedge.runtime import kernels
+from adedge.runtime.tiling import plan_tiles
+
+VTEST = Path("/tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+STAGES = {  # name: (frame (H, W), tiling)
+    "igd-768x576-256-t32s16": ((576, 768), TilingSpec((256, 256), 32, 16, "reflect")),
+    "cbigan-512-t64": ((512, 512), TilingSpec((512, 512), 64, 64, "reflect")),
+}
+needs_cpp = pytest.mark.skipif(not kernels.available(), reason="adedge._cpp is not built")
+
+
+def frame_of(height: int, width: int) -> np.ndarray:
+    """A BGR frame: vtest.avi's first frame when it fits, else smooth noise (same cost)."""
+    if VTEST.exists() and (height, width) == (576, 768):
+        capture = cv2.VideoCapture(str(VTEST))
+        ok, frame = capture.read()
+        capture.release()
+        if ok:
+            return frame
+    noise = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (5, 5), 2.0)
+
+
+@pytest.fixture(autouse=True)
+def keep_dispatch_settings():
+    saved = dict(kernels._state)
+    yield
+    kernels._state.update(saved)
+
+
+def setup_stage(name: str):
+    frame_hw, tiling = STAGES[name]
+    plan = plan_tiles(frame_hw, tiling)
+    spec = InputSpec(plan.tile, plan.tile, "rgb", (0.5,) * 3, (0.5,) * 3)
+    out = np.empty((plan.count, 3, plan.tile, plan.tile), np.float32)
+    return frame_of(*frame_hw), plan, spec, out
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_preprocess_twin(benchmark, name):
+    frame, plan, spec, _ = setup_stage(name)
+    benchmark.group = f"preprocess {name}"
+    benchmark.extra_info.update(tiles=plan.count, cv2_threads=cv2.getNumThreads())
+    tiles = benchmark(kernels.preprocess_tiles_numpy, frame, plan, spec, None, "bgr")
+    assert tiles.shape == (plan.count, 3, plan.tile, plan.tile)
+
+
+@needs_cpp
+@pytest.mark.parametrize("threads", [1, 0])
+@pytest.mark.parametrize("name", list(STAGES))
+def test_preprocess_fused(benchmark, name, threads):
+    frame, plan, spec, out = setup_stage(name)
+    kernels.use("cpp")
+    kernels.set_threads(threads)
+    benchmark.group = f"preprocess {name}"
+    benchmark.extra_info.update(tiles=plan.count, threads=threads)
+    tiles = benchmark(kernels.preprocess_tiles, frame, plan, spec, out, "bgr")
+    assert np.array_equal(tiles, kernels.preprocess_tiles_numpy(frame, plan, spec, None, "bgr"))
+
+
+def tile_maps(plan) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    return rng.random((plan.count, 1, plan.tile, plan.tile), dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stitch_twin(benchmark, name):
+    _, plan, _, _ = setup_stage(name)
+    maps, scores = tile_maps(plan), np.arange(plan.count, dtype=np.float64)
+    benchmark.group = f"stitch {name}"
+    score, amap = benchmark(kernels.stitch_max_mean_numpy, scores, maps, plan, "max")
+    assert score == plan.count - 1 and amap.shape == plan.resized_hw
+
+
+@needs_cpp
+@pytest.mark.parametrize("threads", [1, 0])
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stitch_fused(benchmark, name, threads):
+    _, plan, _, _ = setup_stage(name)
+    maps, scores = tile_maps(plan), np.arange(plan.count, dtype=np.float64)
+    kernels.use("cpp")
+    kernels.set_threads(threads)
+    benchmark.group = f"stitch {name}"
+    benchmark.extra_info["threads"] = threads
+    score, amap = benchmark(kernels.stitch_max_mean, scores, maps, plan, "max")
+    assert score == plan.count - 1
+    assert np.array_equal(amap, kernels.stitch_max_mean_numpy(scores, maps, plan)[1])
