@@ -48,7 +48,11 @@ def method_names() -> str:
     return ", ".join(sorted(METHODS))
 
 
-def parse_settings(items: list[str], backbone_weights: Path | None) -> dict[str, str]:
+# the config field a method's locally supplied pretrained weights go to (--backbone-weights)
+PRETRAINED_FIELD = {"panda": "perceptual_weights"}  # PANDA's PL_g: a VGG-19 state dict
+
+
+def parse_settings(items: list[str], backbone_weights: Path | None, method: str) -> dict[str, str]:
     """``--set KEY=VALUE`` items (and --backbone-weights) as a dict of strings."""
     settings = {}
     for item in items:
@@ -62,7 +66,7 @@ def parse_settings(items: list[str], backbone_weights: Path | None) -> dict[str,
                 f"--backbone-weights '{backbone_weights}' is not a file",
                 "pass a local ResNet-18 state dict saved with torch.save",
             )
-        settings["backbone_weights"] = str(backbone_weights.resolve())
+        settings[PRETRAINED_FIELD.get(method, "backbone_weights")] = str(backbone_weights.resolve())
     return settings
 
 
@@ -98,8 +102,9 @@ def train(
     backbone_weights: Annotated[
         Path | None,
         typer.Option(
-            help="A local ResNet-18 state dict (torchvision names) for IGD's encoder, where the "
-            "paper uses ImageNet weights; without it every method trains from scratch."
+            help="Local pretrained weights where a paper uses ImageNet ones: a ResNet-18 state "
+            "dict (torchvision names) for IGD's encoder, a VGG-19 one for PANDA's general "
+            "perceptual loss (--set loss=pl_g). Without it every method trains from scratch."
         ),
     ] = None,
     set_: Annotated[
@@ -161,7 +166,7 @@ def train(
         checkpoint_minutes=checkpoint_minutes,
         monitor_test=not no_monitor,
         mode=mode,
-        overrides=parse_settings(set_ or [], backbone_weights),
+        overrides=parse_settings(set_ or [], backbone_weights, info.name),
     )
     say(f"training {info.title} into {run_dir}")
     try:

@@ -43,6 +43,7 @@ METHODS: dict[str, MethodInfo] = {
         title="PANDA(-GAN): perceptually aware neural detection of anomalies (Barker & Breckon)",
         paper="shared/papers/panda.txt",
         module="adedge.train.methods.panda",
+        paper_ms_per_image={"Plant Village PWL (Titan X)": 15.2},
     ),
     "igd": MethodInfo(
         name="igd",
