@@ -177,3 +177,78 @@ def test_export_refuses_two_checkpoints_of_the_same_stage(
     )
     assert_one_line_error(code, err, "both stage 'local'")
     assert not (tmp_path / "m").exists()
+
+
+# --- IGD: a global and a local model in one bundle (Eq. 13, local max-pooling Eq. 15) -------
+
+
+@pytest.fixture(scope="session")
+def igd_two_stage(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """IGD tiny on brick at 256 px: a global run and a local run (225 patches), one bundle."""
+    root = tmp_path_factory.mktemp("igd")
+    common = {
+        "method": "igd",
+        "preset": "tiny",
+        "epochs": 1,
+        "image_size": 256,
+        "monitor_test": False,
+    }
+    data = "texture:brick,limit=4"
+    runs = {}
+    for mode in ("global", "local"):
+        runs[mode] = root / mode
+        train(TrainOptions(data=data, out=runs[mode], mode=mode, **common), **QUIET)
+    model = root / "model"
+    export_bundle(ExportOptions([runs["global"], runs["local"]], model), **QUIET)
+    return runs["global"], runs["local"], model
+
+
+def test_igd_bundle_sums_a_global_and_a_max_pooled_local_stage(igd_two_stage):
+    global_run, local_run, model = igd_two_stage
+    card = load_bundle(model).card
+    assert [s.name for s in card.stages] == ["global", "local"] and card.combine == "sum"
+    local = card.stage("local")
+    assert (local.tiling.resize_to, local.tiling.tile, local.tiling.stride) == ((256, 256), 32, 16)
+    assert local.reduce == "max" and card.stage("global").tiling is None
+    assert set(card.training["stages"]) == {"global", "local"}
+    frames = load("texture:brick,limit=4").test.images[:3]
+    expected = np.zeros(len(frames))
+    for run in (global_run, local_run):
+        state = load_checkpoint(run / "best.pt")
+        batch = prepare_batch(frames, InputSpec.from_dict(state["frame_spec"]))
+        inputs = grid_tiles(torch.from_numpy(batch), _plan_of(state))
+        with torch.no_grad():
+            scores = rebuild_scorer(state)(inputs)[0].numpy().reshape(len(frames), -1)
+        assert scores.shape[1] == (225 if run == local_run else 1)
+        expected += scores.max(axis=1)  # s = s_G + max over the 15 x 15 patch grid
+    scores, maps, _ = Detector(model).score_images_with_maps(frames)
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+    assert all(m.shape == (128, 128) for m in maps)  # back at the frame's own size
+
+
+def test_igd_bundle_streams_a_256_frame(igd_two_stage, monkeypatch, capsys, tmp_path):
+    _, _, model = igd_two_stage
+    batches: list[int] = []
+    real_run = OnnxRuntimeBackend.run
+
+    def recording_run(self, batch):
+        batches.append(len(batch))
+        return real_run(self, batch)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", recording_run)
+    events = tmp_path / "events.jsonl"
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "stream",
+        "--model",
+        model,
+        "--source",
+        "synthetic:texture=brick,size=256,frames=2",
+        "--jsonl",
+        events,
+        "--quiet",
+    )
+    assert code == 0, err
+    assert len(events.read_text().splitlines()) == 2
+    assert batches == [1, 225, 1, 225]  # per frame: the global image, then all 225 patches

@@ -428,15 +428,11 @@ class _Loop:
             return images
         return random_views(images, view)
 
+    def training_inputs(self, batch: int):
+        return iterate_inputs(self.data.train_x, self.data.plan, batch, self.trainer.device)
+
     def start_epoch(self) -> None:
-        device = self.trainer.device
-        plan = self.data.plan
-        self.trainer.method.epoch_start(
-            self.model,
-            self.config,
-            self.epoch,
-            lambda batch: iterate_inputs(self.data.train_x, plan, batch, device),
-        )
+        self.trainer.method.epoch_start(self.model, self.config, self.epoch, self.training_inputs)
 
     def run(self) -> None:
         total_steps = self.config.epochs * self.steps_per_epoch
@@ -491,6 +487,7 @@ class _Loop:
         )
 
     def finish_epoch(self) -> None:
+        self.trainer.method.epoch_end(self.model, self.config, self.epoch, self.training_inputs)
         scorer = self.trainer.method.inference_module(self.model)
         self.model.eval()
         val_loss = self.trainer.method.validation_loss(

@@ -106,6 +106,17 @@ class Method(ABC):
         """
         return None
 
+    def epoch_end(
+        self,
+        model: nn.Module,
+        config: Any,
+        epoch: int,
+        training_inputs: Callable[[int], Iterator[torch.Tensor]],
+    ) -> None:
+        """Called after an epoch's last step, before validation and the checkpoint: state
+        estimated here (IGD's E-step) belongs to the weights that are scored and saved."""
+        return None
+
     def prepare_export(
         self, model: nn.Module, config: Any, calibration: torch.Tensor
     ) -> dict[str, Any]:
