@@ -271,10 +271,7 @@ def _one_class(
             members = rng.permutation(np.flatnonzero(labels == c))
             held_out[members[: int(round(0.2 * len(members)))]] = True
     fit_idx = rng.permutation(np.flatnonzero(~held_out & (labels == normal)))
-    n_val = max(1, int(round(options.val * len(fit_idx))))
-    val_idx, train_idx = fit_idx[:n_val], fit_idx[n_val:]
-    if options.limit is not None:
-        train_idx = train_idx[: options.limit]
+    val_idx, train_idx = _val_and_train(fit_idx, options)
     test_idx = np.flatnonzero(held_out)
 
     def split(idx: np.ndarray) -> Split:
@@ -299,6 +296,13 @@ def _one_class(
         protocol=f"one-class: '{names[normal]}' normal, the rest anomalous ({where}), "
         f"seed {options.seed}",
     )
+
+
+def _val_and_train(fit_idx: np.ndarray, options: DataOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out normal validation indices (``val=`` of them), then training ones (``limit=``)."""
+    n_val = max(1, int(round(options.val * len(fit_idx))))
+    val_idx, train_idx = fit_idx[:n_val], fit_idx[n_val:]
+    return val_idx, train_idx if options.limit is None else train_idx[: options.limit]
 
 
 def _class_index(value: str | None, names: tuple[str, ...], spec: str, option: str) -> int:
@@ -336,10 +340,7 @@ def _classes_out(
     anomalous_idx = np.flatnonzero(labels == anomalous)
     n_fit = int(round(0.8 * len(normal_idx)))
     fit_idx, test_normal_idx = normal_idx[:n_fit], normal_idx[n_fit:]
-    n_val = max(1, int(round(options.val * len(fit_idx))))
-    val_idx, train_idx = fit_idx[:n_val], fit_idx[n_val:]
-    if options.limit is not None:
-        train_idx = train_idx[: options.limit]
+    val_idx, train_idx = _val_and_train(fit_idx, options)
     normal_classes = [c for c in range(len(names)) if c != anomalous]
     to_subclass = {c: i for i, c in enumerate(normal_classes)}
 

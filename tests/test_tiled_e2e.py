@@ -32,6 +32,19 @@ QUIET = {"log": lambda _: None}
 BRICK = "texture:brick,limit=32"
 
 
+def record_batches(monkeypatch) -> list[int]:
+    """The batch sizes the real ONNX Runtime backend is called with, in order."""
+    batches: list[int] = []
+    real_run = OnnxRuntimeBackend.run
+
+    def recording_run(self, batch):
+        batches.append(len(batch))
+        return real_run(self, batch)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", recording_run)
+    return batches
+
+
 def train_and_export(root: Path, name: str, data: str, **options) -> tuple[Path, Path]:
     run, model = root / "runs" / name, root / "models" / name
     train(TrainOptions(data=data, out=run, **options), **QUIET)
@@ -131,14 +144,7 @@ def test_stream_scores_a_512_frame_as_64_tiles_in_one_batch(
 ):
     card = load_bundle(cbigan_512).card
     assert card.stages[0].tiling.resize_to == (512, 512) and card.stages[0].tiling.tile == 64
-    batches: list[int] = []
-    real_run = OnnxRuntimeBackend.run
-
-    def recording_run(self, batch):
-        batches.append(len(batch))
-        return real_run(self, batch)
-
-    monkeypatch.setattr(OnnxRuntimeBackend, "run", recording_run)
+    batches = record_batches(monkeypatch)
     events = tmp_path / "events.jsonl"
     code, _, err = run_cli(
         monkeypatch,
@@ -228,14 +234,7 @@ def test_igd_bundle_sums_a_global_and_a_max_pooled_local_stage(igd_two_stage):
 
 def test_igd_bundle_streams_a_256_frame(igd_two_stage, monkeypatch, capsys, tmp_path):
     _, _, model = igd_two_stage
-    batches: list[int] = []
-    real_run = OnnxRuntimeBackend.run
-
-    def recording_run(self, batch):
-        batches.append(len(batch))
-        return real_run(self, batch)
-
-    monkeypatch.setattr(OnnxRuntimeBackend, "run", recording_run)
+    batches = record_batches(monkeypatch)
     events = tmp_path / "events.jsonl"
     code, _, err = run_cli(
         monkeypatch,

@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from common import parse_classes, train_resuming
 
 from adedge.data import load
 from adedge.export.onnx_export import ExportOptions, export_bundle
@@ -38,17 +39,10 @@ from adedge.runtime.evaluate import evaluate
 from adedge.train.checkpoint import load_checkpoint
 from adedge.train.methods import load_method
 from adedge.train.methods.ddrid import validation_norms
-from adedge.train.trainer import TrainOptions, train
+from adedge.train.trainer import TrainOptions
 
 PAPER_TABLE2_MNIST_MEAN = 0.962  # per-class values are only in the paper's supplement
 PAPER_TABLE6 = {"AS_l": 0.956, "AS_r": 0.957, "val": 0.962}
-
-
-def parse_classes(text: str) -> list[int]:
-    if "-" in text:
-        low, high = text.split("-")
-        return list(range(int(low), int(high) + 1))
-    return [int(c) for c in text.split(",")]
 
 
 def read_mnist_5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -108,22 +102,20 @@ def run_class(index: int, images: np.ndarray, labels: np.ndarray, args) -> dict:
     )
     spec = str(folder)
     run_dir = args.work / f"class{index}"
-    done = run_dir / "last.pt"
     started = time.time()
-    if not (done.is_file() and load_checkpoint(done)["epoch"] >= args.epochs):
-        options = TrainOptions(
+    history = train_resuming(
+        TrainOptions(
             "ddrid",
             spec,
             run_dir,
             preset=args.preset,
             epochs=args.epochs,
             batch_size=args.batch_size,
-            resume=done.is_file(),
             threads=args.threads,
             log_seconds=120,
-        )
-        train(options, log=lambda line: print(f"[class {index}] {line}", flush=True))
-    history = load_checkpoint(done)["history"]
+        ),
+        f"class {index}",
+    )
     bundle = export_bundle(ExportOptions(run_dir, args.work / f"bundle{index}"), log=print)
     result = evaluate(Detector(bundle), load(spec))
     facts = export_facts(bundle)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import parse_classes, train_resuming
 
 from adedge.data import FMNIST_CLASSES, load
 from adedge.export.onnx_export import ExportOptions, export_bundle
@@ -32,7 +33,7 @@ from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import score_split
 from adedge.train.checkpoint import load_checkpoint
 from adedge.train.methods import load_method
-from adedge.train.trainer import TrainOptions, train
+from adedge.train.trainer import TrainOptions
 
 
 def auprc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -51,13 +52,6 @@ def auprc(labels: np.ndarray, scores: np.ndarray) -> float:
     precision = true_pos / flagged
     recall = true_pos / labels.sum()
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def parse_classes(text: str) -> list[int]:
-    if "-" in text:
-        low, high = text.split("-")
-        return list(range(int(low), int(high) + 1))
-    return [int(c) for c in text.split(",")]
 
 
 @torch.no_grad()
@@ -85,23 +79,21 @@ def term_aurocs(run_dir: Path, spec: str) -> dict[str, float]:
 def run_class(index: int, args: argparse.Namespace) -> dict:
     spec = f"fmnist:anomaly={index}" + (f",limit={args.limit}" if args.limit else "")
     run_dir = args.work / f"class{index}"
-    done = run_dir / "last.pt"
     started = time.time()
-    if not (done.is_file() and load_checkpoint(done)["epoch"] >= args.epochs):
-        options = TrainOptions(
+    history = train_resuming(
+        TrainOptions(
             "panda",
             spec,
             run_dir,
             preset=args.preset,
             epochs=args.epochs,
             image_size=32,
-            resume=done.is_file(),
             threads=args.threads,
             monitor_test=False,  # the budget goes to training; the test split is scored once
             log_seconds=120,
-        )
-        train(options, log=lambda line: print(f"[class {index}] {line}", flush=True))
-    history = load_checkpoint(done)["history"]
+        ),
+        f"class {index}",
+    )
     bundle = export_bundle(ExportOptions([run_dir], args.work / f"bundle{index}"), log=print)
     data = load(spec)
     detector = Detector(bundle)

@@ -19,12 +19,14 @@ import json
 import time
 from pathlib import Path
 
+from common import train_resuming
+
 from adedge.data import load
 from adedge.export.onnx_export import ExportOptions, export_bundle
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import evaluate
 from adedge.train.checkpoint import load_checkpoint
-from adedge.train.trainer import TrainOptions, train
+from adedge.train.trainer import TrainOptions
 
 MODES = {"cbigan": ["texture"], "igd": ["global", "local"]}
 PAPER = {
@@ -34,22 +36,21 @@ PAPER = {
 
 
 def train_mode(method: str, mode: str, spec: str, folder: Path, args: argparse.Namespace) -> Path:
-    done = folder / "last.pt"
-    if not (done.is_file() and load_checkpoint(done)["epoch"] >= args.epochs):
-        options = TrainOptions(
+    train_resuming(
+        TrainOptions(
             method,
             spec,
             folder,
             preset=args.preset,
             epochs=args.epochs,
-            resume=done.is_file(),
             threads=args.threads,
             log_seconds=120,
             mode=mode,
             image_size=args.image_size,
             overrides=dict(item.split("=", 1) for item in args.set),
-        )
-        train(options, log=lambda line: print(f"[{method} {mode}] {line}", flush=True))
+        ),
+        f"{method} {mode}",
+    )
     return folder
 
 

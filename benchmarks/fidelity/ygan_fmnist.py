@@ -15,41 +15,34 @@ import json
 import time
 from pathlib import Path
 
+from common import parse_classes, train_resuming
+
 from adedge.data import FMNIST_CLASSES, load
 from adedge.export.onnx_export import ExportOptions, export_bundle
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import evaluate
 from adedge.train.checkpoint import load_checkpoint
-from adedge.train.trainer import TrainOptions, train
+from adedge.train.trainer import TrainOptions
 
 PAPER_TABLE_II = [0.912, 0.915, 0.904, 0.949, 0.880, 0.957, 0.877, 0.903, 0.982, 0.975]
-
-
-def parse_classes(text: str) -> list[int]:
-    if "-" in text:
-        low, high = text.split("-")
-        return list(range(int(low), int(high) + 1))
-    return [int(c) for c in text.split(",")]
 
 
 def run_class(index: int, args: argparse.Namespace) -> dict:
     spec = f"fmnist:anomaly={index}" + (f",limit={args.limit}" if args.limit else "")
     run_dir = args.work / f"class{index}"
-    done = run_dir / "last.pt"
     started = time.time()
-    if not (done.is_file() and load_checkpoint(done)["epoch"] >= args.epochs):
-        options = TrainOptions(
+    history = train_resuming(
+        TrainOptions(
             "ygan",
             spec,
             run_dir,
             preset=args.preset,
             epochs=args.epochs,
-            resume=done.is_file(),
             threads=args.threads,
             log_seconds=120,
-        )
-        train(options, log=lambda line: print(f"[class {index}] {line}", flush=True))
-    history = load_checkpoint(done)["history"]
+        ),
+        f"class {index}",
+    )
     bundle = export_bundle(ExportOptions(run_dir, args.work / f"bundle{index}"), log=print)
     result = evaluate(Detector(bundle), load(spec))
     best = load_checkpoint(run_dir / "best.pt")

@@ -1,0 +1,26 @@
+"""Shared by the fidelity scripts: class lists and resumable training runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adedge.train.checkpoint import load_checkpoint
+from adedge.train.trainer import TrainOptions, train
+
+
+def parse_classes(text: str) -> list[int]:
+    """``0-9`` or ``0,3,7``."""
+    if "-" in text:
+        low, high = text.split("-")
+        return list(range(int(low), int(high) + 1))
+    return [int(c) for c in text.split(",")]
+
+
+def train_resuming(options: TrainOptions, tag: str) -> list[dict[str, Any]]:
+    """Train ``options.out`` up to ``options.epochs``, resuming a run folder that exists (a
+    killed script picks up where it stopped); the run's per-epoch history."""
+    done = options.out / "last.pt"
+    if not (done.is_file() and load_checkpoint(done)["epoch"] >= options.epochs):
+        options.resume = done.is_file()
+        train(options, log=lambda line: print(f"[{tag}] {line}", flush=True))
+    return load_checkpoint(done)["history"]
