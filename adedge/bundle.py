@@ -22,6 +22,10 @@ CARD_NAME = "adedge.json"
 FORMAT_VERSION = 1
 REDUCTIONS = ("max", "mean")
 PADDINGS = ("reflect", "constant", "replicate")
+PRECISIONS = ("fp32", "fp16", "int8")  # graphs a stage may carry (fp32 always)
+ENGINE_PRECISIONS = ("fp16", "fp32")
+DEFAULT_ENGINE_MAX_BATCH = 8
+DEFAULT_WORKSPACE_MIB = 1024
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,29 @@ class TilingSpec:
 
 
 @dataclass(frozen=True)
+class EngineSpec:
+    """How a TensorRT engine of the stage is built on the device (DESIGN §5).
+
+    ``max_batch``: the optimisation profile's largest batch (a tiled stage: its tiles per
+    frame); ``opt_batch``: the batch TensorRT tunes its kernels for; ``workspace_mib``: the
+    builder's workspace limit. Engines themselves are built on, and bound to, each GPU.
+    """
+
+    precision: str = "fp16"
+    max_batch: int = DEFAULT_ENGINE_MAX_BATCH
+    opt_batch: int = 1
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB
+
+
+@dataclass(frozen=True)
 class StageSpec:
-    """One ONNX graph and how its outputs feed the frame score."""
+    """One ONNX graph and how its outputs feed the frame score.
+
+    ``fp16_file``/``int8_file``: the mixed-precision FP16 twin of ``file`` (always written by
+    export since FP16 support; None in older cards) and the optional INT8 (QDQ) graph for
+    ONNX Runtime on CPUs, each with its sha256. ``engine``: how TensorRT engines are built
+    (None: the defaults, with the tiles per frame as max batch for a tiled stage).
+    """
 
     name: str
     file: str
@@ -49,6 +74,21 @@ class StageSpec:
     tiling: TilingSpec | None = None
     reduce: str = "max"
     weight: float = 1.0
+    fp16_file: str | None = None
+    fp16_sha256: str | None = None
+    int8_file: str | None = None
+    int8_sha256: str | None = None
+    engine: EngineSpec | None = None
+
+    def graph(self, precision: str = "fp32") -> tuple[str | None, str | None]:
+        """(file, sha256) of the stage's graph in ``precision`` (None, None: not exported)."""
+        if precision == "fp32":
+            return self.file, self.sha256
+        if precision == "fp16":
+            return self.fp16_file, self.fp16_sha256
+        if precision == "int8":
+            return self.int8_file, self.int8_sha256
+        raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
 
 
 @dataclass(frozen=True)
@@ -87,6 +127,9 @@ class Card:
             entry["tiling"] = None if stage.tiling is None else asdict(stage.tiling)
             if stage.tiling is not None:
                 entry["tiling"]["resize_to"] = list(stage.tiling.resize_to)
+            for key in ("fp16_file", "fp16_sha256", "int8_file", "int8_sha256", "engine"):
+                if entry[key] is None:  # older readers and cards: absent, not null
+                    entry.pop(key)
             stages[stage.name] = entry
         return {
             "format_version": self.format_version,
@@ -172,6 +215,30 @@ class _CardReader:
             raise self.fail(f"{path}.padding", f"must be one of {PADDINGS}")
         return TilingSpec((resize_to[0], resize_to[1]), tile, stride, padding)
 
+    def optional_str(self, data: dict, key: str, path: str) -> str | None:
+        if data.get(key) is None:
+            return None
+        return self.get(data, key, str, path)
+
+    def engine(self, data: Any, path: str) -> EngineSpec | None:
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise self.fail(path, "must be an object")
+        precision = data.get("precision", EngineSpec.precision)
+        if precision not in ENGINE_PRECISIONS:
+            raise self.fail(f"{path}.precision", f"must be one of {ENGINE_PRECISIONS}")
+        sizes = {}
+        for key in ("max_batch", "opt_batch", "workspace_mib"):
+            sizes[key] = (
+                self.positive_int(data, key, f"{path}.{key}")
+                if key in data
+                else getattr(EngineSpec, key)
+            )
+        if sizes["opt_batch"] > sizes["max_batch"]:
+            raise self.fail(f"{path}.opt_batch", "must not exceed max_batch")
+        return EngineSpec(precision=precision, **sizes)
+
     def stage(self, name: str, data: dict) -> StageSpec:
         path = f"stages.{name}"
         reduce = data.get("reduce", "max")
@@ -191,6 +258,11 @@ class _CardReader:
             tiling=self.tiling(data.get("tiling"), f"{path}.tiling"),
             reduce=reduce,
             weight=float(data.get("weight", 1.0)),
+            fp16_file=self.optional_str(data, "fp16_file", f"{path}.fp16_file"),
+            fp16_sha256=self.optional_str(data, "fp16_sha256", f"{path}.fp16_sha256"),
+            int8_file=self.optional_str(data, "int8_file", f"{path}.int8_file"),
+            int8_sha256=self.optional_str(data, "int8_sha256", f"{path}.int8_sha256"),
+            engine=self.engine(data.get("engine"), f"{path}.engine"),
         )
 
     def card(self, data: Any) -> Card:
@@ -238,6 +310,40 @@ class Bundle:
 
     def stage_file(self, stage: StageSpec) -> Path:
         return self.path / stage.file
+
+    def graph_file(self, stage: StageSpec, precision: str = "fp32") -> Path:
+        return precision_graph(self.path, stage, precision)
+
+
+def precision_graph(folder: Path, stage: StageSpec, precision: str) -> Path:
+    """The stage's graph in ``precision``, checked to exist and match the card's sha256."""
+    if precision not in PRECISIONS:
+        raise BundleError(
+            f"unknown precision '{precision}'", f"choose one of: {', '.join(PRECISIONS)}"
+        )
+    name, digest = stage.graph(precision)
+    if name is None:
+        hint = (
+            "re-export the bundle with `adedge export --int8`"
+            if precision == "int8"
+            else "re-export the bundle with this adedge (export writes the FP16 graph)"
+        )
+        raise BundleError(
+            f"model bundle '{folder}' has no {precision.upper()} graph for stage '{stage.name}'",
+            hint,
+        )
+    path = Path(folder) / name
+    if not path.is_file():
+        raise BundleError(
+            f"model bundle '{folder}' is missing {name} (stage '{stage.name}', {precision})",
+            "copy the whole bundle folder or re-export it",
+        )
+    if digest and sha256_file(path) != digest:
+        raise BundleError(
+            f"{path} does not match the sha256 in {CARD_NAME}",
+            "the file was changed or truncated: copy the bundle again or re-export it",
+        )
+    return path
 
 
 def load_bundle(path: str | Path, verify_sha256: bool = True) -> Bundle:

@@ -502,7 +502,17 @@ def bench(
     from adedge.runtime.backends import parse_backend
 
     parse_backend(backend)
-    extra = {} if backend == "onnxruntime" else {"backend": backend}
+    extra = {}
+    if backend != "onnxruntime":
+        import inspect
+
+        if "backend" not in inspect.signature(bench_bundle).parameters:
+            raise AdedgeError(
+                f"`adedge bench --backend {backend}` is not available in this build",
+                "bench --backend onnxruntime, or time the stream: adedge stream --backend "
+                f"{backend} --source synthetic --summary-json out.json",
+            )
+        extra["backend"] = backend
     result = bench_bundle(pick_model(model), sizes, seconds, threads, **extra)
     typer.echo(render(result))
     if json_out:

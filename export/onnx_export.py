@@ -9,13 +9,22 @@ and local models) make one bundle whose stage scores add up (Eq. 13). The thresh
 set on held-out normal *frames* scored by the runtime's own Detector on the written bundle,
 so tiling, local max-pooling and the stage sum are exactly those of deployment. The folder
 is written atomically: a failed export leaves any previous bundle untouched.
+
+Every stage also gets its mixed-precision twin ``<stage>.fp16.onnx`` (``adedge.export.fp16``),
+checked against FP32 on real held-out normal and test inputs: Spearman rho >= 0.999 for
+every output, on ONNX Runtime's CPU provider and with FP16 activations emulated, and
+|ΔAUROC| <= 0.005 through the Detector where the test split has labels; otherwise the export
+fails naming the method, stage and worst output. ``--int8`` adds ``<stage>.int8.onnx``
+(``adedge.export.int8``), refused if its test AUROC drops by more than 0.01; ``--format
+engine`` builds TensorRT engines into ``<bundle>/engines`` (``adedge.export.tensorrt_build``).
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,14 +35,25 @@ import torch
 
 from adedge import __version__
 from adedge.atomic import atomic_directory, write_json
-from adedge.bundle import CARD_NAME, Card, StageSpec, ThresholdSpec, TilingSpec, sha256_file
+from adedge.bundle import (
+    CARD_NAME,
+    DEFAULT_WORKSPACE_MIB,
+    Card,
+    StageSpec,
+    ThresholdSpec,
+    TilingSpec,
+    sha256_file,
+)
 from adedge.data import DataSet, load
 from adedge.errors import AdedgeError, ExportError
-from adedge.metrics import quantile_threshold
+from adedge.export import fp16 as fp16_graph
+from adedge.export import int8 as int8_graph
+from adedge.export import tensorrt_build
+from adedge.metrics import auroc, quantile_threshold
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.runtime.detector import AMAP, Detector
-from adedge.runtime.evaluate import detection_quality
+from adedge.runtime.evaluate import detection_quality, score_split
 from adedge.train.checkpoint import load_checkpoint
 from adedge.train.methods import load_method
 from adedge.train.methods.base import Method, StagePlan, TrainView
@@ -43,6 +63,8 @@ from adedge.train.views import grid_tiles
 OPSET = 17
 INPUT_NAME = "image"
 PARITY_IMAGES = 256
+PRECISION_PARITY_INPUTS = 512  # network inputs (images or tiles) for the FP16/INT8 checks
+FORMATS = ("onnx", "engine")
 
 
 @dataclass
@@ -53,6 +75,12 @@ class ExportOptions:
     data: str | None = None  # where held-out normal images come from; default: the training data
     threshold_quantile: float = 0.99
     opset: int = OPSET
+    formats: tuple[str, ...] = ("onnx",)  # "engine": also build TensorRT engines here
+    half: bool = False  # engines in FP16 (the card's engine precision; else FP32)
+    int8: bool = False  # also write <stage>.int8.onnx for ONNX Runtime on CPUs
+    max_batch: int | None = None  # engine profile max for whole-frame stages (default 8)
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB
+    int8_options: int8_graph.Int8Options = field(default_factory=int8_graph.Int8Options)
 
     @property
     def checkpoints(self) -> list[Path]:
@@ -71,6 +99,36 @@ class ParityReport:
         return self.max_abs_diff <= self.tolerance
 
 
+PRECISION_NOTES = {
+    "fp16": "the FP16 graph on ONNX Runtime's CPU provider (FP16 weights; the provider runs "
+    "most ops in FP32 and drops the Casts around them, so activations are not rounded)",
+    "fp16_emulated": "the FP16 graph with every FP16 tensor rounded to FP16 through explicit "
+    "Casts (storage rounding and overflow as on a GPU, FP32 accumulation inside each op)",
+    "int8": "the INT8 (QDQ) graph on ONNX Runtime's CPU provider",
+}
+
+
+@dataclass
+class PrecisionCheck:
+    """A lower-precision graph of one stage against its FP32 graph on real inputs;
+    ``graph`` is the file that was run (the emulation lives outside the bundle)."""
+
+    variant: str
+    graph: Path
+    inputs: int
+    outputs: dict[str, fp16_graph.OutputParity]
+    conversion: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "inputs": self.inputs,
+            "outputs": {name: p.to_dict() for name, p in self.outputs.items()},
+        }
+        if self.conversion:
+            data["conversion"] = self.conversion
+        return data
+
+
 @dataclass
 class ExportedStage:
     """One checkpoint traced into one stage of the bundle."""
@@ -80,6 +138,7 @@ class ExportedStage:
     facts: dict[str, Any]
     parity: ParityReport
     parameters: int
+    precision: dict[str, PrecisionCheck] = field(default_factory=dict)
 
 
 def rebuild_model(checkpoint: dict[str, Any]) -> tuple[Method, Any, torch.nn.Module]:
@@ -171,19 +230,25 @@ def calibration_inputs(images: list[np.ndarray], checkpoint: dict[str, Any]) -> 
 
 
 def export_stage(
-    checkpoint: dict[str, Any], val_images: list[np.ndarray], folder: Path, opset: int, log
+    checkpoint: dict[str, Any],
+    dataset: DataSet,
+    folder: Path,
+    options: ExportOptions,
+    log,
+    scratch: Path,
 ) -> ExportedStage:
-    """Trace one checkpoint into ``folder`` and check its parity on held-out inputs."""
+    """Trace one checkpoint into ``folder``, check its parity on held-out inputs, and write
+    its FP16 (always) and INT8 (``options.int8``) graphs with their parity checks."""
     method, config, model = rebuild_model(checkpoint)
     plan = stage_plan_of(checkpoint)
     spec = InputSpec.from_dict(checkpoint["input_spec"])
-    inputs = calibration_inputs(val_images, checkpoint)
+    inputs = calibration_inputs(dataset.val.images, checkpoint)
     with torch.no_grad():
         facts = method.prepare_export(model, config, inputs)
     scorer = method.inference_module(model).eval()
     file = f"{plan.name}.onnx"
     onnx_path = folder / file
-    trace_to_onnx(scorer, spec, onnx_path, opset)
+    trace_to_onnx(scorer, spec, onnx_path, options.opset)
     tiling = None
     if plan.tiled:
         size = (plan.frame_size, plan.frame_size)
@@ -212,7 +277,133 @@ def export_stage(
             f"by {parity.max_abs_diff:.3g} > {parity.tolerance:.0e}",
             "this is a bug in the method's inference module or the exporter; report it",
         )
-    return ExportedStage(stage, checkpoint, facts, parity, graph_parameter_count(onnx_path))
+    stage, checks = write_precision_graphs(
+        checkpoint, dataset, folder, stage, options, log, scratch
+    )
+    return ExportedStage(stage, checkpoint, facts, parity, graph_parameter_count(onnx_path), checks)
+
+
+def spread(rows: torch.Tensor, limit: int) -> torch.Tensor:
+    """At most ``limit`` rows, evenly spaced (tiles of every image, not the first ones)."""
+    if len(rows) <= limit:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, limit).round().astype(int)]
+
+
+def precision_parity_inputs(dataset: DataSet, checkpoint: dict[str, Any]) -> np.ndarray:
+    """Real inputs for the FP16/INT8 checks: held-out normal and test images (normal and
+    anomalous: the score range a deployment sees), as the stage's network sees them."""
+    images = list(dataset.val.images[:PARITY_IMAGES])
+    if dataset.test is not None:
+        images += list(dataset.test.images[:PARITY_IMAGES])
+    return spread(calibration_inputs(images, checkpoint), PRECISION_PARITY_INPUTS).numpy()
+
+
+def run_outputs(backend: OnnxRuntimeBackend, batch: np.ndarray, chunk: int = 128):
+    parts = [backend.run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def compare_graphs(
+    stage: StageSpec, reference: Path, candidate: Path, inputs: np.ndarray
+) -> dict[str, fp16_graph.OutputParity]:
+    expected = run_outputs(OnnxRuntimeBackend(reference, stage), inputs)
+    got = run_outputs(OnnxRuntimeBackend(candidate, stage), inputs)
+    return {name: fp16_graph.compare_output(expected[name], got[name]) for name in expected}
+
+
+def write_precision_graphs(
+    checkpoint: dict[str, Any],
+    dataset: DataSet,
+    folder: Path,
+    stage: StageSpec,
+    options: ExportOptions,
+    log,
+    scratch: Path,
+) -> tuple[StageSpec, dict[str, PrecisionCheck]]:
+    """``<stage>.fp16.onnx`` (+ ``.int8.onnx``), their parity, and the card's engine spec.
+
+    The FP16 graph is checked twice against FP32 on the same real inputs: as ONNX Runtime
+    runs it on the CPU, and with its FP16 activations emulated (see ``fp16.emulate_fp16``);
+    both must reach Spearman rho >= 0.999 for every output.
+    """
+    method = checkpoint["method"]
+    source = folder / stage.file
+    inputs = precision_parity_inputs(dataset, checkpoint)
+    file16 = f"{stage.name}.fp16.onnx"
+    report, findings = fp16_graph.write_fp16(source, folder / file16)
+    if findings:
+        raise ExportError(
+            f"the FP16 graph of {method} stage '{stage.name}' still reduces in FP16: "
+            f"{fp16_graph.describe_findings(findings)}",
+            "this is a bug in adedge's FP16 conversion; report it",
+        )
+    emulated = scratch / f"{stage.name}.fp16-emulated.onnx"
+    onnx.save(fp16_graph.emulate_fp16(onnx.load(str(folder / file16))), str(emulated))
+    checks = {
+        "fp16": PrecisionCheck("fp16", folder / file16, len(inputs), {}, report.to_dict()),
+        "fp16_emulated": PrecisionCheck("fp16_emulated", emulated, len(inputs), {}),
+    }
+    for check in checks.values():
+        check.outputs = compare_graphs(stage, source, check.graph, inputs)
+        log_precision(log, stage.name, check)
+        fail_on_fp16_parity(method, stage.name, check)
+    stage = replace(stage, fp16_file=file16, fp16_sha256=sha256_file(folder / file16))
+    if options.int8:
+        stage, checks["int8"] = write_int8(checkpoint, dataset, folder, stage, options, inputs)
+        log_precision(log, stage.name, checks["int8"])
+    engine = tensorrt_build.engine_spec(
+        stage, "fp16" if options.half else "fp32", options.max_batch, options.workspace_mib
+    )
+    return replace(stage, engine=engine), checks
+
+
+def fail_on_fp16_parity(method: str, stage: str, check: PrecisionCheck) -> None:
+    outputs = check.outputs
+    if not fp16_graph.parity_failed(outputs):
+        return
+    worst = fp16_graph.worst_output(outputs)
+    how = "with emulated FP16 activations" if check.variant == "fp16_emulated" else "on the CPU"
+    raise ExportError(
+        f"FP16 parity failed for {method} stage '{stage}': output '{worst}' has Spearman rho "
+        f"{outputs[worst].spearman:.5f} < {fp16_graph.required_spearman(worst)} against FP32 "
+        f"{how} (max "
+        f"|Δ| {outputs[worst].max_abs_diff:.3g}) over {check.inputs} real inputs",
+        "report it with the method's name: an FP16 hazard is missing from the FP32 islands",
+    )
+
+
+def write_int8(
+    checkpoint: dict[str, Any],
+    dataset: DataSet,
+    folder: Path,
+    stage: StageSpec,
+    options: ExportOptions,
+    inputs: np.ndarray,
+) -> tuple[StageSpec, PrecisionCheck]:
+    settings = options.int8_options
+    images = dataset.train.images[: settings.calibration_images]
+    calibration = spread(calibration_inputs(images, checkpoint), settings.calibration_images)
+    file8 = f"{stage.name}.int8.onnx"
+    report = int8_graph.quantize_int8(
+        folder / stage.file, folder / file8, stage.input_name, calibration.numpy(), settings
+    )
+    check = PrecisionCheck("int8", folder / file8, len(inputs), {}, report.to_dict())
+    check.outputs = compare_graphs(stage, folder / stage.file, folder / file8, inputs)
+    return replace(stage, int8_file=file8, int8_sha256=sha256_file(folder / file8)), check
+
+
+def log_precision(log, name: str, check: PrecisionCheck) -> None:
+    parts = [
+        f"{output} rho {p.spearman:.5f}, max |Δ| {p.max_abs_diff:.2e}"
+        for output, p in check.outputs.items()
+    ]
+    what = {
+        "fp16": "FP16 graph (ONNX Runtime CPU)",
+        "fp16_emulated": "FP16 graph (emulated FP16 activations)",
+        "int8": "INT8 graph (ONNX Runtime CPU)",
+    }[check.variant]
+    log(f"stage '{name}': {what} vs FP32 over {check.inputs} real inputs: {'; '.join(parts)}")
 
 
 def stage_parity(
@@ -241,13 +432,32 @@ def load_checkpoints(options: ExportOptions) -> list[dict[str, Any]]:
     return states
 
 
+def check_formats(options: ExportOptions) -> None:
+    """Unknown formats, and engines where TensorRT or a GPU is missing, fail before any work."""
+    unknown = [f for f in options.formats if f not in FORMATS]
+    if unknown or not options.formats:
+        raise ExportError(
+            f"unknown format(s): {', '.join(unknown) or '(none)'}",
+            f"choose from: {', '.join(FORMATS)} (e.g. --format onnx,engine)",
+        )
+    if "onnx" not in options.formats:
+        raise ExportError(
+            "every bundle holds its ONNX graphs: --format must include onnx",
+            "use --format onnx,engine",
+        )
+    if "engine" in options.formats:
+        tensorrt_build.import_tensorrt()
+        tensorrt_build.device_capability()
+
+
 def export_bundle(options: ExportOptions, log=print) -> Path:
+    check_formats(options)
     states = load_checkpoints(options)
     dataset = calibration_data(states[0], options.data)
     started = time.perf_counter()
-    with atomic_directory(options.out) as folder:
+    with tempfile.TemporaryDirectory() as scratch, atomic_directory(options.out) as folder:
         stages = [
-            export_stage(state, dataset.val.images, folder, options.opset, log) for state in states
+            export_stage(state, dataset, folder, options, log, Path(scratch)) for state in states
         ]
         card = make_card(stages, ThresholdSpec(0.0, "not set yet"))
         write_json(folder / CARD_NAME, card.to_dict())
@@ -266,6 +476,9 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
             ),
             metrics=export_metrics(dataset, detector, val_scores, stages),
         )
+        card.metrics["precision"] = precision_metrics(dataset, folder, detector, stages, log)
+        if "engine" in options.formats:
+            card.metrics["engines"] = build_engines(folder, card, log)
         write_json(folder / CARD_NAME, card.to_dict())
     method = states[0]["method"]
     log(f"exported {method} to {options.out} in {time.perf_counter() - started:.1f}s")
@@ -330,3 +543,67 @@ def export_metrics(
         metrics.update(quality)
         metrics["test_auroc_note"] = "measured at export for information; selected nothing"
     return metrics
+
+
+def precision_metrics(
+    dataset: DataSet, folder: Path, detector: Detector, stages: list[ExportedStage], log
+) -> dict[str, Any]:
+    """Per-stage parity of the FP16 (and INT8) graphs, and their test AUROC through the
+    runtime (tiling, reduction, stage sum) against FP32's: FP16 must stay within 0.005,
+    INT8 may not drop by more than 0.01."""
+    method = stages[0].checkpoint["method"]
+    test = dataset.test
+    labelled = test is not None and 0 < test.labels.sum() < len(test)
+    reference = auroc(test.labels, score_split(detector, test.images)) if labelled else None
+    result: dict[str, Any] = {}
+    for variant in ("fp16", "fp16_emulated", "int8"):
+        checks = {s.spec.name: s.precision[variant] for s in stages if variant in s.precision}
+        if not checks:
+            continue
+        entry: dict[str, Any] = {
+            "what": PRECISION_NOTES[variant],
+            "stages": {name: c.to_dict() for name, c in checks.items()},
+        }
+        result[variant] = entry
+        if not labelled:
+            entry["test_auroc_note"] = "not measured: the data has no labelled test split"
+            continue
+        value = auroc(test.labels, score_split(swapped(detector, folder, checks), test.images))
+        delta = value - reference
+        entry.update(test_auroc_fp32=reference, test_auroc=value, delta_auroc=delta)
+        log(
+            f"{variant.upper().replace('_', ' ')} test AUROC {value:.4f} vs FP32 "
+            f"{reference:.4f} (Δ {delta:+.4f}) on {len(test)} test images"
+        )
+        if variant.startswith("fp16") and abs(delta) > fp16_graph.MAX_AUROC_DELTA:
+            raise ExportError(
+                f"FP16 parity failed for {method}: output 'score' moves the test AUROC by "
+                f"{delta:+.4f} (limit ±{fp16_graph.MAX_AUROC_DELTA}; {PRECISION_NOTES[variant]})",
+                "report it with the method's name: an FP16 hazard is missing from the FP32 islands",
+            )
+        if variant == "int8":
+            int8_graph.check_auroc_drop(method, reference, value, int8_graph.MAX_AUROC_DROP)
+    return result
+
+
+def swapped(detector: Detector, folder: Path, checks: dict[str, PrecisionCheck]) -> Detector:
+    """A Detector on the bundle whose stages run the checked graphs instead of FP32."""
+    other = Detector(folder)
+    for stage in other.stages:
+        stage.backend = OnnxRuntimeBackend(checks[stage.spec.name].graph, stage.spec)
+    return other
+
+
+def build_engines(folder: Path, card: Card, log) -> dict[str, Any]:
+    """Build every stage's engine into ``<bundle>/engines`` on this GPU (``--format engine``)."""
+    built = {}
+    for stage in card.stages:
+        result = tensorrt_build.ensure_engine(folder, stage, log=log)
+        built[stage.name] = {
+            "file": f"{tensorrt_build.ENGINE_DIR}/{result.engine.name}",
+            "key": result.key.to_dict(),
+            "build": result.plan.describe(),
+            "seconds": round(result.seconds, 2),
+            "note": "bound to this GPU and TensorRT: other devices build their own on first use",
+        }
+    return built
