@@ -140,3 +140,18 @@ def ygan_bundle(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> 
     out = tmp_path_factory.mktemp("models") / "ygan-tiny"
     export_bundle(ExportOptions(trained_run, out), log=lambda _: None)
     return out
+
+
+# --- Ctrl-C in tests that send themselves SIGINT -------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def default_sigint():
+    """Python's own Ctrl-C handler for every test. A process started in the background by a
+    non-interactive shell (``cmd &``, nohup) inherits SIGINT as *ignored*, and Python then
+    installs no handler: the SIGINT tests would wait forever for a signal that never lands."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
