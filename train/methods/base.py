@@ -158,3 +158,13 @@ class Method(ABC):
         """The pruned scorer that export traces: images (N, C, s, s) at the stage plan's
         ``input_size`` -> ``score`` (N,), or ``(score, amap)`` with ``amap`` (N, 1, s, s)
         where the method localises."""
+
+    def full_model_forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Score images with the whole trained model, as the authors' test pass runs it
+        (every network it evaluates, eval mode): what the papers' per-image timings cover.
+
+        Benchmarks time it beside the pruned ``inference_module`` to show what pruning
+        buys. The default is the pruned scorer, for methods whose test pass needs no more.
+        """
+        output = self.inference_module(model)(images)
+        return output[0] if isinstance(output, (tuple, list)) else output

@@ -248,9 +248,15 @@ class CBiGANScorer(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         recon = self.generator(self.encoder(images))
+        return self.combine(images, recon, self.trunk(images), self.trunk(recon))
+
+    def combine(
+        self, images: torch.Tensor, recon: torch.Tensor, f_real: torch.Tensor, f_fake: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score, amap) from x, x̂ and their critic features f_D(x), f_D(x̂)."""
         amap = (images - recon).abs().mean(dim=1, keepdim=True)
         pixel = amap.flatten(1).mean(dim=1)  # mean over C, H, W (Eq. 8 / N_pix)
-        features = (self.trunk(images) - self.trunk(recon)).abs().flatten(1).mean(dim=1)
+        features = (f_real - f_fake).abs().flatten(1).mean(dim=1)
         score = (1.0 - self.lambda_score) * pixel + self.lambda_score * self.weight * features
         return score, amap
 
@@ -439,6 +445,17 @@ class CBiGANMethod(Method):
             model.config.lambda_score,
             feature_weight(model.config, trunk),
         )
+
+    def full_model_forward(self, model: CBiGAN, images: torch.Tensor) -> torch.Tensor:
+        """E, G and the whole critic on (x, E(x)) and (G(E(x)), E(x)): both branches and
+        the head, as the authors' scorer evaluates their Keras discriminator model."""
+        critic = model.critic
+        z = model.encoder(images)
+        recon = model.generator(z)
+        f_real, f_fake, latent = critic.trunk(images), critic.trunk(recon), critic.latent(z)
+        for features in (f_real, f_fake):
+            critic.head(torch.cat([features.flatten(1), latent], dim=1))
+        return self.inference_module(model).combine(images, recon, f_real, f_fake)[0]
 
     def prepare_export(
         self, model: CBiGAN, config: CBiGANConfig, calibration: torch.Tensor

@@ -486,5 +486,15 @@ class DDRIDMethod(Method):
             )
         return LatentScorer(model.preprocess, model.encoder_c, model.center)
 
+    def full_model_forward(self, model: DDRID, images: torch.Tensor) -> torch.Tensor:
+        """No authors' code: every network Algorithm 1 trains on the test image (R_C, R_N
+        and D_L on E_C(x)) and both scores (the paper's Table 6 reports both), then the
+        chosen one."""
+        z, x_c, _ = model.decompose(model.preprocess(images))
+        model.latent_discriminator(z)
+        latent = (z - model.center).pow(2).mean(dim=1)
+        recon = (x_c - reconstruction_template(model)).pow(2).mean(dim=(1, 2, 3))
+        return recon if SCORES[int(model.score_choice)] == "AS_r" else latent
+
 
 METHOD = DDRIDMethod()

@@ -351,7 +351,10 @@ class PANDAScorer(nn.Module):
 
     def raw_terms(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(reconstruction error (N,), C(x) (N,), C(x') (N,), amap (N, 1, H, W)), float32."""
-        recon = self.generator(images).recon
+        return self.terms(images, self.generator(images).recon)
+
+    def terms(self, images: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``raw_terms`` for a reconstruction x' already computed."""
         amap = (images.float() - recon.float()).pow(2).mean(dim=1, keepdim=True)
         # one critic pass over x and x' together (running BatchNorm statistics: the same
         # numbers as two passes, in one larger batch)
@@ -577,6 +580,14 @@ class PANDAMethod(Method):
 
     def inference_module(self, model: PANDAGAN) -> PANDAScorer:
         return PANDAScorer(model.generator, model.critic, model.score_range)
+
+    def full_model_forward(self, model: PANDAGAN, images: torch.Tensor) -> torch.Tensor:
+        """No authors' code: the generator, the E1 re-encoders on x' (Fig. 2; pruned from
+        the export) and the critic on x and x', then Eq. 3."""
+        recon = model.generator(images).recon
+        model.e1_high(model.e1_low(recon)[0])
+        rec, c_real, c_fake, _ = self.inference_module(model).terms(images, recon)
+        return model.score_range(rec + c_real + c_fake)
 
     @torch.no_grad()
     def prepare_export(

@@ -137,8 +137,12 @@ class YGANScorer(nn.Module):
         self.classifier = classifier
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.softmax(self.classifier(self.encoder_s(images)), dim=1)
-        return 1.0 - probabilities.max(dim=1).values
+        return score_from_code(self.classifier, self.encoder_s(images))
+
+
+def score_from_code(classifier: LatentClassifier, z_s: torch.Tensor) -> torch.Tensor:
+    """Eq. 12: s = 1 - max softmax C(z_s)."""
+    return 1.0 - torch.softmax(classifier(z_s), dim=1).max(dim=1).values
 
 
 def consistency_loss(model: YGAN, z_s: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
@@ -230,6 +234,14 @@ class YGANMethod(Method):
 
     def inference_module(self, model: YGAN) -> YGANScorer:
         return YGANScorer(model.encoder_s, model.classifier)
+
+    def full_model_forward(self, model: YGAN, images: torch.Tensor) -> torch.Tensor:
+        """The authors' test(): E_s + C give the score, and E_r plus the decoder, run twice
+        (the second time with the residual codes permuted), sit in the same timed region."""
+        z_s, z_r = model.encoder_s(images), model.encoder_r(images)
+        model.decoder(torch.cat([z_s, z_r], dim=1))
+        model.decoder(torch.cat([z_s, torch.roll(z_r, 1, dims=0)], dim=1))
+        return score_from_code(model.classifier, z_s)
 
 
 METHOD = YGANMethod()
