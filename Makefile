@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DATA ?= digits:anomaly=0
+# OpenCV's sample video, where DESIGN §9 extracts it (adedge.paths.find_vtest looks there)
+VTEST := /tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi
 
 .PHONY: demo test install system-deps lint bench clean
 
@@ -16,9 +18,21 @@ $(BIN)/.installed: pyproject.toml setup.py $(wildcard cpp_ext/*.cpp cpp_ext/*.hp
 
 install: $(BIN)/.installed
 
-# Fashion-MNIST from Debian (real data for tests and the paper's protocol) and a C++17
-# compiler for the optional kernels (cpp_ext/); needs root or sudo.
-system-deps:
+# apt-get download needs no root, only package lists (`apt-get update` once, as root).
+$(VTEST):
+	@tmp=$$(mktemp -d) && cd $$tmp && \
+	  if apt-get download -qq opencv-doc >/dev/null 2>&1 || \
+	     { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq opencv-doc >/dev/null 2>&1; }; then \
+	    dpkg-deb --fsys-tarfile opencv-doc_*.deb | tar -x -C /tmp ./usr/share/doc/opencv-doc/examples/data/vtest.avi && \
+	    echo "vtest.avi: extracted to $(VTEST)"; \
+	  else echo "vtest.avi: not fetched (apt-get download opencv-doc failed); its tests skip"; fi; \
+	  rm -rf $$tmp
+
+# Fashion-MNIST from Debian (real data for tests and the paper's protocol), OpenCV's sample
+# video vtest.avi (DESIGN §9: real video for the stream tests and `adedge bench --papers`)
+# and a C++17 compiler for the optional kernels (cpp_ext/); needs root or sudo.
+system-deps: $(VTEST)
+
 	@if ! command -v g++ >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq g++; \
 	  else echo "no g++: the C++ kernels are skipped, the numpy twins run"; fi; fi

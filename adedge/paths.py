@@ -5,6 +5,7 @@ torch."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -58,3 +59,18 @@ def newest_bundle(root: Path = MODELS_DIR) -> Path:
             "export one with `adedge export --method ygan` or pass --model DIR",
         )
     return max(cards)[1]
+
+
+VTEST_PLACES = (
+    Path("/tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi"),  # DESIGN §9's extraction
+    Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"),  # apt-get install opencv-doc
+)
+
+
+def find_vtest() -> Path | None:
+    """OpenCV's sample video ``vtest.avi`` (768x576, 795 frames): ``$ADEDGE_VTEST`` or where
+    Debian's opencv-doc puts it; None when it is nowhere (`make system-deps` fetches it)."""
+    override = os.environ.get("ADEDGE_VTEST")
+    if override:
+        return Path(override) if Path(override).is_file() else None
+    return next((path for path in VTEST_PLACES if path.is_file()), None)

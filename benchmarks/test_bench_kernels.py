@@ -14,18 +14,17 @@ thread and with every core (threads=0).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
 from adedge.bundle import TilingSpec
+from adedge.paths import find_vtest
 from adedge.preprocess import InputSpec
 from adedge.runtime import kernels
 from adedge.runtime.tiling import plan_tiles
 
-VTEST = Path("/tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+VTEST = find_vtest()  # OpenCV's sample video (`make system-deps` fetches it)
 STAGES = {  # name: (frame (H, W), tiling)
     "igd-768x576-256-t32s16": ((576, 768), TilingSpec((256, 256), 32, 16, "reflect")),
     "cbigan-512-t64": ((512, 512), TilingSpec((512, 512), 64, 64, "reflect")),
@@ -35,7 +34,7 @@ needs_cpp = pytest.mark.skipif(not kernels.available(), reason="adedge._cpp is n
 
 def frame_of(height: int, width: int) -> np.ndarray:
     """A BGR frame: vtest.avi's first frame when it fits, else smooth noise (same cost)."""
-    if VTEST.exists() and (height, width) == (576, 768):
+    if VTEST is not None and (height, width) == (576, 768):
         capture = cv2.VideoCapture(str(VTEST))
         ok, frame = capture.read()
         capture.release()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,12 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adedge.bundle import TilingSpec
+from adedge.paths import find_vtest
 from adedge.preprocess import InputSpec
 from adedge.runtime import kernels
 from adedge.runtime.tiling import plan_tiles, reduce_scores
 from adedge.runtime.tiling import stitch as stitch_twin
 
-VTEST = Path("/tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+VTEST = find_vtest()  # OpenCV's sample video (`make system-deps` fetches it)
 needs_cpp = pytest.mark.skipif(
     not kernels.available(), reason="adedge._cpp is not built (no C++17 compiler or pybind11)"
 )
@@ -202,7 +202,7 @@ def vtest_frames(count: int) -> list[np.ndarray]:
 
 
 @needs_cpp
-@pytest.mark.skipif(not VTEST.exists(), reason=f"OpenCV's sample video is not at {VTEST}")
+@pytest.mark.skipif(VTEST is None, reason="vtest.avi not found: `make system-deps`")
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_fused_tiles_match_the_twin_on_vtest_frames(dtype):
     frames = vtest_frames(3)
