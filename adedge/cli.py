@@ -3,6 +3,7 @@ commands: `adedge stream`, `eval` and `bench` run where torch is not installed."
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -483,14 +484,41 @@ def bench(
         Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
     ] = None,
     batch: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,8,64",
-    seconds: Annotated[float, typer.Option(help="Time budget per batch size.")] = 2.0,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: all cores).")] = 0,
+    seconds: Annotated[float, typer.Option(help="Time budget per measurement.")] = 2.0,
+    threads: Annotated[
+        int, typer.Option(help="Threads for ONNX Runtime (and torch, sgemm with --papers); 0: all.")
+    ] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
     backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "onnxruntime",
+    papers: Annotated[
+        bool,
+        typer.Option(
+            "--papers",
+            help="Instead of a bundle: every method at the papers' input sizes (paper presets, "
+            "random weights), torch full model and pruned vs ONNX Runtime FP32/FP16/INT8 "
+            "(and TensorRT where present), the vtest.avi stream, FLOPs and the sgemm peak, "
+            "beside the papers' per-image times. Needs torch, onnx and matplotlib.",
+        ),
+    ] = False,
+    cases: Annotated[
+        str, typer.Option(help="With --papers: only cases whose name contains this.")
+    ] = "",
+    report: Annotated[
+        Path | None,
+        typer.Option(help="With --papers: write REPORT.json, REPORT.md and REPORT.png."),
+    ] = None,
+    video: Annotated[
+        Path | None,
+        typer.Option(help="With --papers: the stream's video (default: vtest.avi if found)."),
+    ] = None,
 ) -> None:
-    """Latency and throughput of a bundle's graphs, beside the paper's per-image time."""
-    from adedge.runtime.bench import bench_bundle, render
+    """Latency and throughput of a bundle's graphs, or (--papers) of every method at the
+    papers' sizes, beside the papers' per-image times."""
+    from adedge.runtime.backends import parse_backend
 
+    if papers:
+        bench_papers(seconds, threads, cases, report, video)
+        return
     try:
         sizes = [int(b) for b in batch.split(",") if b.strip()]
     except ValueError:
@@ -499,26 +527,39 @@ def bench(
         ) from None
     if not sizes or min(sizes) < 1:
         raise AdedgeError("--batch needs positive integers", "e.g. --batch 1,8,64")
-    from adedge.runtime.backends import parse_backend
-
     parse_backend(backend)
-    extra = {}
-    if backend != "onnxruntime":
-        import inspect
+    from adedge.runtime.bench import bench_bundle, render
 
-        if "backend" not in inspect.signature(bench_bundle).parameters:
-            raise AdedgeError(
-                f"`adedge bench --backend {backend}` is not available in this build",
-                "bench --backend onnxruntime, or time the stream: adedge stream --backend "
-                f"{backend} --source synthetic --summary-json out.json",
-            )
-        extra["backend"] = backend
-    result = bench_bundle(pick_model(model), sizes, seconds, threads, **extra)
+    result = bench_bundle(pick_model(model), sizes, seconds, threads, backend)
     typer.echo(render(result))
     if json_out:
         from adedge.atomic import write_json
 
         write_json(json_out, result)
+
+
+def bench_papers(
+    seconds: float, threads: int, cases: str, report: Path | None, video: Path | None
+) -> None:
+    if video is not None and not video.is_file():
+        raise AdedgeError(f"--video '{video}' is not a file", "pass a video file, or leave it out")
+    try:
+        import matplotlib  # noqa: F401
+        import onnx  # noqa: F401
+        import threadpoolctl  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise AdedgeError(
+            f"`adedge bench --papers` needs {exc.name}, which is not installed",
+            "pip install 'adedge[bench]' (torch is pinned to the CPU wheel there)",
+        ) from None
+    from adedge.export.paper_speed import render_table, run_papers, write_report
+
+    results = run_papers(seconds, cases, threads or os.cpu_count() or 1, video, log=say)
+    typer.echo(render_table(results))
+    if report:
+        written = write_report(results, report)
+        say("wrote " + ", ".join(str(path) for path in written))
 
 
 def main() -> None:

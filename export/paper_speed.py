@@ -2,9 +2,12 @@
 
 One run measures, for each case (method, input size, stages), side by side on this machine:
 
-* the pruned torch inference module in eager mode (what training produces),
+* the whole trained torch model in eager mode, as the authors' test pass runs it
+  (``Method.full_model_forward``: what their per-image timings cover),
+* the pruned torch inference module in eager mode (what export traces),
 * the exported graph on ONNX Runtime FP32, its mixed FP16 twin (ONNX Runtime CPU runs it,
   mostly to validate it: CPUs have no FP16 arithmetic) and its static INT8 (QDQ) twin,
+* TensorRT FP16 and FP32 engines where ``tensorrt`` imports and a GPU is present,
 * the end-to-end stream on ``vtest.avi`` (decode -> preprocess/tile -> infer -> aggregate),
 
 with per-frame latency p50/p95 at batch 1 (a tiled frame is one batch of all its tiles),
@@ -13,7 +16,8 @@ ConvTranspose, Gemm, MatMul), and the fraction of this machine's sgemm peak (num
 matmul, measured in the same run) that each backend reaches. Weights are the paper preset's
 random initialisation: speed does not depend on weight values.
 
-    python benchmarks/papers.py --out benchmarks/results/papers  # .json, .md and .png
+    adedge bench --papers --report benchmarks/results/papers  # .json, .md and .png
+    python benchmarks/papers.py                                 # the same, with defaults
 
 The papers' figures are quoted with their hardware; they are other machines (GPUs), so the
 ratios that mean something are the ones measured here side by side (ORT vs torch eager).
@@ -21,7 +25,7 @@ ratios that mean something are the ones measured here side by side (ORT vs torch
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -29,7 +33,8 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +44,23 @@ import onnx
 import torch
 
 from adedge.bundle import CARD_NAME, Card, StageSpec, ThresholdSpec, TilingSpec, sha256_file
+from adedge.errors import AdedgeError
 from adedge.export.fp16 import convert_to_mixed_fp16
 from adedge.export.int8 import quantize_int8
 from adedge.export.onnx_export import INPUT_NAME, trace_to_onnx
+from adedge.paths import find_vtest
 from adedge.preprocess import InputSpec
-from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from adedge.runtime.backends import create_backend
 from adedge.runtime.detector import Detector
 from adedge.train.methods import load_method
 from adedge.train.trainer import score_of
 from adedge.train.views import tiles_per_image
 
-THREADS = 1  # --threads: the same for torch, ONNX Runtime and the sgemm reference
-VTEST = Path("/tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 BATCHES = (1, 8, 32)
-MAX_ROWS = 2048  # cap on network inputs per call when finding the best batch
+MAX_ROWS = 512  # cap on network inputs per call when finding the best batch
+FULL, PRUNED = "torch eager, full model", "torch eager, pruned"
+GRAPH_BACKENDS = ("onnxruntime:fp32", "onnxruntime:fp16", "onnxruntime:int8")
+ENGINE_BACKENDS = ("tensorrt:fp16", "tensorrt:fp32")
 
 
 @dataclass(frozen=True)
@@ -115,16 +123,21 @@ CASES = (
 
 @dataclass
 class BuiltStage:
+    """One stage of a case: its torch model and scorer, and its graphs in ``bundle``."""
+
     name: str
+    full: Callable[[torch.Tensor], torch.Tensor]
     scorer: torch.nn.Module
     spec: StageSpec
-    path: Path
+    bundle: Path
     tiles: int
-    flops_per_input: int
-    variants: dict[str, Path] = field(default_factory=dict)
+    flops_per_input: int  # the pruned graph's, counted from ONNX
+    full_flops_per_input: int  # the full model's, counted by torch as it runs
+    sessions: dict[tuple[str, int], Any] = field(default_factory=dict)  # opened once each
 
 
-def build_stage(method_name: str, case: StageCase, folder: Path) -> BuiltStage:
+def build_stage(method_name: str, case: StageCase, bundle: Path) -> BuiltStage:
+    """Paper-preset model (random weights), traced to FP32, FP16 and INT8 graphs in ``bundle``."""
     method = load_method(method_name)
     torch.manual_seed(0)
     config = method.make_config(
@@ -136,7 +149,7 @@ def build_stage(method_name: str, case: StageCase, folder: Path) -> BuiltStage:
     colour = "gray" if case.channels == 1 else "rgb"
     norm = ((0.5,) * case.channels, (0.5,) * case.channels)
     spec = InputSpec(plan.input_size, plan.input_size, colour, *norm)
-    path = folder / f"{method_name}-{plan.name}-{case.image_size}.onnx"
+    path = bundle / f"{method_name}-{plan.name}-{case.image_size}.onnx"
     trace_to_onnx(scorer, spec, path, 17)
     names = [o.name for o in onnx.load(str(path)).graph.output]
     tiling = None
@@ -154,22 +167,33 @@ def build_stage(method_name: str, case: StageCase, folder: Path) -> BuiltStage:
         reduce=plan.reduce,
         weight=plan.weight,
     )
-    built = BuiltStage(
-        plan.name, scorer, stage, path, tiles_per_image(plan.frame_size, plan), count_flops(path)
-    )
-    built.variants["onnxruntime fp32"] = path
     fp16 = path.with_suffix(".fp16.onnx")
     onnx.save(convert_to_mixed_fp16(onnx.load(str(path)))[0], str(fp16))
-    built.variants["onnxruntime fp16"] = fp16
+    stage = replace(stage, fp16_file=fp16.name, fp16_sha256=sha256_file(fp16))
     int8 = path.with_suffix(".int8.onnx")
     rng = np.random.default_rng(1)
     calibration = rng.uniform(-1, 1, (32, case.channels, plan.input_size, plan.input_size))
     try:
         quantize_int8(path, int8, INPUT_NAME, calibration.astype(np.float32))
-        built.variants["onnxruntime int8"] = int8
+        stage = replace(stage, int8_file=int8.name, int8_sha256=sha256_file(int8))
     except Exception as exc:  # report, keep going: the other backends still measure
         print(f"  int8 skipped for {path.name}: {type(exc).__name__}: {exc}")
-    return built
+    return BuiltStage(
+        plan.name,
+        partial(method.full_model_forward, model),
+        scorer,
+        stage,
+        bundle,
+        tiles_per_image(plan.frame_size, plan),
+        count_flops(path),
+        count_torch_flops(partial(method.full_model_forward, model), spec),
+    )
+
+
+def write_card(stages: list[BuiltStage], bundle: Path) -> None:
+    """A card for the stages' graphs, so the runtime's Detector and backends can load them."""
+    card = Card("bench", tuple(s.spec for s in stages), ThresholdSpec(0.0, "benchmark"))
+    (bundle / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
 
 
 # --- FLOPs -----------------------------------------------------------------------------------
@@ -208,12 +232,24 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
     return 0
 
 
-def sgemm_gflops(size: int = 1024, seconds: float = 2.0) -> float:
-    """This machine's float32 matmul rate through numpy's BLAS on ``THREADS`` threads."""
+def count_torch_flops(forward: Callable[[torch.Tensor], Any], spec: InputSpec) -> int:
+    """FLOPs of one input through ``forward`` in eager mode (torch counts 2 x MACs of convs and
+    matmuls, as ``count_flops`` does): results that nothing uses count too, as they run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    image = torch.zeros(1, spec.channels, spec.height, spec.width)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        forward(image)
+    return int(counter.get_total_flops())
+
+
+def sgemm_gflops(threads: int, size: int = 1024, seconds: float = 2.0) -> float:
+    """This machine's float32 matmul rate through numpy's BLAS on ``threads`` threads: the
+    reference peak (ONNX Runtime's own GEMM may beat it, so fractions can pass 100%)."""
     from threadpoolctl import threadpool_limits
 
     a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
-    with threadpool_limits(THREADS):
+    with threadpool_limits(threads):
         a @ a
         runs, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -236,7 +272,45 @@ def time_call(run: Callable[[], Any], seconds: float, min_runs: int = 5) -> np.n
     return np.asarray(times)
 
 
-def frame_runner(stages: list[BuiltStage], backend: str, frames: int) -> Callable[[], Any] | None:
+def engines_available() -> bool:
+    """TensorRT rows are measured only where the package imports (a GPU machine)."""
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def stage_call(stage: BuiltStage, backend: str, batch: np.ndarray, threads: int):
+    """A no-argument call scoring ``batch`` through one stage on ``backend``."""
+    if backend in (FULL, PRUNED):
+        tensor = torch.from_numpy(batch)
+        forward = stage.full if backend == FULL else lambda x: score_of(stage.scorer(x))
+
+        def call() -> torch.Tensor:
+            with torch.inference_mode():
+                return forward(tensor)
+
+        return call
+    return partial(open_session(stage, backend, len(batch), threads).run, batch)
+
+
+def open_session(stage: BuiltStage, backend: str, rows: int, threads: int) -> Any:
+    """The stage's session on ``backend``, opened once (engines: once per max batch)."""
+    engine = backend.startswith("tensorrt")
+    key = (backend, rows if engine else 0)
+    if key not in stage.sessions:
+        if engine:
+            from adedge.runtime.backends.tensorrt import TensorRTBackend
+
+            precision = backend.partition(":")[2]
+            session = TensorRTBackend(stage.bundle, stage.spec, precision, max_batch=rows)
+        else:
+            graph = stage.bundle / stage.spec.file
+            session = create_backend(backend, graph, stage.spec, threads=threads)
+        stage.sessions[key] = session
+    return stage.sessions[key]
+
+
+def frame_runner(
+    stages: list[BuiltStage], backend: str, frames: int, threads: int
+) -> Callable[[], Any]:
     """One call scoring ``frames`` frames through every stage (all tiles in one batch)."""
     rng = np.random.default_rng(0)
     calls = []
@@ -244,37 +318,21 @@ def frame_runner(stages: list[BuiltStage], backend: str, frames: int) -> Callabl
         spec = stage.spec.input
         shape = (frames * stage.tiles, spec.channels, spec.height, spec.width)
         batch = rng.uniform(-1, 1, shape).astype(np.float32)
-        if backend == "torch eager":
-            tensor = torch.from_numpy(batch)
-
-            def call(scorer=stage.scorer, tensor=tensor):
-                with torch.inference_mode():
-                    return score_of(scorer(tensor))
-
-        else:
-            path = stage.variants.get(backend)
-            if path is None:
-                return None
-            session = OnnxRuntimeBackend(path, stage.spec, threads=THREADS)
-
-            def call(session=session, batch=batch):
-                return session.run(batch)
-
-        calls.append(call)
+        calls.append(stage_call(stage, backend, batch, threads))
     return lambda: [call() for call in calls]
 
 
-def measure_backend(stages: list[BuiltStage], backend: str, seconds: float) -> dict | None:
-    single = frame_runner(stages, backend, 1)
-    if single is None:
-        return None
-    times = time_call(single, seconds) * 1e3
+def measure_backend(
+    stages: list[BuiltStage], backend: str, seconds: float, threads: int
+) -> dict[str, Any]:
+    """p50/p95 per frame at one frame per call; the best frames/s over ``BATCHES``."""
+    times = time_call(frame_runner(stages, backend, 1, threads), seconds) * 1e3
     best_fps, best_batch = 1e3 / float(np.median(times)), 1
     per_frame_rows = sum(stage.tiles for stage in stages)
     for frames in BATCHES[1:]:
         if frames * per_frame_rows > MAX_ROWS:
             break
-        run = frame_runner(stages, backend, frames)
+        run = frame_runner(stages, backend, frames, threads)
         fps = frames / float(np.median(time_call(run, seconds / 2)))
         if fps > best_fps:
             best_fps, best_batch = fps, frames
@@ -286,22 +344,21 @@ def measure_backend(stages: list[BuiltStage], backend: str, seconds: float) -> d
     }
 
 
-def stream_fps(stages: list[BuiltStage], folder: Path, frames: int = 100) -> dict | None:
-    """vtest.avi through a Detector on the FP32 graphs: decode, tile, infer, aggregate."""
-    if not VTEST.is_file():
+def stream_fps(
+    bundle: Path, video: Path | None, threads: int, seconds: float, frames: int = 100
+) -> dict[str, Any] | None:
+    """The video through a Detector on the FP32 graphs: decode, tile, infer, aggregate; up to
+    ``frames`` frames or ``seconds`` (at least 5 frames)."""
+    if video is None:
         return None
-    bundle = folder / "bundle"
-    bundle.mkdir(exist_ok=True)
-    for stage in stages:
-        (bundle / stage.spec.file).write_bytes(stage.path.read_bytes())
-    card = Card("bench", tuple(s.spec for s in stages), ThresholdSpec(0.0, "benchmark"))
-    (bundle / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
-    detector = Detector(bundle, threads=THREADS)
-    capture = cv2.VideoCapture(str(VTEST))
+    detector = Detector(bundle, threads=threads)
+    capture = cv2.VideoCapture(str(video))
     ok, frame = capture.read()
+    if not ok:
+        raise AdedgeError(f"OpenCV cannot read a frame from '{video}'", "pass another --video")
     detector.score_frames([frame])  # warm-up
     scored, start = 0, time.perf_counter()
-    while scored < frames:
+    while scored < frames and (scored < 5 or time.perf_counter() - start < seconds):
         ok, frame = capture.read()
         if not ok:
             break
@@ -313,18 +370,30 @@ def stream_fps(stages: list[BuiltStage], folder: Path, frames: int = 100) -> dic
 
 # --- the run ---------------------------------------------------------------------------------
 
-BACKENDS = ("torch eager", "onnxruntime fp32", "onnxruntime fp16", "onnxruntime int8")
+
+def backends_for(stages: list[BuiltStage]) -> list[str]:
+    graphs = [
+        b for b in GRAPH_BACKENDS if all(s.spec.graph(b.partition(":")[2])[0] for s in stages)
+    ]
+    return [FULL, PRUNED, *graphs, *(ENGINE_BACKENDS if engines_available() else ())]
 
 
-def run_case(case: Case, folder: Path, seconds: float, peak: float) -> dict:
+def run_case(
+    case: Case, folder: Path, seconds: float, peak: float, threads: int, video: Path | None
+) -> dict[str, Any]:
     stages = [build_stage(case.method, stage, folder) for stage in case.stages]
+    write_card(stages, folder)
     flops = sum(stage.flops_per_input * stage.tiles for stage in stages)
-    rows = {}
-    for backend in BACKENDS:
-        measured = measure_backend(stages, backend, seconds)
-        if measured is None:
+    full_flops = sum(stage.full_flops_per_input * stage.tiles for stage in stages)
+    rows, skipped = {}, {}
+    for backend in backends_for(stages):
+        try:
+            measured = measure_backend(stages, backend, seconds, threads)
+        except AdedgeError as exc:  # e.g. TensorRT present but no GPU: say so, go on
+            skipped[backend] = str(exc)
             continue
-        reached = flops * measured["best_frames_per_second"] / 1e9
+        work = full_flops if backend == FULL else flops
+        reached = work * measured["best_frames_per_second"] / 1e9
         measured["gflops_per_second"] = reached
         measured["fraction_of_sgemm_peak"] = reached / peak
         rows[backend] = measured
@@ -340,35 +409,112 @@ def run_case(case: Case, folder: Path, seconds: float, peak: float) -> dict:
             for s in stages
         ],
         "gflops_per_frame": flops / 1e9,
+        "full_model_gflops_per_frame": full_flops / 1e9,
         "backends": rows,
-        "stream_vtest": stream_fps(stages, folder),
+        "skipped": skipped,
+        "stream_vtest": stream_fps(folder, video, threads, seconds),
         "papers": [vars(p) for p in case.papers],
     }
 
 
-def render_table(results: dict) -> str:
+def inputs_per_frame(case: Case) -> int:
+    """Network inputs one frame of ``case`` needs (its tiles, over all stages), unbuilt."""
+    total = 0
+    for stage in case.stages:
+        method = load_method(case.method)
+        config = method.make_config(
+            "paper", image_size=stage.image_size, channels=stage.channels, mode=stage.mode
+        )
+        plan = method.stage_plan(config)
+        total += tiles_per_image(plan.frame_size, plan)
+    return total
+
+
+def select_cases(pattern: str) -> list[Case]:
+    """Cases whose name contains ``pattern`` (all for an empty one); none is an error."""
+    chosen = [case for case in CASES if pattern in case.name]
+    if not chosen:
+        raise AdedgeError(
+            f"no benchmark case matches '{pattern}'",
+            "choose a part of one of: " + "; ".join(case.name for case in CASES),
+        )
+    return chosen
+
+
+def run_papers(
+    seconds: float = 2.0,
+    cases: str = "",
+    threads: int = 1,
+    video: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every selected case, measured side by side in one run (see the module docstring)."""
+    chosen = select_cases(cases)
+    torch.set_num_threads(threads)
+    video = video or find_vtest()
+    peak = sgemm_gflops(threads)
+    results: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {threads} thread(s) for every engine",
+        "threads": threads,
+        "sgemm_gflops": peak,
+        "video": str(video) if video else None,
+        "command": f"adedge bench --papers --seconds {seconds} --threads {threads}"
+        + (f" --cases '{cases}'" if cases else ""),
+        "cases": [],
+    }
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        for case in chosen:
+            folder = Path(tmp) / case.name.replace(" ", "_")
+            folder.mkdir()
+            log(f"case {case.name}")
+            results["cases"].append(run_case(case, folder, seconds, peak, threads, video))
+    return results
+
+
+def label(backend: str) -> str:
+    return backend.replace(":", " ")
+
+
+def gflops(row: dict[str, Any], backend: str) -> float:
+    """GFLOP per frame of what ``backend`` runs: the full model or the pruned graph."""
+    return row["full_model_gflops_per_frame" if backend == FULL else "gflops_per_frame"]
+
+
+def render_table(results: dict[str, Any]) -> str:
+    """The terminal table: one line per case and backend, plus the stream."""
     lines = [
         f"machine: {results['machine']}; sgemm peak {results['sgemm_gflops']:.1f} GFLOP/s",
-        f"{'case':44} {'GFLOP':>7} {'backend':18} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'case':44} {'GFLOP':>7} {'backend':24} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'best fps':>9} {'peak %':>7}",
     ]
     for row in results["cases"]:
         for backend, m in row["backends"].items():
             lines.append(
-                f"{row['case'][:44]:44} {row['gflops_per_frame']:>7.3f} {backend:18} "
+                f"{row['case'][:44]:44} {gflops(row, backend):>7.3f} {label(backend):24} "
                 f"{m['ms_per_frame_p50']:>8.2f} {m['ms_per_frame_p95']:>8.2f} "
                 f"{m['best_frames_per_second']:>9.1f} {100 * m['fraction_of_sgemm_peak']:>6.1f}%"
             )
+        for backend, why in row["skipped"].items():
+            lines.append(f"{row['case'][:44]:44} {'':>7} {label(backend):24} skipped: {why}")
         if row["stream_vtest"]:
+            fps = row["stream_vtest"]["frames_per_second"]
             lines.append(
-                f"{'':44} {'':>7} {'stream vtest.avi':18} "
-                f"{1e3 / row['stream_vtest']['frames_per_second']:>8.2f} {'':>8} "
-                f"{row['stream_vtest']['frames_per_second']:>9.1f}"
+                f"{'':44} {'':>7} {'stream vtest.avi':24} {1e3 / fps:>8.2f} {'':>8} {fps:>9.1f}"
             )
     return "\n".join(lines)
 
 
-def write_markdown(results: dict, out: Path) -> None:
+def speedup(row: dict[str, Any], slow: str, fast: str) -> float | None:
+    """p50 of ``slow`` over p50 of ``fast`` in one case, measured side by side."""
+    b = row["backends"]
+    if slow in b and fast in b:
+        return b[slow]["ms_per_frame_p50"] / b[fast]["ms_per_frame_p50"]
+    return None
+
+
+def markdown(results: dict[str, Any], stem: str) -> str:
     lines = [
         "# Speed against the papers' per-image timings",
         "",
@@ -376,7 +522,10 @@ def write_markdown(results: dict, out: Path) -> None:
         f"(measured in the same run). Command: `{results['command']}`.",
         "",
         "Per frame, batch 1 (a tiled frame is one batch of its tiles); best throughput over "
-        f"batches {BATCHES} frames. Paper weights are random: speed does not depend on them.",
+        f"batches of {', '.join(map(str, BATCHES))} frames (at most {MAX_ROWS} network inputs "
+        "per call). Weights are the paper preset's random initialisation: speed does not "
+        "depend on them. *Full model*: the whole trained model as the authors' test pass runs "
+        "it (what their timings cover); *pruned*: the inference subgraph that export traces.",
         "",
         "| case | GFLOP/frame | backend | p50 ms | p95 ms | best frames/s | % of sgemm peak |",
         "|---|---|---|---|---|---|---|",
@@ -384,9 +533,10 @@ def write_markdown(results: dict, out: Path) -> None:
     for row in results["cases"]:
         for backend, m in row["backends"].items():
             lines.append(
-                f"| {row['case']} | {row['gflops_per_frame']:.3f} | {backend} | "
+                f"| {row['case']} | {gflops(row, backend):.3f} | {label(backend)} | "
                 f"{m['ms_per_frame_p50']:.2f} | {m['ms_per_frame_p95']:.2f} | "
-                f"{m['best_frames_per_second']:.1f} | {100 * m['fraction_of_sgemm_peak']:.1f} |"
+                f"{m['best_frames_per_second']:.1f} (batch {m['best_batch_frames']}) | "
+                f"{100 * m['fraction_of_sgemm_peak']:.1f} |"
             )
         stream = row["stream_vtest"]
         if stream:
@@ -395,94 +545,86 @@ def write_markdown(results: dict, out: Path) -> None:
                 f"{1e3 / stream['frames_per_second']:.2f} | | "
                 f"{stream['frames_per_second']:.1f} | |"
             )
-    lines += ["", "## Ratios measured side by side (ONNX Runtime FP32 vs torch eager, p50)", ""]
-    for row in results["cases"]:
-        b = row["backends"]
-        if "torch eager" in b and "onnxruntime fp32" in b:
-            ratio = b["torch eager"]["ms_per_frame_p50"] / b["onnxruntime fp32"]["ms_per_frame_p50"]
-            lines.append(f"- {row['case']}: {ratio:.2f}x")
-    lines += ["", "## The papers' figures (their hardware, not this machine)", ""]
-    for row in results["cases"]:
-        for paper in row["papers"]:
-            ours = row["backends"].get("onnxruntime fp32", {}).get("ms_per_frame_p50")
-            lines.append(
-                f"- {paper['what']}: {paper['ms']} ms per image on {paper['hardware']}; "
-                f"ours ({row['case']}, ONNX Runtime FP32, this CPU): {ours:.2f} ms"
-            )
     lines += [
         "",
-        "CBiGAN, DDR-ID and IGD report no timings. FP16 on a CPU is a validation path (ONNX "
-        "Runtime upcasts), not a speed path. TensorRT: not measured (no GPU on this machine).",
+        "## Ratios measured side by side (p50 per frame, batch 1)",
         "",
-        f"![per-frame latency vs papers]({out.name}.png)",
+        "| case | full model / ORT FP32 | pruned torch / ORT FP32 | ORT FP32 / ORT INT8 |",
+        "|---|---|---|---|",
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for row in results["cases"]:
+        ratios = (
+            speedup(row, FULL, "onnxruntime:fp32"),
+            speedup(row, PRUNED, "onnxruntime:fp32"),
+            speedup(row, "onnxruntime:fp32", "onnxruntime:int8"),
+        )
+        cells = " | ".join("" if r is None else f"{r:.2f}x" for r in ratios)
+        lines.append(f"| {row['case']} | {cells} |")
+    lines += ["", "## The papers' figures (their hardware, not this machine)", ""]
+    for row in results["cases"]:
+        fp32 = row["backends"].get("onnxruntime:fp32", {}).get("ms_per_frame_p50")
+        full = row["backends"].get(FULL, {}).get("ms_per_frame_p50")
+        for paper in row["papers"]:
+            lines.append(
+                f"- {paper['what']}: {paper['ms']} ms per image on {paper['hardware']}. Ours "
+                f"({row['case']}, this CPU, batch 1): ONNX Runtime FP32 {fp32:.2f} ms, "
+                f"torch full model {full:.2f} ms."
+            )
+    engines = any("tensorrt" in b for row in results["cases"] for b in row["backends"])
+    lines += [
+        "",
+        "CBiGAN, DDR-ID and IGD report no timings. The papers time batches on GPUs (Y-GAN: "
+        "ms per batch of 64 divided by 64, host-to-device copy included, no CUDA sync), so "
+        "only the ratios measured here side by side are like for like. FP16 on a CPU is a "
+        "validation path (ONNX Runtime upcasts), not a speed path. TensorRT: "
+        + ("measured above." if engines else "not measured (no TensorRT/GPU on this machine)."),
+        "",
+        f"![per-frame latency vs papers]({stem}.png)",
+    ]
+    return "\n".join(lines) + "\n"
 
 
-def plot(results: dict, out: Path) -> None:
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Log-scale bars per case: full model, pruned torch, ORT FP32, ORT INT8, the paper."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, ours, theirs = [], [], []
-    for row in results["cases"]:
-        fp32 = row["backends"].get("onnxruntime fp32")
-        eager = row["backends"].get("torch eager")
-        labels.append(row["case"].replace(" (64 tiles)", "\n(64 tiles)"))
-        ours.append(tuple(m["ms_per_frame_p50"] if m else np.nan for m in (fp32, eager)))
-        theirs.append(row["papers"][0]["ms"] if row["papers"] else np.nan)
-    x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    ax.bar(x - 0.27, [o[0] for o in ours], 0.27, label="adedge ONNX Runtime FP32 (this CPU)")
-    ax.bar(x, [o[1] for o in ours], 0.27, label="torch eager, pruned (this CPU)")
-    ax.bar(x + 0.27, theirs, 0.27, label="paper's per-image time (its GPU)")
+    series = {
+        "torch eager, full model (this CPU)": FULL,
+        "torch eager, pruned (this CPU)": PRUNED,
+        "adedge ONNX Runtime FP32 (this CPU)": "onnxruntime:fp32",
+        "adedge ONNX Runtime INT8 (this CPU)": "onnxruntime:int8",
+    }
+    cases = results["cases"]
+    x = np.arange(len(cases))
+    width = 0.8 / (len(series) + 1)
+    fig, ax = plt.subplots(figsize=(12, 5))
+    for i, (name, backend) in enumerate(series.items()):
+        values = [row["backends"].get(backend, {}).get("ms_per_frame_p50", np.nan) for row in cases]
+        ax.bar(x + (i - len(series) / 2) * width, values, width, label=name)
+    papers = [row["papers"][0]["ms"] if row["papers"] else np.nan for row in cases]
+    ax.bar(x + len(series) / 2 * width, papers, width, label="paper's per-image time (its GPU)")
+    labels = [row["case"].replace(" (64 tiles)", "\n(64 tiles)") for row in cases]
     ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("ms per frame (batch 1)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
+    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as handle:
+        fig.savefig(handle.name, dpi=110)
+    plt.close(fig)
+    os.replace(handle.name, path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/papers"))
-    parser.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement")
-    parser.add_argument("--cases", default="", help="substring filter on case names")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="threads for torch, ONNX Runtime and the sgemm"
-    )
-    args = parser.parse_args()
-    warnings.simplefilter("ignore")
-    global THREADS
-    THREADS = args.threads
-    torch.set_num_threads(THREADS)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    peak = sgemm_gflops()
-    results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
-        "sgemm_gflops": peak,
-        "command": "python benchmarks/papers.py "
-        + " ".join(
-            f"--{k} {v}" for k, v in (("seconds", args.seconds), ("cases", args.cases)) if v
-        ),
-        "cases": [],
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        for case in CASES:
-            if args.cases and args.cases not in case.name:
-                continue
-            folder = Path(tmp) / case.name.replace(" ", "_")
-            folder.mkdir()
-            print(f"case {case.name}", flush=True)
-            results["cases"].append(run_case(case, folder, args.seconds, peak))
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    write_markdown(results, args.out)
-    plot(results, args.out)
-    print(render_table(results))
+def write_report(results: dict[str, Any], out: Path) -> list[Path]:
+    """``out``.json, .md and .png, each written whole (temporary name, then rename)."""
+    from adedge.atomic import write_json, write_text
 
-
-if __name__ == "__main__":
-    main()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path, png_path = (out.with_suffix(s) for s in (".json", ".md", ".png"))
+    write_json(json_path, results)
+    write_text(md_path, markdown(results, out.name))
+    plot(results, png_path)
+    return [json_path, md_path, png_path]

@@ -31,13 +31,17 @@ def time_batches(run, batch: np.ndarray, seconds: float, min_runs: int = 5) -> l
 
 
 def bench_bundle(
-    model: str | os.PathLike[str], batches: list[int], seconds: float = 2.0, threads: int = 0
+    model: str | os.PathLike[str],
+    batches: list[int],
+    seconds: float = 2.0,
+    threads: int = 0,
+    backend_name: str = "onnxruntime",
 ) -> dict[str, Any]:
     bundle = load_bundle(model)
     card = bundle.card
     rows = []
     for stage in card.stages:
-        backend = create_backend("onnxruntime", bundle.stage_file(stage), stage, threads=threads)
+        backend = create_backend(backend_name, bundle.stage_file(stage), stage, threads=threads)
         spec = stage.input
         rng = np.random.default_rng(0)
         for size in batches:
@@ -59,7 +63,8 @@ def bench_bundle(
     return {
         "model": str(bundle.path),
         "method": card.method,
-        "backend": "onnxruntime (CPU)",
+        "backend": backend_name
+        + (" (CPU)" if backend_name.startswith("onnxruntime") else " (NVIDIA GPU)"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "rows": rows,
         "paper_ms_per_image": info.paper_ms_per_image if info else None,

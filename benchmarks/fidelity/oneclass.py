@@ -1,4 +1,4 @@
-"""A method under the one-class protocol (one class normal, the other nine anomalous).
+r"""A method under the one-class protocol (one class normal, the other nine anomalous).
 
 For each normal class: train (resuming a run folder that exists), export best.pt (chosen on
 held-out normal images; test labels choose nothing), evaluate the bundle through the runtime
@@ -6,7 +6,8 @@ on the test split (Fashion-MNIST: its official 10k test set), and write a markdo
 JSON beside the paper's number.
 
     python benchmarks/fidelity/oneclass.py --method igd --data fmnist --classes 0-9 \
-        --preset small --epochs 2 --work /tmp/igd-fmnist --report benchmarks/fidelity/igd_fmnist.md
+        --seeds 0 --preset small --epochs 2 --work /tmp/igd-fmnist \
+        --report benchmarks/fidelity/igd_fmnist.md
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from common import parse_classes, train_resuming
 
 from adedge.data import load
@@ -31,9 +33,9 @@ PAPER = {
 }
 
 
-def run_class(index: int, args: argparse.Namespace) -> dict:
+def run_class(index: int, seed: int, args: argparse.Namespace) -> dict:
     spec = f"{args.data}:normal={index}" + (f",limit={args.limit}" if args.limit else "")
-    run_dir = args.work / f"class{index}"
+    run_dir = args.work / (f"class{index}" if seed == 0 else f"class{index}-seed{seed}")
     started = time.time()
     history = train_resuming(
         TrainOptions(
@@ -42,16 +44,19 @@ def run_class(index: int, args: argparse.Namespace) -> dict:
             run_dir,
             preset=args.preset,
             epochs=args.epochs,
+            seed=seed,
             threads=args.threads,
             log_seconds=120,
             overrides=dict(item.split("=", 1) for item in args.set),
         ),
-        f"class {index}",
+        f"class {index} seed {seed}",
     )
-    bundle = export_bundle(ExportOptions(run_dir, args.work / f"bundle{index}"), log=print)
+    bundle = export_bundle(ExportOptions(run_dir, run_dir.with_name(run_dir.name + "-bundle")))
     result = evaluate(Detector(bundle), load(spec))
     return {
         "class": index,
+        "seed": seed,
+        "preset": args.preset,
         "auroc": result["auroc"],
         "best_epoch": load_checkpoint(run_dir / "best.pt")["epoch"],
         "epochs": len(history),
@@ -61,8 +66,22 @@ def run_class(index: int, args: argparse.Namespace) -> dict:
     }
 
 
+def summarise(values: list[float]) -> str:
+    """``mean`` for one value, ``mean ± std (n)`` for several (population std over seeds)."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f} ({len(values)} seeds)"
+
+
 def write_report(rows: list[dict], args: argparse.Namespace) -> None:
-    mean = sum(r["auroc"] for r in rows) / len(rows)
+    classes = sorted({r["class"] for r in rows})
+    per_class = {c: [r for r in rows if r["class"] == c] for c in classes}
+    seeds = sorted({r["seed"] for r in rows})
+    seed_means = [
+        np.mean([r["auroc"] for r in rows if r["seed"] == s])
+        for s in seeds
+        if all(any(r["seed"] == s for r in per_class[c]) for c in classes)
+    ]
     paper = PAPER.get((args.method, args.data))
     lines = [
         f"# {args.method} on {args.data}, one-class protocol",
@@ -75,18 +94,22 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
         "| normal class | AUROC | best epoch | train min |",
         "|---|---|---|---|",
         *(
-            f"| {r['class']} | {r['auroc']:.3f} | {r['best_epoch']}/{r['epochs']} | "
-            f"{r['train_minutes']:.1f} |"
-            for r in rows
+            f"| {c} | {summarise([r['auroc'] for r in group])} | "
+            f"{'/'.join(str(r['best_epoch']) for r in group)} of {group[0]['epochs']} | "
+            f"{sum(r['train_minutes'] for r in group) / len(group):.1f} |"
+            for c, group in per_class.items()
         ),
-        f"| **mean of {len(rows)}** | **{mean:.3f}** | | |",
+        f"| **mean of {len(classes)} classes** | **{summarise(seed_means)}** | | |",
+        "",
+        "With several seeds, the mean row is the mean ± std over seeds of the per-seed class mean.",
         "",
     ]
     if paper:
         lines.append(f"Paper: {paper[0]} {paper[1]} (all 10 classes, full training budget).")
     lines.append(
         f"Command: `python benchmarks/fidelity/oneclass.py --method {args.method} --data "
-        f"{args.data} --classes {args.classes} --preset {args.preset} --epochs {args.epochs}"
+        f"{args.data} --classes {args.classes} --seeds {args.seeds} --preset {args.preset} "
+        f"--epochs {args.epochs}"
         + (f" --limit {args.limit}" if args.limit else "")
         + "".join(f" --set {item}" for item in args.set)
         + "`"
@@ -95,11 +118,21 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
     args.report.with_suffix(".json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
 
 
+def finished_rows(args: argparse.Namespace) -> list[dict]:
+    """Rows already in the report's JSON for this budget: a rerun skips them (resume)."""
+    path = args.report.with_suffix(".json")
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    return [r for r in rows if r.get("preset") == args.preset and r["epochs"] == args.epochs]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", required=True)
     parser.add_argument("--data", choices=("digits", "mnist", "fmnist"), default="fmnist")
     parser.add_argument("--classes", default="0-9")
+    parser.add_argument("--seeds", default="0", help="training seeds, e.g. 0-2")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None)
@@ -108,11 +141,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
-    rows = []
-    for index in parse_classes(args.classes):
-        rows.append(run_class(index, args))
-        write_report(rows, args)
-        print(json.dumps(rows[-1]), flush=True)
+    rows = finished_rows(args)
+    for seed in parse_classes(args.seeds):
+        for index in parse_classes(args.classes):
+            if any(r["class"] == index and r["seed"] == seed for r in rows):
+                continue
+            rows.append(run_class(index, seed, args))
+            rows.sort(key=lambda r: (r["seed"], r["class"]))
+            write_report(rows, args)
+            print(json.dumps(rows[-1]), flush=True)
 
 
 if __name__ == "__main__":

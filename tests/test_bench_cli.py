@@ -1,0 +1,71 @@
+"""`adedge bench`: a bundle on each backend, and `--papers`, the papers' cases side by side."""
+
+from __future__ import annotations
+
+import json
+
+from cli_helpers import assert_one_line_error, run_cli
+
+from adedge.paths import find_vtest
+
+
+def test_bench_times_the_fp16_graph(monkeypatch, capsys, ygan_bundle, tmp_path):
+    out = tmp_path / "b.json"
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        *("bench", "--model", ygan_bundle, "--batch", "2", "--seconds", 0.05),
+        *("--backend", "onnxruntime:fp16", "--json", out),
+    )
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["backend"] == "onnxruntime:fp16 (CPU)"
+    assert [row["batch"] for row in result["rows"]] == [2]
+    assert "onnxruntime:fp16" in stdout
+
+
+def test_bench_on_tensorrt_without_a_gpu_is_one_line(monkeypatch, capsys, ygan_bundle):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "bench", "--model", ygan_bundle, "--backend", "tensorrt"
+    )
+    assert_one_line_error(code, err, "TensorRT")
+
+
+def test_bench_papers_writes_the_report(monkeypatch, capsys, tmp_path):
+    report = tmp_path / "results" / "papers"
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        *("bench", "--papers", "--cases", "ygan 32x32", "--seconds", 0.05),
+        *("--threads", 1, "--report", report),
+    )
+    assert code == 0, err
+    results = json.loads(report.with_suffix(".json").read_text())
+    (case,) = results["cases"]
+    assert case["method"] == "ygan" and case["stages"][0]["input"] == [1, 32, 32]
+    backends = case["backends"]
+    assert {"torch eager, full model", "torch eager, pruned", "onnxruntime:fp32"} <= set(backends)
+    assert {"onnxruntime:fp16", "onnxruntime:int8"} <= set(backends)
+    # the full model runs E_r and the decoder twice on top of the pruned E_s + C
+    assert case["full_model_gflops_per_frame"] > 2 * case["gflops_per_frame"] > 0
+    for measured in backends.values():
+        assert 0 < measured["ms_per_frame_p50"] <= measured["ms_per_frame_p95"]
+        assert measured["best_batch_frames"] in (1, 8, 32)
+    assert case["papers"][0]["ms"] == 2.6 and "2080 Ti" in case["papers"][0]["hardware"]
+    if find_vtest() is not None:
+        assert case["stream_vtest"]["frames"] >= 5
+    markdown = report.with_suffix(".md").read_text()
+    assert "| ygan 32x32 grey |" in markdown and "2.6 ms per image on RTX 2080 Ti" in markdown
+    assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "torch eager, full model" in stdout and "sgemm peak" in stdout
+
+
+def test_bench_papers_names_the_cases_when_none_matches(monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "--papers", "--cases", "resnet")
+    assert_one_line_error(code, err, "no benchmark case matches 'resnet'", "ygan 32x32 grey")
+
+
+def test_bench_papers_rejects_a_missing_video(monkeypatch, capsys, tmp_path):
+    video = tmp_path / "nope.avi"
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "--papers", "--video", video)
+    assert_one_line_error(code, err, "--video", "nope.avi")
