@@ -111,6 +111,7 @@ def run_class(index: int, images: np.ndarray, labels: np.ndarray, args) -> dict:
             preset=args.preset,
             epochs=args.epochs,
             batch_size=args.batch_size,
+            seed=args.seed,
             threads=args.threads,
             log_seconds=120,
         ),
@@ -122,6 +123,7 @@ def run_class(index: int, images: np.ndarray, labels: np.ndarray, args) -> dict:
     best = load_checkpoint(run_dir / "best.pt")
     return {
         "class": index,
+        "seed": args.seed,
         "auroc": result["auroc"],
         "score": facts.get("score"),
         "val_mean_AS_l": facts.get("val_mean_AS_l"),
@@ -187,7 +189,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data split and training seed")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ddrid-mnist"))
     parser.add_argument("--report", type=Path, default=Path("benchmarks/fidelity/ddrid_mnist.md"))
     args = parser.parse_args()

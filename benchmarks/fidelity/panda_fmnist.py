@@ -88,6 +88,7 @@ def run_class(index: int, args: argparse.Namespace) -> dict:
             preset=args.preset,
             epochs=args.epochs,
             image_size=32,
+            seed=args.seed,
             threads=args.threads,
             monitor_test=False,  # the budget goes to training; the test split is scored once
             log_seconds=120,
@@ -105,6 +106,7 @@ def run_class(index: int, args: argparse.Namespace) -> dict:
     labels = data.test.labels
     return {
         "class": index,
+        "seed": args.seed,
         "name": FMNIST_CLASSES[index],
         "auroc": auroc(labels, scores),
         "auprc": auprc(labels, scores),
@@ -155,6 +157,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=5000)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--work", type=Path, default=Path("/tmp/panda-fmnist"))
     parser.add_argument("--report", type=Path, default=Path("benchmarks/fidelity/panda_fmnist.md"))
     args = parser.parse_args()

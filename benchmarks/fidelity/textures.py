@@ -43,6 +43,7 @@ def train_mode(method: str, mode: str, spec: str, folder: Path, args: argparse.N
             folder,
             preset=args.preset,
             epochs=args.epochs,
+            seed=args.seed,
             threads=args.threads,
             log_seconds=120,
             mode=mode,
@@ -66,6 +67,7 @@ def run_texture(texture: str, args: argparse.Namespace) -> dict:
     histories = [load_checkpoint(run / "last.pt")["history"] for run in runs]
     return {
         "texture": texture,
+        "seed": args.seed,
         "auroc": result["auroc"],
         "pixel_auroc": result.get("pixel_auroc"),
         "auroc_per_kind": result.get("auroc_per_kind"),
@@ -109,6 +111,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
         "",
         f"Command: `python benchmarks/fidelity/textures.py --method {args.method} --textures "
         f"{','.join(r['texture'] for r in rows)} --preset {args.preset} --epochs {args.epochs}"
+        + (f" --seed {args.seed}" if args.seed else "")
         + (f" --image-size {args.image_size}" if args.image_size else "")
         + "".join(f" --set {item}" for item in args.set)
         + "`",
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--set", action="append", default=[], help="config KEY=VALUE")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (data fixed)")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
