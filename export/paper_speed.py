@@ -53,6 +53,7 @@ from adedge.preprocess import InputSpec
 from adedge.runtime.backends import create_backend
 from adedge.runtime.detector import Detector
 from adedge.train.methods import load_method
+from adedge.train.methods.base import Method
 from adedge.train.trainer import score_of
 from adedge.train.views import tiles_per_image
 
@@ -139,6 +140,7 @@ class BuiltStage:
     tiles: int
     flops_per_input: int  # the pruned graph's, counted from ONNX
     full_flops_per_input: int  # the full model's, counted by torch as it runs
+    full_is_pruned: bool  # the method's test pass is its pruned scorer (no override)
     sessions: dict[tuple[str, int], Any] = field(default_factory=dict)  # opened once each
 
 
@@ -193,6 +195,7 @@ def build_stage(method_name: str, case: StageCase, bundle: Path) -> BuiltStage:
         tiles_per_image(plan.frame_size, plan),
         count_flops(path),
         count_torch_flops(partial(method.full_model_forward, model), spec),
+        type(method).full_model_forward is Method.full_model_forward,
     )
 
 
@@ -418,6 +421,7 @@ def run_case(
         ],
         "gflops_per_frame": flops / 1e9,
         "full_model_gflops_per_frame": full_flops / 1e9,
+        "full_model_is_pruned": all(stage.full_is_pruned for stage in stages),
         "backends": rows,
         "skipped": skipped,
         "stream_vtest": stream_fps(folder, video, threads, seconds),
@@ -568,6 +572,14 @@ def markdown(results: dict[str, Any], stem: str) -> str:
         )
         cells = " | ".join("" if r is None else f"{r:.2f}x" for r in ratios)
         lines.append(f"| {row['case']} | {cells} |")
+    same = [r["case"] for r in results["cases"] if r["full_model_is_pruned"]]
+    if same:
+        lines += [
+            "",
+            "The full model and the pruned scorer run the same networks for: "
+            + "; ".join(same)
+            + " (the authors' test pass needs nothing the export drops).",
+        ]
     lines += ["", "## The papers' figures (their hardware, not this machine)", ""]
     for row in results["cases"]:
         fp32 = row["backends"].get("onnxruntime:fp32", {}).get("ms_per_frame_p50")
