@@ -237,24 +237,6 @@ def test_unreadable_truth_file(monkeypatch, capsys, ygan_bundle, tmp_path):
     assert_one_line_error(code, err, "cannot read ground truth", "frame,anomalous")
 
 
-def test_engine_format_is_refused_with_the_alternative(monkeypatch, capsys, trained_run, tmp_path):
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "export",
-        "--method",
-        "ygan",
-        "--checkpoint",
-        trained_run,
-        "--out",
-        tmp_path / "m",
-        "--format",
-        "onnx,engine",
-    )
-    assert_one_line_error(code, err, "engine not supported", "--format onnx")
-    assert not (tmp_path / "m").exists()
-
-
 def test_missing_option_is_a_usage_error_not_a_traceback(monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "train", "--method", "ygan")
     assert code == 2 and "Missing option '--data'" in err and "Traceback" not in err
