@@ -649,7 +649,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     cases = results["cases"]
     x = np.arange(len(cases))
     width = 0.8 / (len(series) + 1)
-    fig, ax = plt.subplots(figsize=(12, 5))
+    fig, ax = plt.subplots(figsize=(12, 6))
     for i, (name, backend) in enumerate(series.items()):
         values = [row["backends"].get(backend, {}).get("ms_per_frame_p50", np.nan) for row in cases]
         ax.bar(x + (i - len(series) / 2) * width, values, width, label=name)
@@ -659,7 +659,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("ms per frame (batch 1)")
-    ax.legend(fontsize=8)
+    ax.set_title(results["machine"], fontsize=9)
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.28))
     fig.tight_layout()
     with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as handle:
         fig.savefig(handle.name, dpi=110)
