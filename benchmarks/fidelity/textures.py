@@ -31,7 +31,8 @@ from adedge.train.trainer import TrainOptions
 MODES = {"cbigan": ["texture"], "igd": ["global", "local"]}
 PAPER = {
     "cbigan": "CBiGAN, MVTec AD textures (Table III): mean image auROC 0.85 over 5 textures",
-    "igd": "IGD, MVTec AD (Table 5, scratch): the paper reports image and pixel AUC per class",
+    "igd": "IGD, MVTec AD, all 15 classes with pretrained encoders (Tables 2-3): image AUC "
+    "0.926 (ImageNet) / 0.934 (SSL), pixel AUC 0.91 / 0.93",
 }
 
 
