@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from adedge.train.checkpoint import load_checkpoint
@@ -24,3 +27,12 @@ def train_resuming(options: TrainOptions, tag: str) -> list[dict[str, Any]]:
         options.resume = done.is_file()
         train(options, log=lambda line: print(f"[{tag}] {line}", flush=True))
     return load_checkpoint(done)["history"]
+
+
+def finished_rows(report: Path, same_budget: Callable[[dict], bool]) -> list[dict]:
+    """Rows already in ``report``'s JSON that were run with this budget: a rerun skips them,
+    so a killed script resumes and a finished one only rewrites its report."""
+    path = report.with_suffix(".json")
+    if not path.is_file():
+        return []
+    return [row for row in json.loads(path.read_text(encoding="utf-8")) if same_budget(row)]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import parse_classes, train_resuming
+from common import finished_rows, parse_classes, train_resuming
 
 from adedge.data import load
 from adedge.export.onnx_export import ExportOptions, export_bundle
@@ -131,15 +131,6 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
     args.report.with_suffix(".json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
 
 
-def finished_rows(args: argparse.Namespace) -> list[dict]:
-    """Rows already in the report's JSON for this budget: a rerun skips them (resume)."""
-    path = args.report.with_suffix(".json")
-    if not path.is_file():
-        return []
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    return [r for r in rows if r.get("preset") == args.preset and r["epochs"] == args.epochs]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", required=True)
@@ -154,7 +145,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
-    rows = finished_rows(args)
+    rows = finished_rows(
+        args.report, lambda r: r.get("preset") == args.preset and r["epochs"] == args.epochs
+    )
     for seed in parse_classes(args.seeds):
         for index in parse_classes(args.classes):
             if any(r["class"] == index and r["seed"] == seed for r in rows):
