@@ -11,8 +11,9 @@ One run measures, for each case (method, input size, stages), side by side on th
 * the end-to-end stream on ``vtest.avi`` (decode -> preprocess/tile -> infer -> aggregate),
 
 with per-frame latency p50/p95 at batch 1 (a tiled frame is one batch of all its tiles),
-throughput at the best batch, FLOPs per frame counted from the ONNX graph (2 x MACs of Conv,
-ConvTranspose, Gemm, MatMul), and the fraction of this machine's sgemm peak (numpy float32
+throughput at the best batch, FLOPs per frame (2 x MACs of Conv, ConvTranspose, Gemm,
+MatMul: the pruned graph's counted from its ONNX nodes, the full model's by torch as it runs),
+and the fraction of this machine's sgemm peak (numpy float32
 matmul, measured in the same run) that each backend reaches. Weights are the paper preset's
 random initialisation: speed does not depend on weight values.
 
@@ -53,7 +54,7 @@ from adedge.preprocess import InputSpec
 from adedge.runtime.backends import create_backend
 from adedge.runtime.detector import Detector
 from adedge.train.methods import load_method
-from adedge.train.methods.base import Method
+from adedge.train.methods.base import Method, StagePlan
 from adedge.train.trainer import score_of
 from adedge.train.views import tiles_per_image
 
@@ -154,49 +155,62 @@ def build_stage(method_name: str, case: StageCase, bundle: Path) -> BuiltStage:
     model = method.build(config, 9).eval()
     plan = method.stage_plan(config)
     scorer = method.inference_module(model).eval()
-    colour = "gray" if case.channels == 1 else "rgb"
     norm = ((0.5,) * case.channels, (0.5,) * case.channels)
-    spec = InputSpec(plan.input_size, plan.input_size, colour, *norm)
+    spec = InputSpec(
+        plan.input_size, plan.input_size, "gray" if case.channels == 1 else "rgb", *norm
+    )
     path = bundle / f"{method_name}-{plan.name}-{case.image_size}.onnx"
     trace_to_onnx(scorer, spec, path, 17)
-    names = [o.name for o in onnx.load(str(path)).graph.output]
+    full = partial(method.full_model_forward, model)
+    return BuiltStage(
+        plan.name,
+        full,
+        scorer,
+        with_precision_twins(stage_spec(plan, spec, path), path),
+        bundle,
+        tiles_per_image(plan.frame_size, plan),
+        count_flops(path, spec),
+        count_torch_flops(full, spec),
+        type(method).full_model_forward is Method.full_model_forward,
+    )
+
+
+def stage_spec(plan: StagePlan, spec: InputSpec, path: Path) -> StageSpec:
+    """The card entry of a traced FP32 graph, with the plan's tiling."""
     tiling = None
     if plan.tiled:
         size = (plan.frame_size, plan.frame_size)
         tiling = TilingSpec(size, plan.tile, plan.stride or plan.tile, plan.padding)
-    stage = StageSpec(
+    outputs = tuple(o.name for o in onnx.load(str(path)).graph.output)
+    return StageSpec(
         plan.name,
         path.name,
         sha256_file(path),
         INPUT_NAME,
         spec,
-        tuple(names),
+        outputs,
         tiling=tiling,
         reduce=plan.reduce,
         weight=plan.weight,
     )
+
+
+def with_precision_twins(stage: StageSpec, path: Path) -> StageSpec:
+    """Write the FP16 twin and the INT8 (QDQ) graph beside ``path``; the card entry naming them.
+    INT8 calibrates on uniform noise in the normalised range: speed, not accuracy, is timed."""
     fp16 = path.with_suffix(".fp16.onnx")
     onnx.save(convert_to_mixed_fp16(onnx.load(str(path)))[0], str(fp16))
     stage = replace(stage, fp16_file=fp16.name, fp16_sha256=sha256_file(fp16))
     int8 = path.with_suffix(".int8.onnx")
-    rng = np.random.default_rng(1)
-    calibration = rng.uniform(-1, 1, (32, case.channels, plan.input_size, plan.input_size))
+    spec = stage.input
+    shape = (32, spec.channels, spec.height, spec.width)
+    calibration = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
     try:
-        quantize_int8(path, int8, INPUT_NAME, calibration.astype(np.float32))
-        stage = replace(stage, int8_file=int8.name, int8_sha256=sha256_file(int8))
+        quantize_int8(path, int8, INPUT_NAME, calibration)
     except Exception as exc:  # report, keep going: the other backends still measure
         print(f"  int8 skipped for {path.name}: {type(exc).__name__}: {exc}")
-    return BuiltStage(
-        plan.name,
-        partial(method.full_model_forward, model),
-        scorer,
-        stage,
-        bundle,
-        tiles_per_image(plan.frame_size, plan),
-        count_flops(path, spec),
-        count_torch_flops(partial(method.full_model_forward, model), spec),
-        type(method).full_model_forward is Method.full_model_forward,
-    )
+        return stage
+    return replace(stage, int8_file=int8.name, int8_sha256=sha256_file(int8))
 
 
 def write_card(stages: list[BuiltStage], bundle: Path) -> None:
