@@ -369,7 +369,7 @@ def test_critic_learns_alpha_and_the_blend_target():
         optimizer.zero_grad()
         (loss_alpha + loss_reg).backward()
         optimizer.step()
-        losses.append(float(loss_alpha + loss_reg))
+        losses.append(float((loss_alpha + loss_reg).detach()))
     # one constant answer c for every input is best at c = mean(α) / 2
     c = float(alpha.mean()) / 2
     blind = float(((c - alpha) ** 2).mean()) + c**2
