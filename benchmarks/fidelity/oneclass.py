@@ -123,7 +123,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
     if paper:
         lines.append(f"Paper: {paper[0]} {paper[1]} (all 10 classes, full training budget).")
     if (args.method, args.data) in COMPARABLE:
-        lines += ["", COMPARABLE[(args.method, args.data)], ""]
+        lines += ([""] if lines[-1] else []) + [COMPARABLE[(args.method, args.data)], ""]
     lines.append(
         f"Command: `python benchmarks/fidelity/oneclass.py --method {args.method} --data "
         f"{args.data} --classes {args.classes} --seeds {args.seeds} --preset {args.preset} "
