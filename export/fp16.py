@@ -65,7 +65,22 @@ FP16 = TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
 LINT_ELEMENTS = 4096
 
-ALWAYS_FP32_OPS = frozenset(
+SUM_REDUCTIONS = frozenset(
+    {
+        "ReduceSum",
+        "ReduceSumSquare",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+        "ReduceProd",
+        "CumSum",
+    }
+)
+MEAN_REDUCTIONS = frozenset(
+    {"ReduceMean", "GlobalAveragePool", "GlobalLpPool", "AveragePool", "LpPool"}
+)
+ALWAYS_FP32_OPS = SUM_REDUCTIONS | frozenset(
     {
         "Exp",
         "Log",
@@ -78,14 +93,6 @@ ALWAYS_FP32_OPS = frozenset(
         "GroupNormalization",
         "LpNormalization",
         "MeanVarianceNormalization",
-        "ReduceSum",
-        "ReduceSumSquare",
-        "ReduceL1",
-        "ReduceL2",
-        "ReduceLogSum",
-        "ReduceLogSumExp",
-        "ReduceProd",
-        "CumSum",
         # output type from an attribute this module does not rewrite
         "RandomNormal",
         "RandomUniform",
@@ -94,21 +101,6 @@ ALWAYS_FP32_OPS = frozenset(
         "EyeLike",
         "Multinomial",
         "Bernoulli",
-    }
-)
-MEAN_REDUCTIONS = frozenset(
-    {"ReduceMean", "GlobalAveragePool", "GlobalLpPool", "AveragePool", "LpPool"}
-)
-SUM_REDUCTIONS = frozenset(
-    {
-        "ReduceSum",
-        "ReduceSumSquare",
-        "ReduceL1",
-        "ReduceL2",
-        "ReduceLogSum",
-        "ReduceLogSumExp",
-        "ReduceProd",
-        "CumSum",
     }
 )
 SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
