@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +36,23 @@ def finished_rows(report: Path, same_budget: Callable[[dict], bool]) -> list[dic
     if not path.is_file():
         return []
     return [row for row in json.loads(path.read_text(encoding="utf-8")) if same_budget(row)]
+
+
+def run_units(
+    rows: list[dict],
+    units: Iterable[dict],
+    run: Callable[[dict], dict],
+    write: Callable[[list[dict]], None],
+) -> list[dict]:
+    """Run each unit (its identifying fields, e.g. ``{"class": 3, "seed": 0}``) that ``rows``
+    lacks, rewriting the report after each, so a killed script loses one unit at most; then
+    write once more, so a rerun with nothing left to run refreshes the report's text."""
+    for unit in units:
+        if any(all(row.get(key) == value for key, value in unit.items()) for row in rows):
+            continue
+        rows.append(run(unit))
+        write(rows)
+        print(json.dumps(rows[-1]), flush=True)
+    if rows:
+        write(rows)
+    return rows

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from common import parse_classes, train_resuming
+from common import parse_classes, run_units, train_resuming
 
 from adedge.data import load
 from adedge.export.onnx_export import ExportOptions, export_bundle
@@ -194,11 +194,12 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=Path("benchmarks/fidelity/ddrid_mnist.md"))
     args = parser.parse_args()
     images, labels = read_mnist_5k(args.csv)
-    rows = []
-    for index in parse_classes(args.classes):
-        rows.append(run_class(index, images, labels, args))
-        write_report(rows, args)
-        print(json.dumps(rows[-1]), flush=True)
+    run_units(
+        [],
+        ({"class": index} for index in parse_classes(args.classes)),
+        lambda unit: run_class(unit["class"], images, labels, args),
+        lambda rows: write_report(rows, args),
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import finished_rows, parse_classes, train_resuming
+from common import finished_rows, parse_classes, run_units, train_resuming
 
 from adedge.data import load
 from adedge.export.onnx_export import ExportOptions, export_bundle
@@ -153,16 +153,17 @@ def main() -> None:
     rows = finished_rows(
         args.report, lambda r: r.get("preset") == args.preset and r["epochs"] == args.epochs
     )
-    for seed in parse_classes(args.seeds):
-        for index in parse_classes(args.classes):
-            if any(r["class"] == index and r["seed"] == seed for r in rows):
-                continue
-            rows.append(run_class(index, seed, args))
-            rows.sort(key=lambda r: (r["seed"], r["class"]))
-            write_report(rows, args)
-            print(json.dumps(rows[-1]), flush=True)
-    if rows:
-        write_report(rows, args)  # also when every row was already done: the text may be new
+    units = (
+        {"class": index, "seed": seed}
+        for seed in parse_classes(args.seeds)
+        for index in parse_classes(args.classes)
+    )
+    run_units(
+        rows,
+        units,
+        lambda unit: run_class(unit["class"], unit["seed"], args),
+        lambda rows: write_report(rows, args),
+    )
 
 
 if __name__ == "__main__":

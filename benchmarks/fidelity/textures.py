@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from common import finished_rows, train_resuming
+from common import finished_rows, run_units, train_resuming
 
 from adedge.data import load
 from adedge.export.onnx_export import ExportOptions, export_bundle
@@ -139,14 +139,12 @@ def main() -> None:
         args.report,
         lambda r: r.get("seed", 0) == args.seed and all(e == args.epochs for e in r["epochs"]),
     )
-    for texture in args.textures.split(","):
-        if any(row["texture"] == texture for row in rows):
-            continue
-        rows.append(run_texture(texture, args))
-        write_report(rows, args)
-        print(json.dumps(rows[-1]), flush=True)
-    if rows:
-        write_report(rows, args)  # also when every row was already done: the text may be new
+    run_units(
+        rows,
+        ({"texture": texture} for texture in args.textures.split(",")),
+        lambda unit: run_texture(unit["texture"], args),
+        lambda rows: write_report(rows, args),
+    )
 
 
 if __name__ == "__main__":

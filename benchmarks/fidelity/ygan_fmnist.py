@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from common import parse_classes, train_resuming
+from common import parse_classes, run_units, train_resuming
 
 from adedge.data import FMNIST_CLASSES, load
 from adedge.export.onnx_export import ExportOptions, export_bundle
@@ -99,11 +99,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/ygan-fmnist"))
     parser.add_argument("--report", type=Path, default=Path("benchmarks/fidelity/ygan_fmnist.md"))
     args = parser.parse_args()
-    rows = []
-    for index in parse_classes(args.classes):
-        rows.append(run_class(index, args))
-        write_report(rows, args)
-        print(json.dumps(rows[-1]), flush=True)
+    run_units(
+        [],
+        ({"class": index} for index in parse_classes(args.classes)),
+        lambda unit: run_class(unit["class"], args),
+        lambda rows: write_report(rows, args),
+    )
 
 
 if __name__ == "__main__":
