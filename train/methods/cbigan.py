@@ -248,17 +248,23 @@ class CBiGANScorer(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         recon = self.generator(self.encoder(images))
-        return self.combine(images, recon, self.trunk(images), self.trunk(recon))
+        f_real, f_fake = self.trunk(images), self.trunk(recon)
+        return anomaly_score(images, recon, f_real, f_fake, self.lambda_score, self.weight)
 
-    def combine(
-        self, images: torch.Tensor, recon: torch.Tensor, f_real: torch.Tensor, f_fake: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(score, amap) from x, x̂ and their critic features f_D(x), f_D(x̂)."""
-        amap = (images - recon).abs().mean(dim=1, keepdim=True)
-        pixel = amap.flatten(1).mean(dim=1)  # mean over C, H, W (Eq. 8 / N_pix)
-        features = (f_real - f_fake).abs().flatten(1).mean(dim=1)
-        score = (1.0 - self.lambda_score) * pixel + self.lambda_score * self.weight * features
-        return score, amap
+
+def anomaly_score(
+    images: torch.Tensor,
+    recon: torch.Tensor,
+    f_real: torch.Tensor,
+    f_fake: torch.Tensor,
+    lambda_score: float,
+    weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score, amap) from x, x̂ and their critic features f_D(x), f_D(x̂) (Eqs. 7-9)."""
+    amap = (images - recon).abs().mean(dim=1, keepdim=True)
+    pixel = amap.flatten(1).mean(dim=1)  # mean over C, H, W (Eq. 8 / N_pix)
+    features = (f_real - f_fake).abs().flatten(1).mean(dim=1)
+    return (1.0 - lambda_score) * pixel + lambda_score * weight * features, amap
 
 
 def sample_latent(n: int, config: CBiGANConfig, device: torch.device) -> torch.Tensor:
@@ -455,7 +461,9 @@ class CBiGANMethod(Method):
         f_real, f_fake, latent = critic.trunk(images), critic.trunk(recon), critic.latent(z)
         for features in (f_real, f_fake):
             critic.head(torch.cat([features.flatten(1), latent], dim=1))
-        return self.inference_module(model).combine(images, recon, f_real, f_fake)[0]
+        weight = feature_weight(model.config, critic.trunk)
+        lam = model.config.lambda_score
+        return anomaly_score(images, recon, f_real, f_fake, lam, weight)[0]
 
     def prepare_export(
         self, model: CBiGAN, config: CBiGANConfig, calibration: torch.Tensor
