@@ -56,8 +56,7 @@ from adedge.runtime.detector import AMAP, Detector
 from adedge.runtime.evaluate import detection_quality, score_split
 from adedge.train.checkpoint import load_checkpoint
 from adedge.train.methods import load_method
-from adedge.train.methods.base import Method, StagePlan, TrainView
-from adedge.train.trainer import score_of
+from adedge.train.methods.base import Method, StagePlan, TrainView, score_of
 from adedge.train.views import grid_tiles
 
 OPSET = 17

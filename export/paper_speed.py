@@ -54,8 +54,7 @@ from adedge.preprocess import InputSpec
 from adedge.runtime.backends import create_backend
 from adedge.runtime.detector import Detector
 from adedge.train.methods import load_method
-from adedge.train.methods.base import Method, StagePlan
-from adedge.train.trainer import score_of
+from adedge.train.methods.base import Method, StagePlan, score_of
 from adedge.train.views import tiles_per_image
 
 BATCHES = (1, 8, 32)

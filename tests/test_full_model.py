@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adedge.train.methods import load_method
-from adedge.train.trainer import score_of
+from adedge.train.methods.base import score_of
 
 CASES = [
     ("ygan", {}),

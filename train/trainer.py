@@ -39,7 +39,7 @@ from adedge.preprocess import InputSpec, prepare_batch
 from adedge.registry import get_method
 from adedge.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from adedge.train.methods import load_method
-from adedge.train.methods.base import Method, StagePlan
+from adedge.train.methods.base import Method, StagePlan, score_of
 from adedge.train.views import grid_tiles, iterate_inputs, random_views, tiles_per_image
 from adedge.train.weak_labels import weak_labels
 
@@ -205,11 +205,6 @@ def finite_or_null(record: dict[str, Any]) -> dict[str, Any]:
     return {
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
     }
-
-
-def score_of(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The score from an inference module's output: ``score`` or ``(score, amap)``."""
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def reduce_tiles(scores: np.ndarray, tiles: int, how: str) -> np.ndarray:

@@ -166,5 +166,9 @@ class Method(ABC):
         Benchmarks time it beside the pruned ``inference_module`` to show what pruning
         buys. The default is the pruned scorer, for methods whose test pass needs no more.
         """
-        output = self.inference_module(model)(images)
-        return output[0] if isinstance(output, (tuple, list)) else output
+        return score_of(self.inference_module(model)(images))
+
+
+def score_of(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The score from an inference module's output: ``score`` or ``(score, amap)``."""
+    return output[0] if isinstance(output, (tuple, list)) else output
