@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adedge.bundle import Bundle, Card, StageSpec, TilingSpec, load_bundle
+from adedge.bundle import Bundle, Card, StageSpec, TilingSpec, check_threshold, load_bundle
 from adedge.errors import BundleError
 from adedge.preprocess import bgr_to_rgb, prepare_batch
 from adedge.runtime import kernels
@@ -183,7 +183,11 @@ class Detector:
                 f"card field 'combine' is '{card.combine}'", "use 'sum' or 'mean'; re-export"
             )
         self.stages = [Stage(self.bundle, spec, backend, threads) for spec in card.stages]
-        self.threshold = card.threshold.value if threshold is None else float(threshold)
+        self.threshold = (
+            card.threshold.value
+            if threshold is None
+            else check_threshold(threshold, "the threshold override")
+        )
         self.backend_name = backend
 
     @property
