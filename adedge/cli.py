@@ -3,19 +3,54 @@ commands: `adedge stream`, `eval` and `bench` run where torch is not installed."
 
 from __future__ import annotations
 
+import math
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from adedge.bundle import DEFAULT_WORKSPACE_MIB
-from adedge.errors import AdedgeError
+from adedge import __version__
+from adedge.bundle import DEFAULT_WORKSPACE_MIB, Card
+from adedge.errors import AdedgeError, Terminated, interrupt_exit_code
 from adedge.paths import MODELS_DIR, RUNS_DIR, new_run_dir, newest_bundle, newest_run
 from adedge.registry import METHODS, get_method
 
+
+def _without_flag_types(params: list) -> list:
+    """Flags take no value: --help shows no ``<bool>`` type for them."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Our commands: no ``<bool>`` on flags in --help, and Ctrl-C/SIGTERM inside a command
+    keep their exit code (130/143) on the way to :func:`main`."""
+
+    def get_params(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        return _without_flag_types(super().get_params(ctx))
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            reason = str(getattr(exc, "reason", "Ctrl-C (SIGINT)"))
+            raise CommandInterrupted(interrupt_exit_code(exc), reason) from None
+
+
+class Group(TyperGroup):
+    def get_params(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        return _without_flag_types(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=Group,
     help=(
         "adedge: train one-class anomaly detectors on normal images, export them as compiled "
         "bundles, and score live frames from cameras, streams, videos and image folders."
@@ -45,6 +80,25 @@ def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"adedge {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """adedge: train one-class anomaly detectors on normal images, export them as compiled
+    bundles, and score live frames from cameras, streams, videos and image folders."""
+
+
 def method_names() -> str:
     return ", ".join(sorted(METHODS))
 
@@ -71,7 +125,7 @@ def parse_settings(items: list[str], backbone_weights: Path | None, method: str)
     return settings
 
 
-@app.command()
+@app.command(cls=Command)
 def train(
     method: Annotated[str, typer.Option(help=f"Method to train: {method_names()}.")],
     data: Annotated[str, typer.Option(help=DATA_HELP)],
@@ -172,13 +226,13 @@ def train(
     say(f"training {info.title} into {run_dir}")
     try:
         result = run_training(options, log=say)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         say(f"interrupted: continue with `adedge train ... --out {run_dir} --resume`")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt_exit_code(exc)) from None
     say(f"done: {result.best} (selected on held-out normal data), {result.last} (last epoch)")
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     method: Annotated[str, typer.Option(help=f"Method of the checkpoint: {method_names()}.")],
     checkpoint: Annotated[
@@ -304,7 +358,7 @@ def check_engine_machine() -> None:
         ) from None
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 def evaluate(
     data: Annotated[str, typer.Option(help=DATA_HELP)],
     model: Annotated[
@@ -317,6 +371,9 @@ def evaluate(
         float | None, typer.Option(help="Override the card's threshold for TPR/TNR.")
     ] = None,
     backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "onnxruntime",
+    threads: Annotated[
+        int, typer.Option(help="CPU threads for ONNX Runtime per stage; 0: every core.")
+    ] = 0,
 ) -> None:
     """AUROC, and TPR/TNR at the card's threshold, of a bundle on a labelled test split."""
     from rich.console import Console
@@ -325,11 +382,16 @@ def evaluate(
 
     from adedge.atomic import write_json
     from adedge.data import load
+    from adedge.outputs import check_writable
     from adedge.runtime.detector import Detector
     from adedge.runtime.evaluate import evaluate as run_eval
 
+    threshold = check_threshold_option(threshold)
+    check_threads(threads)
     model = pick_model(model)
-    detector = Detector(model, backend=backend, threshold=threshold)
+    target = check_writable(out or Path(model) / "eval.json", "--out")  # before the work
+    detector = Detector(model, backend=backend, threshold=threshold, threads=threads)
+    warn_unknown_method(detector.card)
     result = run_eval(detector, load(data))
     table = Table(title=f"{result['method']} on {result['data']}")
     table.add_column("metric")
@@ -342,25 +404,38 @@ def evaluate(
     for kind, value in result.get("auroc_per_kind", {}).items():
         table.add_row(escape(f"auroc[{kind}]"), f"{value:.4f}")
     Console().print(table)
-    target = out or Path(model) / "eval.json"
     write_json(target, result)
     say(f"wrote {target}")
 
 
 SOURCE_HELP = (
     "camera0 / 0 / /dev/video0 / v4l2:///dev/video0 (USB camera), csi://0 (Jetson CSI), "
-    "rtsp://..., a video file or file:// URI, a folder or glob of images, or 'synthetic' "
-    "(a generated surface with injected defects; options synthetic:seed=N,frames=N,size=N, "
-    "texture=brick|grass|gravel for a real texture, needs scikit-image)."
+    "rtsp://...[?transport=udp|tcp] (tcp by default), http(s)://..., a video file or file:// "
+    "URI, a folder or glob of images, or 'synthetic' (a generated surface with injected "
+    "defects; options synthetic:seed=N,frames=N,size=N, texture=brick|grass|gravel for a "
+    "real texture, needs scikit-image)."
 )
 SINK_HELP = (
-    "Where results go, repeatable: file://out.mp4|.avi|.mkv (annotated video, heatmap where "
-    "the model gives one), out.jsonl or jsonl://out.jsonl (one event per frame), display://0 "
-    "(a window; q ends the stream)."
+    "Where results go, repeatable: file://out.avi|.mkv|.mp4 (annotated video, heatmap where "
+    "the model gives one), out.jsonl or jsonl://out.jsonl (one record per frame and per "
+    "event; '-' is stdout), display://0 (a window; q ends the stream)."
 )
 
 
-@app.command()
+def check_threshold_option(value: float | None) -> float | None:
+    """``--threshold`` must be a finite number: NaN would never alarm, inf never or always."""
+    from adedge.bundle import check_threshold
+
+    return None if value is None else check_threshold(value, "--threshold")
+
+
+def check_threads(threads: int) -> int:
+    if threads < 0:
+        raise AdedgeError(f"--threads {threads} is negative", "pass 0 (every core) or more")
+    return threads
+
+
+@app.command(cls=Command)
 def stream(
     source: Annotated[str, typer.Option(help=SOURCE_HELP)] = "synthetic",
     model: Annotated[
@@ -370,10 +445,32 @@ def stream(
     threshold: Annotated[float | None, typer.Option(help="Override the card's threshold.")] = None,
     sink: Annotated[list[str] | None, typer.Option("--sink", help=SINK_HELP)] = None,
     jsonl: Annotated[
-        Path | None, typer.Option(help="Write one JSON line per frame (--sink out.jsonl).")
+        Path | None,
+        typer.Option(
+            help="Append one JSON record per frame and per event (start, alarms, gaps, "
+            "skipped inputs, end) to this file as they happen; '-' writes them to stdout."
+        ),
     ] = None,
     save_video: Annotated[
-        Path | None, typer.Option(help="Write an annotated video (--sink file://out.avi).")
+        Path | None,
+        typer.Option(
+            help="Write an annotated video: .avi (MJPG) or .mkv (FFV1, lossless) play even "
+            "when cut by a crash; .mp4 is written in --segment-minutes segments."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing --jsonl/video/summary files.")
+    ] = False,
+    append: Annotated[
+        bool,
+        typer.Option("--append", help="Add to an existing --jsonl file instead of refusing it."),
+    ] = False,
+    segment_minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="Split the video into files of this many minutes of video "
+            "(<name>-000.avi, ...); .mp4 default 1, others one file."
+        ),
     ] = None,
     headless: Annotated[
         bool, typer.Option("--headless", help="Open no window: leave out display:// sinks.")
@@ -399,8 +496,17 @@ def stream(
         Path | None,
         typer.Option(help="Ground-truth CSV (frame,anomalous) to score the stream's decisions."),
     ] = None,
+    threads: Annotated[
+        int, typer.Option(help="CPU threads for ONNX Runtime per stage; 0: every core.")
+    ] = 0,
 ) -> None:
-    """Score every frame of a camera, stream, video or image folder (no torch needed)."""
+    """Score every frame of a camera, stream, video or image folder (no torch needed).
+
+    Exits 0 at the end of the source, 130 after Ctrl-C, 143 after SIGTERM (every frame
+    scored is written either way), 2 for a bad option, a source that gives no frame, or
+    a video that was never written.
+    """
+    from adedge.outputs import STDOUT, Existing, check_writable, existing_policy
     from adedge.runtime.detector import Detector
     from adedge.runtime.render import read_truth
     from adedge.runtime.sinks import (
@@ -408,8 +514,12 @@ def stream(
         DetectionTally,
         ProgressSink,
         Sink,
+        SinkKind,
+        SinkSettings,
         SinkSpec,
+        discard_sinks,
         open_sinks,
+        parse_sinks,
         progress_wanted,
     )
     from adedge.runtime.sources import open_source, parse_resize
@@ -417,44 +527,101 @@ def stream(
 
     # Ctrl-C/SIGTERM still write every result already scored: nothing produced is lost.
     options = StreamOptions(batch=batch, alarm_frames=alarm_frames, drain_on_interrupt=True)
+    threshold = check_threshold_option(threshold)
+    check_threads(threads)
+    if segment_minutes is not None and not (math.isfinite(segment_minutes) and segment_minutes > 0):
+        raise AdedgeError(
+            f"--segment-minutes {segment_minutes} is not a positive number", "e.g. 10"
+        )
     size = parse_resize(resize) if resize else None
+    existing = existing_policy(overwrite, append)
+    if summary_json is not None:
+        summary_target = check_writable(summary_json, "--summary-json")
+        if summary_target.exists() and existing is Existing.REFUSE:
+            raise AdedgeError(
+                f"--summary-json '{summary_json}' already exists",
+                "pass --overwrite to replace it, or choose another name",
+            )
+    labels = {index: bool(label) for index, label in read_truth(truth).items()} if truth else {}
     targets: list[str | SinkSpec] = list(sink or [])
     if jsonl:
-        targets.append(SinkSpec("jsonl", str(jsonl), "--jsonl"))
+        targets.append(SinkSpec(SinkKind.JSONL, str(jsonl), "--jsonl"))
     if save_video:
-        targets.append(SinkSpec("video", str(save_video), "--save-video"))
-    model = pick_model(model)
-    detector = Detector(model, backend=backend, threshold=threshold)
-    labels = {index: bool(label) for index, label in read_truth(truth).items()} if truth else {}
-    frames = open_source(
-        source, loop=loop, max_frames=max_frames, every=every, fps=fps, resize=size
+        targets.append(SinkSpec(SinkKind.VIDEO, str(save_video), "--save-video"))
+    records_on_stdout = any(
+        spec.kind is SinkKind.JSONL and spec.target == STDOUT for spec in parse_sinks(targets)
     )
-    frames.truth = labels
+    settings = SinkSettings(
+        fps=fps or 25.0,
+        existing=existing,
+        segment_seconds=None if segment_minutes is None else 60.0 * segment_minutes,
+        log=say,
+    )
+    outputs = open_sinks(targets, settings, headless=headless)  # checked, nothing written yet
     try:
-        outputs = open_sinks(targets, fps=fps or 25.0, headless=headless, log=say)
+        model = pick_model(model)
+        detector = Detector(model, backend=backend, threshold=threshold, threads=threads)
+        warn_unknown_method(detector.card)
+        frames = open_source(
+            source, loop=loop, max_frames=max_frames, every=every, fps=fps, resize=size
+        )
     except BaseException:
-        frames.close()
+        discard_sinks(outputs)
         raise
+    frames.truth = labels
     tally = DetectionTally()
-    sinks: list[Sink] = [ConsoleSink(quiet=quiet), tally, *outputs]
-    if progress_wanted(frames):
+    console = sys.stderr if records_on_stdout else sys.stdout
+    sinks: list[Sink] = [ConsoleSink(quiet=quiet, stream=console), tally, *outputs]
+    if progress_wanted(frames) and not records_on_stdout:
         sinks.append(ProgressSink(frames.expected_frames()))
     say(f"streaming {frames.describe()} through {model} ({detector.card.method}, {backend})")
     summary = run_stream(detector, frames, sinks, options)
-    typer.echo(summary.render())
+    typer.echo(summary.render(), err=records_on_stdout)
     if tally.truths:
-        typer.echo(tally.render())
+        typer.echo(tally.render(), err=records_on_stdout)
     for output in outputs:
-        path = getattr(output, "path", None)
-        if path is not None and path.exists():
-            say(f"wrote {path}")
+        for path in getattr(output, "written", [getattr(output, "path", None)]):
+            if path is not None and str(path) != STDOUT and Path(path).exists():
+                say(f"wrote {path}")
     if summary_json:
         from adedge.atomic import write_json
 
         write_json(summary_json, {**summary.to_dict(), "detection": tally.summary()})
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+    check_stream_produced(summary, outputs)
 
 
-@app.command()
+def check_stream_produced(summary, outputs) -> None:
+    """A stream that scored nothing, or a video that got no frame, is not a success."""
+    if summary.frames_scored == 0:
+        why = (
+            f"{summary.frames_skipped} skipped ({', '.join(summary.skipped_names[:3])}"
+            f"{', ...' if summary.frames_skipped > 3 else ''})"
+            if summary.frames_skipped
+            else "it gave no frame"
+        )
+        raise AdedgeError(
+            f"no frame of {summary.source} was scored: {why}",
+            "check that the source holds readable images or video frames",
+        )
+    for output in outputs:
+        if getattr(output, "frames", None) == 0 and hasattr(output, "written"):
+            raise AdedgeError(
+                f"the video {output.path} got no frame and was not written",
+                "check the source and the video's codec",
+            )
+
+
+def warn_unknown_method(card: Card) -> None:
+    """A card of a method this adedge does not know still runs (the card carries all the
+    runtime needs): say so, once."""
+    warning = card.method_warning()
+    if warning:
+        say(f"warning: {warning}")
+
+
+@app.command(cls=Command)
 def video(
     data: Annotated[str, typer.Option(help=DATA_HELP)],
     out: Annotated[Path, typer.Option(help="Video file to write (.avi, .mp4 or .mkv).")],
@@ -465,8 +632,18 @@ def video(
     """Render a data set's labelled test split as a video, with a ground-truth CSV beside it,
     to try `adedge stream` on images whose labels are known."""
     from adedge.data import load
-    from adedge.runtime.render import render_test_split
+    from adedge.outputs import check_writable
+    from adedge.runtime.render import render_test_split, video_codec
 
+    video_codec(out)  # checked before the data is read
+    check_writable(out, "--out")
+    check_writable(out.with_suffix(".csv"), "--out (its ground-truth CSV)")
+    if size < 8 or size > 4096 or not (math.isfinite(fps) and fps > 0):
+        raise AdedgeError(
+            f"--size {size} or --fps {fps} is out of range", "use --size 8..4096 and --fps > 0"
+        )
+    if limit is not None and limit < 1:
+        raise AdedgeError(f"--limit {limit} must be at least 1", "e.g. --limit 120")
     truth = render_test_split(load(data), out, size=size, fps=fps, limit=limit)
     say(f"wrote {out} and its ground truth {truth}")
 
@@ -478,7 +655,7 @@ def pick_model(model: Path | None) -> Path:
     return model
 
 
-@app.command()
+@app.command(cls=Command)
 def bench(
     model: Annotated[
         Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
@@ -528,9 +705,12 @@ def bench(
     if not sizes or min(sizes) < 1:
         raise AdedgeError("--batch needs positive integers", "e.g. --batch 1,8,64")
     parse_backend(backend)
+    from adedge.bundle import load_bundle
     from adedge.runtime.bench import bench_bundle, render
 
-    result = bench_bundle(pick_model(model), sizes, seconds, threads, backend)
+    model = pick_model(model)
+    warn_unknown_method(load_bundle(model).card)
+    result = bench_bundle(model, sizes, seconds, threads, backend)
     typer.echo(render(result))
     if json_out:
         from adedge.atomic import write_json
@@ -562,16 +742,35 @@ def bench_papers(
         say("wrote " + ", ".join(str(path) for path in written))
 
 
+class CommandInterrupted(Exception):
+    """A command stopped by Ctrl-C or SIGTERM, carried past click (which would turn every
+    KeyboardInterrupt into exit 130) to :func:`main`."""
+
+    def __init__(self, exit_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.exit_code, self.reason = exit_code, reason
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main() -> None:
-    """Entry point: user mistakes print one line and exit 2; Ctrl-C exits 130."""
+    """Entry point: user mistakes print one line and exit 2; Ctrl-C exits 130, SIGTERM 143
+    (files being written are closed or removed first, as for Ctrl-C)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except AdedgeError as exc:
         typer.echo(f"error: {exc.one_line()}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except CommandInterrupted as exc:
+        typer.echo(f"interrupted ({exc.reason})", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt as exc:
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(interrupt_exit_code(exc))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -582,6 +781,7 @@ def main() -> None:
             show()
             sys.exit(code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

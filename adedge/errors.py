@@ -42,3 +42,23 @@ class SourceError(AdedgeError):
 
 class ExportError(AdedgeError):
     """An export that failed its checks (e.g. the parity check)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C: the command stops cleanly (files closed, nothing half-written) and exits 130,
+    so ``adedge export ... && deploy`` does not deploy after an aborted export."""
+
+    exit_code = 130
+    reason = "Ctrl-C (SIGINT)"
+
+
+class Terminated(Interrupted):
+    """SIGTERM (systemd stop, ``kill``, a container runtime): like Ctrl-C, exit 143."""
+
+    exit_code = 143
+    reason = "SIGTERM"
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """The exit code of an interrupted command: 143 for SIGTERM, 130 for Ctrl-C."""
+    return int(getattr(exc, "exit_code", Interrupted.exit_code))

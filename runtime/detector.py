@@ -28,6 +28,10 @@ from adedge.runtime.tiling import TilingPlan, plan_tiles, reduce_scores, resize_
 
 AMAP = "amap"
 PLAN_CACHE_SIZE = 64
+# frame_warnings: an aspect ratio this much off the model's squashes every frame; a frame
+# this many times larger (per side) than what the model scores loses the detail defects have
+ASPECT_TOLERANCE = 1.3
+MAX_SHRINK = 8.0
 
 
 @dataclass
@@ -176,6 +180,7 @@ class Detector:
         threshold: float | None = None,
         threads: int = 0,
     ) -> None:
+        kernels.configure_from_environment()  # a bad ADEDGE_KERNELS fails before any work
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         card = self.bundle.card
         if card.combine not in ("sum", "mean"):
@@ -193,6 +198,35 @@ class Detector:
     @property
     def card(self) -> Card:
         return self.bundle.card
+
+    def trained_on(self) -> str:
+        """What the model was trained on, for messages ("unknown" for cards without it)."""
+        data = self.card.training.get("data")
+        spec = data.get("data") if isinstance(data, dict) else None
+        return str(spec) if spec else "unknown training data"
+
+    def frame_warnings(self, frame_hw: tuple[int, int]) -> list[str]:
+        """Why frames of this size may not fit the model: an aspect ratio far from what a
+        stage scores (every frame squashed) or a much larger frame (detail lost)."""
+        height, width = frame_hw
+        warnings = []
+        for stage in self.stages:
+            spec = stage.spec
+            if spec.tiling is not None:
+                model_h, model_w = spec.tiling.resize_to
+            else:
+                model_h, model_w = spec.input.height, spec.input.width
+            scored = f"stage '{spec.name}' scores them as {model_w}x{model_h}"
+            ratio = (width / height) / (model_w / model_h)
+            if max(ratio, 1.0 / ratio) > ASPECT_TOLERANCE:
+                warnings.append(f"frames are {width}x{height} and {scored}: each is squashed")
+            shrink = min(height / model_h, width / model_w)
+            if shrink > MAX_SHRINK:
+                warnings.append(
+                    f"frames are {width}x{height} and {scored}: shrunk {shrink:.0f}x, detail "
+                    f"smaller than {shrink:.0f} px is lost"
+                )
+        return [f"{text} (model trained on {self.trained_on()})" for text in warnings]
 
     @property
     def has_maps(self) -> bool:

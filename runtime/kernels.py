@@ -33,6 +33,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from adedge.errors import AdedgeError
 from adedge.preprocess import (
     COLOURS,
     RESIZE_POLICY,
@@ -62,7 +63,7 @@ OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 # What "auto" picks when the extension is there: the faster one in the benchmark.
 AUTO_PREFERS_CPP = True
 
-_state = {"mode": "auto", "threads": 0}
+_state = {"mode": "auto", "threads": 0, "environment_read": False}
 
 
 def available() -> bool:
@@ -90,24 +91,47 @@ def set_threads(threads: int) -> None:
 
 
 def threads() -> int:
+    configure_from_environment()
     return int(_state["threads"])
 
 
 def active() -> str:
     """The kernels that run now: "cpp" or "numpy"."""
+    configure_from_environment()
     mode = _state["mode"]
     if mode == "cpp" or (mode == "auto" and AUTO_PREFERS_CPP and available()):
         return "cpp"
     return "numpy"
 
 
-def _from_environment() -> None:
+def configure_from_environment() -> None:
+    """Apply ``ADEDGE_KERNELS`` and ``ADEDGE_KERNEL_THREADS`` once, on first use (the
+    Detector calls it when it loads, before any frame); a bad value is one line naming the
+    variable, not a traceback at import."""
+    if _state["environment_read"]:
+        return
     mode = os.environ.get(ENV_MODE, "").strip().lower()
+    if mode and mode not in MODES:
+        raise AdedgeError(
+            f"{ENV_MODE}='{os.environ[ENV_MODE]}' is not a kernel choice",
+            f"set it to one of {', '.join(MODES)}, or unset it",
+        )
+    if mode == "cpp" and not available():
+        raise AdedgeError(
+            f"{ENV_MODE}=cpp but the C++ kernels (adedge._cpp) are not built",
+            "reinstall with a C++17 compiler (`pip install -e .`), or set it to auto",
+        )
+    count = os.environ.get(ENV_THREADS, "").strip()
+    if count and not count.isdigit():
+        raise AdedgeError(
+            f"{ENV_THREADS}='{os.environ[ENV_THREADS]}' is not a number of threads",
+            "set it to 0 (every core) or more, or unset it",
+        )
     if mode:
         use(mode)
-    count = os.environ.get(ENV_THREADS, "").strip()
     if count:
         set_threads(int(count))
+    _state["environment_read"] = True
 
 
 # --- preprocessing ------------------------------------------------------------------------
@@ -280,6 +304,3 @@ def stitch_max_mean(
         threads=threads(),
     )
     return float(score), amap
-
-
-_from_environment()

@@ -21,13 +21,30 @@ from adedge.errors import AdedgeError, DataError
 CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "FFV1"}
 
 
-def video_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+def video_codec(path: Path) -> str:
+    """The codec of the video ``path`` names (by its suffix); a one-line error naming the
+    user's path otherwise."""
     codec = CODECS.get(path.suffix.lower())
     if codec is None:
-        raise AdedgeError(f"cannot write video '{path.name}'", f"use one of: {', '.join(CODECS)}")
+        raise AdedgeError(
+            f"cannot write video '{path}': '{path.suffix or '(no suffix)'}' is not a video "
+            "type adedge writes",
+            f"use one of: {', '.join(CODECS)}",
+        )
+    return codec
+
+
+def video_writer(
+    path: Path, fps: float, size: tuple[int, int], shown: Path | None = None
+) -> cv2.VideoWriter:
+    """An opened writer for ``path``; ``shown`` is the name errors give (the user's path
+    when ``path`` is a temporary)."""
+    codec = video_codec(shown or path)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
     if not writer.isOpened():
-        raise AdedgeError(f"OpenCV cannot write {codec} video to '{path}'", "try .avi or .mkv")
+        raise AdedgeError(
+            f"OpenCV cannot write {codec} video to '{shown or path}'", "try .avi or .mkv"
+        )
     return writer
 
 
@@ -47,7 +64,7 @@ def render_test_split(
     truth_file = out.with_suffix(".csv")
     rows = []
     with atomic_path(out) as tmp:
-        writer = video_writer(tmp, fps, (size, size))
+        writer = video_writer(tmp, fps, (size, size), shown=out)
         try:
             for frame_index, i in enumerate(picks):
                 image = test.images[i]

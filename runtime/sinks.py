@@ -1,15 +1,28 @@
-"""Sinks: where scored frames go (JSONL events, annotated video, a window, the console).
+"""Sinks: where scored frames go (JSONL records, annotated video, a window, the console).
 
 ``open_sinks`` turns ``--sink`` URIs (jetson-inference ``videoOutput`` style) into sinks:
 ``file://out.mp4`` / ``out.avi`` / ``out.mkv`` (annotated video), ``out.jsonl`` /
-``jsonl://out.jsonl`` (one event per frame) and ``display://0`` (an OpenCV window; a clear
-error where there is no screen, ``--headless`` leaves it out).
+``jsonl://out.jsonl`` (one record per frame and per event; ``-`` is standard output) and
+``display://0`` (an OpenCV window; a clear error where there is no screen, ``--headless``
+leaves it out).
 
-File sinks write under a temporary name in the target folder and rename it into place on
-``close()``, which the stream calls in ``finally`` (end of source, error, Ctrl-C, SIGTERM).
-A file at the target path is therefore replaced whole or not at all, never half-overwritten
-(DESIGN §7). The JSONL sink flushes every line, so even a killed process leaves whole lines
-in the temporary file.
+Record streams are written under their real names as they are produced (DESIGN §7), so
+``tail -f``, Fluent Bit or Filebeat see every record while the stream runs, and a kill -9,
+an OOM kill or a power cut loses at most the last second:
+
+* JSONL is an append-only log: each record is one ``write`` of one whole line, flushed at
+  once (a killed process leaves whole lines), and fsynced at most ``fsync_seconds`` after
+  it was written (a power cut). The file is opened when the first record is written, so a
+  stream that fails before it starts leaves an existing file as it was.
+* Video goes into a container that stays playable when cut (.avi MJPG, .mkv FFV1), or, for
+  .mp4 (whose index is written only when the file is closed), into segments of
+  ``segment_seconds`` under their final names (``out-000.mp4``, ``out-001.mp4``...), each
+  playable once the next begins.
+
+An existing target holding an earlier run is refused unless the user passes ``--overwrite``
+or (JSONL) ``--append`` (:mod:`adedge.outputs`). Hidden ``.<name>.*.partial*`` files that
+adedge before 0.2 left after a kill are renamed to visible ``<stem>.recovered-<time>``
+files (they hold that run's only copy of its records) and reported.
 """
 
 from __future__ import annotations
@@ -19,9 +32,14 @@ import math
 import os
 import re
 import sys
+import tempfile
+import threading
+import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
@@ -40,19 +58,27 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from adedge.atomic import temporary_sibling
+from adedge.atomic import glob_escape
 from adedge.errors import AdedgeError
 from adedge.metrics import auroc
+from adedge.outputs import STDOUT, Existing, check_record_target
 from adedge.runtime.detector import FrameScore
+from adedge.runtime.records import StreamEvent, frame_record
 from adedge.runtime.sources import Frame, FrameSource, file_uri_path
 
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "FFV1"}
+# containers whose index is written only on close: unplayable if the process is killed
+UNSAFE_WHEN_CUT = (".mp4",)
+DEFAULT_SEGMENT_SECONDS = 60.0  # .mp4 segments when the user set none
 EVENTS_SUFFIX = ".jsonl"
 SINK_SCHEMES = ("file", "jsonl", "display")
+FSYNC_SECONDS = 1.0
 RED, GREEN, WHITE, DARK = (0, 0, 255), (0, 200, 0), (255, 255, 255), (32, 32, 32)
 MIN_VIDEO_SIDE = 192  # smaller frames are enlarged so the annotation stays legible
 HEATMAP_ALPHA = 0.45  # weight of the heatmap over the frame
 HEATMAP_COLOURS = cv2.COLORMAP_JET
+
+Log = Callable[[str], None]
 
 
 @runtime_checkable
@@ -68,75 +94,142 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def _finite(value: float) -> float | None:
-    """JSON has no NaN/Infinity: a broken score becomes null rather than an invalid line."""
-    return value if math.isfinite(value) else None
+@runtime_checkable
+class EventSink(Protocol):
+    """A sink that also records the stream's events (:mod:`adedge.runtime.records`), in
+    order with its frames."""
+
+    def event(self, event: StreamEvent) -> None: ...
 
 
-def event_record(frame: Frame, result: FrameScore, threshold: float | None) -> dict[str, Any]:
-    """The JSON object written for one frame (the event schema of ``--events``)."""
-    record: dict[str, Any] = {
-        "frame": frame.index,
-        "timestamp": round(frame.timestamp, 6),
-        "name": frame.name,
-        "score": _finite(float(result.score)),
-        "anomalous": bool(result.anomalous),
-        "threshold": threshold,
-        "latency_ms": {k: round(float(v), 4) for k, v in result.latency_ms.items()},
-    }
-    alarm = result.alarm  # set by the stream's AlarmFilter
-    if alarm is not None:
-        record["alarm"] = bool(alarm)
-    if frame.truth is not None:
-        record["truth"] = bool(frame.truth)
-    return record
-
-
-def _check_target(path: Path, what: str) -> None:
-    if path.is_dir():
-        raise AdedgeError(f"{what} path '{path}' is a folder", "pass a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+def recover_partials(path: Path, log: Log | None = None) -> list[Path]:
+    """Hidden temporaries an older adedge left beside ``path`` when it was killed: each
+    non-empty one is renamed ``<stem>.recovered-<time><suffix>`` (it is that run's only
+    copy), empty ones are removed; every action is logged."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[A-Za-z0-9_]{8}\.partial")
+    recovered = []
+    for stale in sorted(path.parent.glob(f".{glob_escape(path.name)}.*")):
+        if not pattern.match(stale.name) or not stale.is_file():
+            continue
+        info = stale.stat()
+        if info.st_size == 0:
+            stale.unlink(missing_ok=True)
+            if log:
+                log(f"removed an empty temporary file of an interrupted run: {stale}")
+            continue
+        stamp = datetime.fromtimestamp(info.st_mtime).strftime("%Y%m%d-%H%M%S")
+        target = path.with_name(f"{path.stem}.recovered-{stamp}{path.suffix}")
+        count = 1
+        while target.exists():
+            count += 1
+            target = path.with_name(f"{path.stem}.recovered-{stamp}-{count}{path.suffix}")
+        os.replace(stale, target)
+        recovered.append(target)
+        if log:
+            log(f"an interrupted run left {stale.name} ({info.st_size} bytes): kept as {target}")
+    return recovered
 
 
 class JsonlSink:
-    """One JSON line per frame, flushed each line; the file appears at ``path`` on close."""
+    """Append-only JSON lines: one ``frame`` record per scored frame and one per event.
 
-    def __init__(self, path: str | os.PathLike[str], threshold: float | None = None) -> None:
+    ``path`` ``-`` writes to standard output. ``existing`` says what to do with a file that
+    already holds records (refuse, overwrite, append); it is checked here, before the
+    stream starts, and the file itself is opened by the first record.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threshold: float | None = None,
+        existing: Existing = Existing.REFUSE,
+        *,
+        option: str = "--jsonl",
+        fsync_seconds: float = FSYNC_SECONDS,
+        log: Log | None = None,
+    ) -> None:
+        self.to_stdout = str(path) == STDOUT
         self.path = Path(path)
-        _check_target(self.path, "events")
+        if not self.to_stdout:
+            check_record_target(self.path, option, existing)
+            recover_partials(self.path, log)
         self.threshold = threshold
-        self.temp_path = temporary_sibling(self.path)
-        self._file: TextIO | None = open(self.temp_path, "w", encoding="utf-8")  # noqa: SIM115
+        self.existing = existing
+        self.fsync_seconds = fsync_seconds
         self.lines = 0
+        self.closed = False
+        self._file: TextIO | None = None
+        self._lock = threading.Lock()  # the fsync timer and the writer share the file
+        self._synced = 0.0
+        self._timer: threading.Timer | None = None
 
     def write(self, frame: Frame, result: FrameScore) -> None:
-        if self._file is None:
-            raise AdedgeError(f"events file '{self.path}' is already closed")
-        line = json.dumps(event_record(frame, result, self.threshold), allow_nan=False)
-        self._file.write(line + "\n")  # one call: an interrupt never splits a line
-        self._file.flush()
-        self.lines += 1
+        self._append(frame_record(frame, result, self.threshold))
+
+    def event(self, event: StreamEvent) -> None:
+        self._append(event.record())
+
+    def _append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, allow_nan=False) + "\n"
+        with self._lock:
+            if self.closed:
+                raise AdedgeError(f"events file '{self.path}' is already closed")
+            file = self._file or self._open()
+            file.write(line)  # one call: an interrupt never splits a line
+            file.flush()
+            self.lines += 1
+            self._sync_soon()
+
+    def _open(self) -> TextIO:
+        if self.to_stdout:
+            self._file = sys.stdout
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            mode = "a" if self.existing is Existing.APPEND else "w"
+            self._file = open(self.path, mode, encoding="utf-8")  # noqa: SIM115
+        return self._file
+
+    def _sync_soon(self) -> None:
+        """fsync now if the last one is ``fsync_seconds`` old, else once that much time has
+        passed (a timer), so a quiet stream's last records reach the disk too."""
+        if self.to_stdout or self._file is None:
+            return
+        now = time.monotonic()
+        if now - self._synced >= self.fsync_seconds:
+            self._sync()
+        elif self._timer is None:
+            self._timer = threading.Timer(self.fsync_seconds, self._timed_sync)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _sync(self) -> None:
+        if self._file is not None and not self.to_stdout:
+            os.fsync(self._file.fileno())
+        self._synced = time.monotonic()
+
+    def _timed_sync(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self.closed:
+                self._sync()
 
     def close(self) -> None:
-        """Flush and rename into place; safe to call twice."""
-        if self._file is None:
-            return
-        file, self._file = self._file, None
-        try:
-            file.flush()
-            os.fsync(file.fileno())
-        finally:
-            file.close()
-            os.replace(self.temp_path, self.path)
-
-    def discard(self) -> None:
-        """Delete the temporary file and leave ``path`` as it was: for a stream that
-        never started (e.g. another sink could not open), an old file must survive."""
-        if self._file is None:
-            return
-        file, self._file = self._file, None
-        file.close()
-        self.temp_path.unlink(missing_ok=True)
+        """Flush, fsync and close; safe to call twice."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            file, self._file = self._file, None
+            if file is None or self.to_stdout:
+                return
+            try:
+                file.flush()
+                os.fsync(file.fileno())
+            finally:
+                file.close()
 
     def __enter__(self) -> JsonlSink:
         return self
@@ -145,84 +238,146 @@ class JsonlSink:
         self.close()
 
 
+def segment_path(path: Path, number: int) -> Path:
+    """The ``number``-th segment of video ``path``: ``out-000.mp4``."""
+    return path.with_name(f"{path.stem}-{number:03d}{path.suffix}")
+
+
+def existing_segments(path: Path) -> list[Path]:
+    pattern = re.compile(re.escape(path.stem) + r"-\d{3,}" + re.escape(path.suffix) + "$")
+    candidates = path.parent.glob(f"{glob_escape(path.stem)}-*{glob_escape(path.suffix)}")
+    return sorted(p for p in candidates if pattern.match(p.name))
+
+
 class VideoSink:
     """Annotated video: score, threshold and label on a bar, red/green border by label, and
     a heatmap with its colour bar where the model gives an anomaly map (``amap``).
 
     The codec follows the suffix (.avi MJPG, .mp4 mp4v, .mkv FFV1 lossless). The size is
     fixed by the first frame (enlarged to at least ``MIN_VIDEO_SIDE``); later frames of
-    another size are resized to it. With no frame written, nothing is created at ``path``.
+    another size are resized to it. The file is written under its real name from the first
+    frame; with no frame written, nothing is created. ``segment_seconds`` (of video time)
+    splits it into ``<stem>-NNN<suffix>`` segments; .mp4 is always split (60 s unless set),
+    as an .mp4 cut by a crash does not play.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], fps: float = 25.0, threshold: float | None = None
+        self,
+        path: str | os.PathLike[str],
+        fps: float = 25.0,
+        threshold: float | None = None,
+        existing: Existing = Existing.REFUSE,
+        *,
+        segment_seconds: float | None = None,
+        option: str = "--save-video",
+        log: Log | None = None,
     ) -> None:
         self.path = Path(path)
+        self.option = option
         suffix = self.path.suffix.lower()
         if suffix not in VIDEO_CODECS:
             raise AdedgeError(
                 f"video output '{self.path}' has an unsupported suffix '{suffix}'",
                 f"use one of {', '.join(VIDEO_CODECS)} (MJPG, mp4v, FFV1)",
             )
-        if not fps > 0:
+        if not (fps > 0 and math.isfinite(fps)):
             raise AdedgeError(f"video fps must be positive (got {fps})", "pass e.g. 25")
-        _check_target(self.path, "video")
+        if segment_seconds is not None and not (segment_seconds > 0):
+            raise AdedgeError(
+                f"video segments must last more than 0 s (got {segment_seconds})",
+                "pass e.g. --segment-minutes 10",
+            )
+        if segment_seconds is None and suffix in UNSAFE_WHEN_CUT:
+            segment_seconds = DEFAULT_SEGMENT_SECONDS
+            if log:
+                log(
+                    f"{self.path}: an {suffix} cut by a crash does not play, so it is written "
+                    f"in {segment_seconds:g} s segments {segment_path(self.path, 0).name}, "
+                    f"{segment_path(self.path, 1).name}, ... (use .mkv or .avi for one file)"
+                )
+        self.segment_frames = (
+            None if segment_seconds is None else max(1, round(segment_seconds * fps))
+        )
+        self.existing = existing
+        check_record_target(self.path, option, existing, can_append=False)
+        if self.segment_frames is not None:
+            old = existing_segments(self.path)
+            if old and existing is not Existing.OVERWRITE:
+                raise AdedgeError(
+                    f"{option} '{self.path}': segments of an earlier run exist ({old[0].name}"
+                    f"{', ...' if len(old) > 1 else ''})",
+                    "pass --overwrite to replace them, or choose another name",
+                )
         self.fps = float(fps)
         self.threshold = threshold
         self.fourcc = VIDEO_CODECS[suffix]
-        self.temp_path = temporary_sibling(self.path)
         self.heat = HeatmapScale()
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self.frames = 0
+        self.written: list[Path] = []  # files this sink created, in order
         self.closed = False
-        self._open_writer((64, 64))  # fail now, not after the first frame, if the codec is missing
-        self._release()
+        self._probe_codec()  # fail now, not after the first frame, if the codec is missing
 
-    def _open_writer(self, size: tuple[int, int]) -> None:
-        fourcc = cv2.VideoWriter_fourcc(*self.fourcc)
-        writer = cv2.VideoWriter(str(self.temp_path), fourcc, self.fps, size)
-        if not writer.isOpened():
+    def _probe_codec(self) -> None:
+        with tempfile.TemporaryDirectory(prefix="adedge-codec-") as folder:
+            probe = Path(folder) / f"probe{self.path.suffix}"
+            writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*self.fourcc), 25, (64, 64))
+            opened = writer.isOpened()
             writer.release()
-            self.temp_path.unlink(missing_ok=True)
+        if not opened:
             raise AdedgeError(
                 f"OpenCV cannot write video '{self.path}' with codec {self.fourcc}",
                 "use .avi (MJPG), which every OpenCV build writes",
             )
+
+    def _target(self) -> Path:
+        if self.segment_frames is None:
+            return self.path
+        return segment_path(self.path, len(self.written))
+
+    def _open_writer(self, size: tuple[int, int]) -> None:
+        if not self.written and self.existing is Existing.OVERWRITE:
+            for old in existing_segments(self.path) if self.segment_frames else ():
+                old.unlink(missing_ok=True)
+        target = self._target()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
+        if not writer.isOpened():
+            writer.release()
+            raise AdedgeError(
+                f"OpenCV cannot write video '{target}' with codec {self.fourcc}",
+                "use .avi (MJPG), which every OpenCV build writes",
+            )
         self._writer, self._size = writer, size
+        self.written.append(target)
 
     def _release(self) -> None:
         if self._writer is not None:
             self._writer.release()
-        self._writer, self._size = None, None
+        self._writer = None
 
     def write(self, frame: Frame, result: FrameScore) -> None:
         if self.closed:
             raise AdedgeError(f"video '{self.path}' is already closed")
         image = annotate(frame.image, frame.index, result, self.threshold, self.heat)
+        size = self._size or (image.shape[1], image.shape[0])
+        if (image.shape[1], image.shape[0]) != size:
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        segment_full = self.segment_frames and self.frames % self.segment_frames == 0
+        if self._writer is not None and segment_full:
+            self._release()  # the segment is complete and playable
         if self._writer is None:
-            self._open_writer((image.shape[1], image.shape[0]))
-        elif (image.shape[1], image.shape[0]) != self._size:
-            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+            self._open_writer(size)
         self._writer.write(image)
         self.frames += 1
 
     def close(self) -> None:
-        """Finish the file and rename it into place; safe to call twice."""
+        """Finish the file; safe to call twice."""
         if self.closed:
             return
         self.closed = True
         self._release()
-        if self.frames:
-            os.replace(self.temp_path, self.path)
-        else:
-            self.temp_path.unlink(missing_ok=True)
-
-    def discard(self) -> None:
-        """Drop what was written and leave ``path`` as it was (see JsonlSink.discard)."""
-        self.closed = True
-        self._release()
-        self.temp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoSink:
         return self
@@ -357,9 +512,11 @@ HEADLESS_HINT = "run with --headless (or without --sink display://) to stream wi
 
 
 class WindowClosed(KeyboardInterrupt):
-    """q or Esc in the display window: ends the stream cleanly, exactly like Ctrl-C."""
+    """q or Esc in the display window: ends the stream cleanly, like Ctrl-C, but it is the
+    user's way to end it, so the command exits 0."""
 
     reason = "q in the display window"
+    exit_code = 0
 
 
 def display_problem(build_info: str | None = None) -> str | None:
@@ -427,18 +584,38 @@ class DisplaySink:
 
 
 class ConsoleSink:
-    """One line per frame on stdout: index, score, NORMAL/ANOMALY (+ ALARM), name.
+    """One line per frame on stdout: index, score, NORMAL/ANOMALY (+ ALARM), name; and one
+    line per event (a skipped file, a live source dropping and coming back, each reopen
+    attempt, an alarm switching on and off) on stderr, with the wall-clock time.
 
-    Prints every ``every``-th frame and every anomaly; ``quiet`` prints anomalies only.
+    Prints every ``every``-th frame and every anomaly; ``quiet`` prints anomalies only
+    (events always). ``stream``/``errors`` default to stdout/stderr.
     """
 
-    def __init__(self, every: int = 1, quiet: bool = False, stream: TextIO | None = None) -> None:
+    QUIET_EVENTS = ("start", "end")  # the command prints these itself
+
+    def __init__(
+        self,
+        every: int = 1,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        errors: TextIO | None = None,
+    ) -> None:
         if every < 1:
             raise AdedgeError(f"console every={every} is not positive", "pass 1 or more")
         self.every = every
         self.quiet = quiet
         self.stream = stream
+        self.errors = errors
         self.count = 0
+
+    def event(self, event: StreamEvent) -> None:
+        if event.kind in self.QUIET_EVENTS:
+            return
+        out = self.errors or sys.stderr
+        clock = datetime.fromtimestamp(event.wall).strftime("%H:%M:%S")
+        out.write(f"{clock} {event.message()}\n")
+        out.flush()
 
     def write(self, frame: Frame, result: FrameScore) -> None:
         self.count += 1
@@ -574,14 +751,37 @@ class DetectionTally:
 SINK_HINT = "use file://out.mp4|.avi|.mkv (video), out.jsonl or jsonl://out.jsonl, display://0"
 
 
+class SinkKind(str, Enum):
+    JSONL = "jsonl"
+    VIDEO = "video"
+    DISPLAY = "display"
+
+
 @dataclass(frozen=True)
 class SinkSpec:
-    """A parsed ``--sink``: ``kind`` is video, jsonl or display; ``target`` a path or the
-    display number; ``uri`` what the user typed (for messages)."""
+    """A parsed ``--sink``: ``kind`` says which sink; ``target`` a path (``-``: stdout, for
+    JSONL) or the display number; ``uri`` what the user typed, or the shortcut option
+    (``--jsonl``, ``--save-video``) that stands for it (for messages)."""
 
-    kind: str
+    kind: SinkKind
     target: str
     uri: str
+
+    @property
+    def option(self) -> str:
+        return self.uri if self.uri.startswith("--") else f"--sink {self.uri}"
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    """How file sinks open: ``fps`` of video, what to do with an ``existing`` file,
+    ``segment_seconds`` of video per file (None: one file; .mp4 is always split), and
+    ``log`` for what they report (recovered temporaries, segmenting)."""
+
+    fps: float = 25.0
+    existing: Existing = Existing.REFUSE
+    segment_seconds: float | None = None
+    log: Log | None = None
 
 
 def parse_sink(uri: str) -> SinkSpec:
@@ -597,61 +797,76 @@ def parse_sink(uri: str) -> SinkSpec:
         number = rest.strip("/") or "0"
         if not number.isdigit():
             raise AdedgeError(f"sink '{text}' does not name a display number", "use display://0")
-        return SinkSpec("display", number, text)
+        return SinkSpec(SinkKind.DISPLAY, number, text)
     if scheme not in SINK_SCHEMES:
         raise AdedgeError(f"sink scheme '{scheme}://' in '{text}' is not supported", SINK_HINT)
     path = file_uri_path(text)
     if not path:
         raise AdedgeError(f"sink '{text}' names no file", SINK_HINT)
-    return SinkSpec("jsonl", path, text) if scheme == "jsonl" else _path_sink(path, text)
+    return SinkSpec(SinkKind.JSONL, path, text) if scheme == "jsonl" else _path_sink(path, text)
 
 
 def _path_sink(path: str, uri: str) -> SinkSpec:
     suffix = Path(path).suffix.lower()
-    if suffix == EVENTS_SUFFIX:
-        return SinkSpec("jsonl", path, uri)
+    if suffix == EVENTS_SUFFIX or path == STDOUT:
+        return SinkSpec(SinkKind.JSONL, path, uri)
     if suffix in VIDEO_CODECS:
-        return SinkSpec("video", path, uri)
+        return SinkSpec(SinkKind.VIDEO, path, uri)
     raise AdedgeError(
         f"sink '{uri}' is not a known file type ({suffix or 'no suffix'})",
         f"use {EVENTS_SUFFIX} for events or {', '.join(VIDEO_CODECS)} for annotated video",
     )
 
 
-def open_sink(spec: SinkSpec, fps: float = 25.0) -> Sink:
+def open_sink(spec: SinkSpec, settings: SinkSettings = SinkSettings()) -> Sink:
     """The sink a SinkSpec names (its threshold is filled in by the stream)."""
-    if spec.kind == "jsonl":
-        return JsonlSink(spec.target)
-    if spec.kind == "video":
-        return VideoSink(spec.target, fps=fps)
+    if spec.kind is SinkKind.JSONL:
+        return JsonlSink(spec.target, None, settings.existing, option=spec.option, log=settings.log)
+    if spec.kind is SinkKind.VIDEO:
+        return VideoSink(
+            spec.target,
+            settings.fps,
+            None,
+            settings.existing,
+            segment_seconds=settings.segment_seconds,
+            option=spec.option,
+            log=settings.log,
+        )
     return DisplaySink(int(spec.target))
+
+
+def parse_sinks(targets: Sequence[str | SinkSpec], *, headless: bool = False) -> list[SinkSpec]:
+    """Every ``--sink`` URI (or ready SinkSpec, as the --jsonl/--save-video shortcuts give)
+    parsed, checked to name distinct files, without display sinks when ``headless``."""
+    specs = [t if isinstance(t, SinkSpec) else parse_sink(t) for t in targets]
+    _check_distinct(specs)
+    if headless:
+        specs = [spec for spec in specs if spec.kind is not SinkKind.DISPLAY]
+    return specs
 
 
 def open_sinks(
     targets: Sequence[str | SinkSpec],
+    settings: SinkSettings = SinkSettings(),
     *,
-    fps: float = 25.0,
     headless: bool = False,
-    log: Callable[[str], None] | None = None,
 ) -> list[Sink]:
-    """Open every ``--sink`` URI (or ready SinkSpec, as the --jsonl/--save-video shortcuts
-    give) in order. All are parsed and the screen is checked before any file is started;
-    if one fails to open, those already open are discarded, so an existing file at a target
-    path is never replaced by a stream that did not run. ``headless`` leaves out display
-    sinks (``log`` says so)."""
-    specs = [t if isinstance(t, SinkSpec) else parse_sink(t) for t in targets]
-    _check_distinct(specs)
+    """Open every sink in order. All are parsed, their files checked and the screen
+    checked before any is opened; nothing is written until the stream's first record, so
+    a stream that fails to start leaves every existing file as it was. ``headless`` leaves
+    out display sinks (``settings.log`` says so)."""
+    specs = parse_sinks(targets)
     if headless:
         for spec in specs:
-            if spec.kind == "display" and log is not None:
-                log(f"--headless: not opening {spec.uri}")
-        specs = [spec for spec in specs if spec.kind != "display"]
-    if any(spec.kind == "display" for spec in specs):
-        require_display(next(s.uri for s in specs if s.kind == "display"))
+            if spec.kind is SinkKind.DISPLAY and settings.log is not None:
+                settings.log(f"--headless: not opening {spec.uri}")
+        specs = parse_sinks(specs, headless=True)
+    if any(spec.kind is SinkKind.DISPLAY for spec in specs):
+        require_display(next(s.uri for s in specs if s.kind is SinkKind.DISPLAY))
     opened: list[Sink] = []
     try:
         for spec in specs:
-            opened.append(open_sink(spec, fps=fps))
+            opened.append(open_sink(spec, settings))
     except BaseException:
         discard_sinks(opened)
         raise
@@ -662,7 +877,7 @@ def _check_distinct(specs: Sequence[SinkSpec]) -> None:
     """Two sinks writing one file would each rename over the other's result."""
     seen: dict[Path, str] = {}
     for spec in specs:
-        if spec.kind == "display":
+        if spec.kind is SinkKind.DISPLAY:
             continue
         key = Path(spec.target).expanduser().resolve()
         if key in seen:
@@ -673,6 +888,7 @@ def _check_distinct(specs: Sequence[SinkSpec]) -> None:
 
 
 def discard_sinks(sinks: Sequence[Sink]) -> None:
-    """Undo opened sinks without touching their targets (``discard`` where they have one)."""
+    """Close sinks that never received a record: they wrote nothing (files are opened by
+    their first record), so every existing target is as it was."""
     for sink in sinks:
-        getattr(sink, "discard", sink.close)()
+        sink.close()

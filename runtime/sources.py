@@ -15,10 +15,15 @@ Live sources run a capture thread that keeps only the newest frame: a slow model
 present, never a growing backlog, and every frame it misses is counted in ``dropped``. A
 camera that stops delivering is reopened with exponential back-off. Files and folders give
 every frame; a frame or image that cannot be decoded is skipped and counted in ``skipped``,
-never fatal; a live source records every stretch without frames in ``gaps``. Timestamps
-are seconds: position in the video for files, ``index / fps`` for the synthetic scene (fps 25
-unless capped), time since the source opened for image folders, and Unix time of capture for
-live sources. ``resize=(W, H)`` resizes every frame as it leaves
+never fatal; a live source records every stretch without frames in ``gaps``. What a
+stream should record as it happens (a skipped file, a live source dropping, each reopen
+attempt, its return) is queued in ``events`` (:mod:`adedge.runtime.records`) in order.
+
+Each frame carries two times: ``wall``, the Unix time it was read, and ``timestamp``, the
+seconds on the source's own clock: the position in the video for files, ``index / fps``
+for the synthetic scene (fps 25 unless capped), time since the source opened for image
+folders, and for live sources the stream's own timestamps where the capture reports them,
+else the time since the source opened. ``resize=(W, H)`` resizes every frame as it leaves
 the source, so the detector and every sink see the same image.
 """
 
@@ -28,8 +33,9 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -40,25 +46,33 @@ import numpy as np
 from adedge.data import IMAGE_SUFFIXES, expand_image_glob, read_image
 from adedge.defects import DEFECT_KINDS, REAL_TEXTURES, add_defect, read_texture
 from adedge.errors import AdedgeError, SourceError
+from adedge.runtime.records import FrameSkipped, GapEnded, GapStarted, Reconnect, StreamEvent
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
 GLOB_CHARS = ("*", "?", "[")
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-# RTSP over TCP (no lost UDP packets smearing frames), no input buffering, low-delay decoding:
-# a detector wants the present frame, not a smooth replay. A user's own setting wins.
-LOW_LATENCY_FFMPEG = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
+# No input buffering, low-delay decoding: a detector wants the present frame, not a smooth
+# replay. RTSP runs over TCP unless the URL says ``?transport=udp`` (no lost UDP packets
+# smearing frames). A user's own OPENCV_FFMPEG_CAPTURE_OPTIONS wins over both.
+LOW_LATENCY_FFMPEG = "fflags;nobuffer|flags;low_delay"
+RTSP_TRANSPORTS = ("tcp", "udp")
 VIDEO_EOF_RETRIES = 25  # consecutive failed grabs that mean end of file, not a corrupt frame
+# Largest frame side --resize accepts: OpenCV's resize and our buffers stay far from their
+# limits (a 16384x16384 BGR frame is already 800 MB).
+MAX_FRAME_SIDE = 16384
 
 
 @dataclass
 class Frame:
-    """One frame as the stream sees it; ``image`` is BGR uint8 (H, W, 3) or grey (H, W)."""
+    """One frame as the stream sees it; ``image`` is BGR uint8 (H, W, 3) or grey (H, W).
+    ``timestamp``: seconds on the source's own clock; ``wall``: Unix time it was read."""
 
     index: int
     timestamp: float
     image: np.ndarray
     name: str
-    truth: bool | None = None  # known defect label (synthetic scene only)
+    truth: bool | None = None  # known defect label (synthetic scene, a truth CSV)
+    wall: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
@@ -101,9 +115,12 @@ class FrameSource:
         self.resize = resize
         self.dropped = 0
         self.skipped = 0
+        self.left_out = 0  # frames passed over by ``every``
         self.closed = False
         self.gaps: list[Gap] = []  # live sources: stretches without frames (see LiveSource)
         self.truth: dict[int, bool] = {}  # known labels by frame index (e.g. `adedge video` CSV)
+        # what the stream should record, in order (appended by the reading thread)
+        self.events: deque[StreamEvent] = deque()
 
     def __iter__(self) -> Iterator[Frame]:
         if self.max_frames == 0:
@@ -111,13 +128,17 @@ class FrameSource:
         pace = _Pacer(None if self.live else self.fps)
         for count, frame in enumerate(self._frames(), start=1):
             pace.wait()
-            if frame.truth is None and frame.index in self.truth:
-                frame.truth = self.truth[frame.index]
-            if self.resize is not None:
-                frame.image = resize_frame(frame.image, self.resize)
-            yield frame
+            yield self._finish(frame)
             if self.max_frames is not None and count >= self.max_frames:
                 return
+
+    def _finish(self, frame: Frame) -> Frame:
+        """Known truth and ``resize`` applied: the frame as it leaves the source."""
+        if frame.truth is None and frame.index in self.truth:
+            frame.truth = self.truth[frame.index]
+        if self.resize is not None:
+            frame.image = resize_frame(frame.image, self.resize)
+        return frame
 
     def _frames(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -137,6 +158,21 @@ class FrameSource:
 
     def _keep(self, position: int) -> bool:
         return position % self.every == 0
+
+    def _kept(self, position: int) -> bool:
+        """Whether ``every`` keeps this position; counts the ones it leaves out."""
+        keep = self._keep(position)
+        self.left_out += not keep
+        return keep
+
+    def take_events(self) -> list[StreamEvent]:
+        """The events queued since the last call, oldest first (safe from any thread)."""
+        taken = []
+        while True:
+            try:
+                taken.append(self.events.popleft())
+            except IndexError:
+                return taken
 
     def describe(self) -> str:
         return self.label
@@ -214,7 +250,17 @@ def parse_resize(text: str) -> tuple[int, int]:
         raise SourceError(
             f"resize '{text}' is not WIDTHxHEIGHT in pixels", "pass e.g. --resize 640x480"
         )
-    return int(match.group(1)), int(match.group(2))
+    return check_resize((int(match.group(1)), int(match.group(2))))
+
+
+def check_resize(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` (W, H) if each side is 1..MAX_FRAME_SIDE; a one-line SourceError otherwise."""
+    if min(size) < 1 or max(size) > MAX_FRAME_SIDE:
+        raise SourceError(
+            f"resize {size[0]}x{size[1]} is outside 1..{MAX_FRAME_SIDE} pixels per side",
+            "pass a frame size such as --resize 640x480",
+        )
+    return size
 
 
 class _Pacer:
@@ -251,11 +297,12 @@ class ImageFolderSource(FrameSource):
             produced = False
             for path in self.paths:
                 index, position = position, position + 1
-                if not self._keep(index):
+                if not self._kept(index):
                     continue
-                image = _read_bgr(path)
+                image, problem = _read_bgr(path)
                 if image is None:
                     self.skipped += 1
+                    self.events.append(FrameSkipped(str(path), problem, position=index))
                     continue
                 produced = True
                 yield Frame(index, time.monotonic() - self._opened, image, str(path))
@@ -269,13 +316,13 @@ class ImageFolderSource(FrameSource):
         return f"images '{self.label}' ({len(self.paths)} files)"
 
 
-def _read_bgr(path: Path) -> np.ndarray | None:
-    """The image as BGR/grey uint8, or None where it cannot be decoded."""
+def _read_bgr(path: Path) -> tuple[np.ndarray | None, str]:
+    """(the image as BGR/grey uint8, "") or (None, why it cannot be decoded)."""
     try:
         image = read_image(path)
-    except AdedgeError:
-        return None
-    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    except AdedgeError as exc:
+        return None, exc.message
+    return (cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image), ""
 
 
 def _open_images(spec: str, **options: Any) -> ImageFolderSource:
@@ -334,19 +381,24 @@ class VideoFileSource(FrameSource):
                 failed.append(position)
                 position += 1
                 continue
-            self.skipped += sum(self._keep(base_index + p) for p in failed)
+            self._skip_corrupt([base_index + p for p in failed if self._kept(base_index + p)])
             failed = []
             index, position = base_index + position, position + 1
-            if not self._keep(index):
+            if not self._kept(index):
                 continue
             ok, image = self._cap.retrieve()
             if not ok or image is None or image.size == 0:
-                self.skipped += 1
+                self._skip_corrupt([index])
                 continue
             produced = True
             timestamp = base_time + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
             yield Frame(index, timestamp, image, self.path)
         return position, produced
+
+    def _skip_corrupt(self, positions: list[int]) -> None:
+        self.skipped += len(positions)
+        for position in positions:
+            self.events.append(FrameSkipped(self.path, "frame cannot be decoded", position))
 
     def _positions(self) -> int | None:
         return self.frame_count if self.frame_count > 0 else None
@@ -389,7 +441,11 @@ class LiveSource(FrameSource):
     (``backoff`` seconds, doubling, at most ``backoff_cap``); after ``max_reopen``
     consecutive failures the source ends. A successful read resets the count. Each
     stretch without frames is appended to ``gaps`` (:class:`Gap`) once frames come back, or
-    when the source ends during it after at least one reopen attempt.
+    when the source ends during it after at least one reopen attempt; as it happens, the
+    stretch's start, every reopen attempt and its end are queued in ``events``.
+
+    A stream reads it with :meth:`take` (a frame, or nothing yet, without blocking for
+    long), so it can record events while no frame comes; iterating works too.
     """
 
     live = True
@@ -415,6 +471,7 @@ class LiveSource(FrameSource):
         self.backoff = backoff
         self.backoff_cap = backoff_cap
         self.reopened = 0
+        self._opened = time.monotonic()
         self._latest: Frame | None = None
         self._ended = False
         self._stop = threading.Event()
@@ -422,18 +479,35 @@ class LiveSource(FrameSource):
         self._thread: threading.Thread | None = None
 
     def _frames(self) -> Iterator[Frame]:
-        self._start()
         while True:
-            with self._ready:
-                while not self._ready.wait_for(self._has_news, timeout=0.5):
-                    pass  # short waits keep Ctrl-C responsive on every platform
-                frame, self._latest = self._latest, None
-            if frame is None:
+            # short waits keep Ctrl-C responsive on every platform
+            frame = self.take(0.5, wake_on_events=False)
+            if frame is not None:
+                yield frame
+            elif self.ended:
                 return
-            yield frame
 
-    def _has_news(self) -> bool:
-        return self._latest is not None or self._ended
+    @property
+    def ended(self) -> bool:
+        """The capture thread stopped and its last frame was taken."""
+        with self._ready:
+            return self._ended and self._latest is None
+
+    def take(self, timeout: float, *, wake_on_events: bool = True) -> Frame | None:
+        """The newest frame not yet taken (waiting up to ``timeout`` s for one), or None:
+        none yet, an event is waiting in ``events`` (``wake_on_events``), or the end."""
+        self._start()
+        with self._ready:
+            self._ready.wait_for(
+                lambda: (
+                    self._latest is not None
+                    or self._ended
+                    or (wake_on_events and bool(self.events))
+                ),
+                timeout=timeout,
+            )
+            frame, self._latest = self._latest, None
+        return None if frame is None else self._finish(frame)
 
     def _start(self) -> None:
         if self._thread is None and not self.closed:
@@ -452,30 +526,46 @@ class LiveSource(FrameSource):
                 if not ok or image is None or image.size == 0:
                     if gap is None:
                         gap, attempts = (time.time(), time.monotonic()), 0
+                        self._record(GapStarted(self.label, position - 1 if position else None))
                     failures += 1
                     if failures > self.max_reopen or not self._reopen(failures):
                         return
                     attempts += 1
                     continue
                 if gap is not None:
-                    self._record_gap(gap, attempts, recovered=True)
+                    self._close_gap(gap, attempts, recovered=True)
                     gap = None
                 failures = 0
                 index, position = position, position + 1
-                if self._keep(index):
-                    self._publish(Frame(index, time.time(), image, self.label))
+                if self._kept(index):
+                    self._publish(Frame(index, self._source_time(), image, self.label))
         finally:
             if gap is not None and attempts:  # ended while reopening: the gap never closed
-                self._record_gap(gap, attempts, recovered=False)
+                self._close_gap(gap, attempts, recovered=False)
             self._cap.release()
             with self._ready:
                 self._ended = True
                 self._ready.notify_all()
 
-    def _record_gap(self, gap: tuple[float, float], attempts: int, *, recovered: bool) -> None:
-        start, since = gap
+    def _source_time(self) -> float:
+        """The capture's own timestamp of the frame just read (seconds), where it reports
+        one (network streams' presentation times), else the time since the source opened."""
+        stamp = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        if stamp and stamp > 0 and np.isfinite(stamp):
+            return float(stamp) / 1e3
+        return time.monotonic() - self._opened
+
+    def _record(self, event: StreamEvent) -> None:
         with self._ready:
-            self.gaps.append(Gap(start, time.monotonic() - since, attempts, recovered))
+            self.events.append(event)
+            self._ready.notify_all()
+
+    def _close_gap(self, gap: tuple[float, float], attempts: int, *, recovered: bool) -> None:
+        start, since = gap
+        seconds = time.monotonic() - since
+        with self._ready:
+            self.gaps.append(Gap(start, seconds, attempts, recovered))
+        self._record(GapEnded(self.label, seconds, attempts, recovered))
 
     def _publish(self, frame: Frame) -> None:
         with self._ready:
@@ -491,8 +581,11 @@ class LiveSource(FrameSource):
             return False
         self._cap.release()
         self._cap = _quietly(self._open_capture)
-        if self._cap.isOpened():
-            self.reopened += 1
+        opened = self._cap.isOpened()
+        self.reopened += opened
+        following = min(self.backoff * 2**failures, self.backoff_cap)
+        last = failures >= self.max_reopen
+        self._record(Reconnect(self.label, failures, opened, None if opened or last else following))
         return True
 
     def describe(self) -> str:
@@ -540,14 +633,69 @@ def _open_camera(spec: str, target: int | str, **options: Any) -> LiveSource:
     return LiveSource(target, lambda: cv2.VideoCapture(target, cv2.CAP_V4L2), fail=fail, **options)
 
 
+_FFMPEG_ENV_LOCK = threading.Lock()
+
+
+def split_transport(url: str) -> tuple[str, str | None]:
+    """``rtsp://host/path?transport=udp`` -> (the URL without it, "udp"); the parameter is
+    ours (FFmpeg's ``rtsp_transport``), so the camera never sees it. Other URLs and other
+    query parameters pass unchanged."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    transport = [value for key, value in pairs if key == "transport"]
+    if not transport:
+        return url, None
+    value = transport[-1].lower()
+    scheme = parts.scheme.lower()
+    if scheme not in ("rtsp", "rtsps") or value not in RTSP_TRANSPORTS:
+        raise SourceError(
+            f"'transport={transport[-1]}' in '{redact_url(url)}' is not understood",
+            f"use rtsp://...?transport={'|'.join(RTSP_TRANSPORTS)} (RTSP sources only)",
+        )
+    query = "&".join(f"{k}={v}" if v else k for k, v in pairs if k != "transport")
+    return urlunsplit(parts._replace(query=query)), value
+
+
+def ffmpeg_capture_options(transport: str | None, scheme: str) -> str:
+    """The FFmpeg options a network source opens with (OPENCV_FFMPEG_CAPTURE_OPTIONS)."""
+    if scheme.lower() in ("rtsp", "rtsps"):
+        return f"rtsp_transport;{transport or 'tcp'}|{LOW_LATENCY_FFMPEG}"
+    return LOW_LATENCY_FFMPEG
+
+
 def _open_network(url: str, **options: Any) -> LiveSource:
-    os.environ.setdefault(FFMPEG_OPTIONS_ENV, LOW_LATENCY_FFMPEG)
+    url, transport = split_transport(url)
+    scheme = urlsplit(url).scheme
     label = redact_url(url)
+    user_options = os.environ.get(FFMPEG_OPTIONS_ENV)
+    ffmpeg_options = user_options or ffmpeg_capture_options(transport, scheme)
+    if user_options and transport:
+        raise SourceError(
+            f"'transport={transport}' in '{label}' and {FFMPEG_OPTIONS_ENV} both set FFmpeg's "
+            "options",
+            f"unset {FFMPEG_OPTIONS_ENV} or leave transport= out of the URL",
+        )
     fail = SourceError(
         f"cannot open stream '{label}'",
-        "check the URL, credentials and network (try it in `ffplay`), or pass a video file",
+        "check the URL, credentials and network (try it in `ffplay`), or pass a video file"
+        + ("; behind a firewall try ?transport=tcp" if transport == "udp" else ""),
     )
-    return LiveSource(label, lambda: cv2.VideoCapture(url, cv2.CAP_FFMPEG), fail=fail, **options)
+
+    def open_capture() -> cv2.VideoCapture:
+        # OpenCV reads the variable when a capture opens: set it for this open only (the
+        # lock keeps two sources' reopen threads from seeing each other's options)
+        with _FFMPEG_ENV_LOCK:
+            previous = os.environ.get(FFMPEG_OPTIONS_ENV)
+            os.environ[FFMPEG_OPTIONS_ENV] = ffmpeg_options
+            try:
+                return cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+            finally:
+                if previous is None:
+                    os.environ.pop(FFMPEG_OPTIONS_ENV, None)
+                else:
+                    os.environ[FFMPEG_OPTIONS_ENV] = previous
+
+    return LiveSource(label, open_capture, fail=fail, **options)
 
 
 @dataclass(frozen=True)
@@ -705,7 +853,7 @@ class SyntheticSource(FrameSource):
     def _frames(self) -> Iterator[Frame]:
         index = 0
         while not self.closed and (self.scene.frames is None or index < self.scene.frames):
-            if self._keep(index):
+            if self._kept(index):
                 yield Frame(
                     index,
                     index / self.nominal_fps,

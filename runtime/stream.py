@@ -33,6 +33,11 @@ not adedge. The summary gives p50/p95/p99 of each stage over the most recent
 Alarms: ``FrameScore.anomalous`` stays the per-frame label; the stream's :class:`AlarmFilter`
 sets ``FrameScore.alarm`` once ``alarm_frames`` consecutive frames are anomalous, so one noisy
 frame on a production line does not raise an event; sinks read that field.
+
+Records: besides every scored frame, sinks that take events (:class:`EventSink`) get, in
+order with the frames, the stream's start and end, alarms switching on and off, a live
+source's gaps and reopen attempts, skipped inputs, and warnings (frames whose size does not
+fit the model; nearly every frame anomalous). See :mod:`adedge.runtime.records`.
 """
 
 from __future__ import annotations
@@ -49,10 +54,21 @@ from typing import Any
 
 import numpy as np
 
-from adedge.errors import AdedgeError
+from adedge import __version__
+from adedge.errors import AdedgeError, Terminated, interrupt_exit_code
+from adedge.runtime.alarms import AlarmFilter, AlarmTracker, FitWatch
 from adedge.runtime.detector import Detector, FrameScore
-from adedge.runtime.sinks import Sink
-from adedge.runtime.sources import Frame, FrameSource, conform_image
+from adedge.runtime.records import (
+    FrameSkipped,
+    StreamEnded,
+    StreamEvent,
+    StreamStarted,
+    StreamWarning,
+)
+from adedge.runtime.sinks import EventSink, Sink
+from adedge.runtime.sources import Frame, FrameSource, LiveSource, conform_image
+
+__all__ = ["AlarmFilter", "StreamOptions", "StreamSummary", "run_stream"]
 
 STAGE_ORDER = ("read_ms", "preprocess_ms", "infer_ms", "sink_ms", "total_ms")
 PERCENTILES = (50, 95, 99)
@@ -69,7 +85,8 @@ class StreamOptions:
     the sinks); small, so memory and the delay behind a slow sink stay bounded.
     ``drain_on_interrupt``: on Ctrl-C/SIGTERM, write every result already scored before
     stopping (at most ``queue_size`` + ``batch``) instead of stopping after the frame the
-    sinks are writing."""
+    sinks are writing. ``fit_warnings``: warn when frames do not fit the model (their size,
+    or nearly all of them anomalous)."""
 
     batch: int = 1
     max_frames: int | None = None
@@ -78,6 +95,7 @@ class StreamOptions:
     alarm_frames: int = 1
     queue_size: int = 8
     drain_on_interrupt: bool = False
+    fit_warnings: bool = True
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -100,9 +118,12 @@ class StreamSummary:
     only when an interrupt hit while a batch was filling. ``frames_skipped`` includes the
     ``frames_rejected`` (by reason); ``frames_converted`` counts conversions by reason.
     ``frames_discarded``: in flight when the stream stopped, never written (not in
-    ``frames_read``). ``gaps``/``gap_seconds``: stretches a live source had no frames.
+    ``frames_read``). ``frames_left_out``: passed over by ``every`` (not read).
+    ``skipped_names``: the first ``SKIPPED_NAMES`` inputs skipped (files, or a video with
+    the frame position). ``gaps``/``gap_seconds``: stretches a live source had no frames.
     ``alarms`` counts alarms raised: runs of ``alarm_frames`` consecutive anomalous frames
-    (a run counts once however long it lasts)."""
+    (a run counts once however long it lasts). ``exit_code``: what the command should exit
+    with, 0, or 130 after Ctrl-C and 143 after SIGTERM (0 after q in a display window)."""
 
     source: str
     backend: str
@@ -116,6 +137,8 @@ class StreamSummary:
     frames_discarded: int = 0
     frames_converted: dict[str, int] = field(default_factory=dict)
     frames_rejected: dict[str, int] = field(default_factory=dict)
+    frames_left_out: int = 0
+    skipped_names: list[str] = field(default_factory=list)
     anomalies: int = 0
     alarms: int = 0
     alarm_frames: int = 1
@@ -126,6 +149,7 @@ class StreamSummary:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     interrupted: bool = False
     stopped_by: str = "end of source"
+    exit_code: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +164,12 @@ class StreamSummary:
             f"time     {self.wall_s:.2f} s, {self.fps:.1f} frames/s "
             f"(backend {self.backend}, batch {self.batch}); ended by {self.stopped_by}",
         ]
+        if self.frames_left_out:
+            lines.append(f"         {self.frames_left_out} left out by --every")
+        if self.skipped_names:
+            more = self.frames_skipped - len(self.skipped_names)
+            names = ", ".join(self.skipped_names) + (f" and {more} more" if more > 0 else "")
+            lines.append(f"         skipped: {names}")
         if self.frames_unscored:
             lines.append(f"         {self.frames_unscored} read but not scored (interrupted)")
         if self.frames_discarded:
@@ -174,30 +204,6 @@ def _cell(value: float | None) -> str:
     return f"{'-':>10}" if value is None else f"{value:>10.3f}"
 
 
-class AlarmFilter:
-    """Turns per-frame labels into alarms: on only after ``frames`` consecutive anomalous
-    frames, so a single noisy frame raises nothing; it stays on until a normal frame.
-
-    "Consecutive" means consecutive scored frames: on a live source the frames dropped in
-    between are not seen. A frame whose score is not a number is not anomalous and breaks
-    the run.
-    """
-
-    def __init__(self, frames: int = 1) -> None:
-        if frames < 1:
-            raise AdedgeError(f"alarm frames must be 1 or more (got {frames})", "pass 1 or more")
-        self.frames = frames
-        self.run = 0
-        self.raised = 0
-
-    def update(self, anomalous: bool) -> bool:
-        """Take the next frame's label; returns whether the alarm is on for that frame."""
-        self.run = self.run + 1 if anomalous else 0
-        if self.run == self.frames:
-            self.raised += 1
-        return self.run >= self.frames
-
-
 class _Latencies:
     """Per-stage latencies of the most recent ``window`` frames."""
 
@@ -219,12 +225,6 @@ class _Latencies:
         return out
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM raised where the stream is, so that it ends exactly like Ctrl-C."""
-
-    reason = "SIGTERM"
-
-
 def _on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
@@ -236,7 +236,7 @@ def _sigterm_interrupts(enabled: bool) -> Iterator[None]:
         return
 
     def handler(signum: int, frame: object) -> None:
-        raise _Terminated()
+        raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -273,6 +273,8 @@ class _Failed:
 
 
 POLL_S = 0.05  # queue waits are this short so a failure in another stage is seen promptly
+SKIPPED_NAMES = 20  # skipped inputs the summary names
+FRAME_SIZES_CHECKED = 16  # distinct frame sizes checked against the model, per stream
 
 
 class _Reader:
@@ -282,7 +284,10 @@ class _Reader:
     the model or the sinks. The source's generator lives and is closed in this thread."""
 
     def __init__(self, source: FrameSource, queue_size: int, limit: int | None) -> None:
-        self.queue: queue.Queue[Frame | _End | _Failed] = queue.Queue(maxsize=queue_size)
+        self.source = source
+        self.queue: queue.Queue[Frame | StreamEvent | _End | _Failed] = queue.Queue(
+            maxsize=queue_size
+        )
         self.failed = False  # the reader's own exception was raised in the main thread
         self.discarded = 0  # frames read ahead and never taken (the stream stopped first)
         self._stopping = threading.Event()
@@ -308,6 +313,9 @@ class _Reader:
         count = 0
         while limit is None or count < limit:
             frame = next(frames, None)
+            for event in self.source.take_events():  # what happened before this frame
+                if not self._put(event):
+                    return _End("stopped")
             if frame is None:
                 return _End("end of source")
             count += 1
@@ -316,7 +324,7 @@ class _Reader:
                 return _End("stopped")
         return _End("max_frames")
 
-    def _put(self, item: Frame | _End | _Failed) -> bool:
+    def _put(self, item: Frame | StreamEvent | _End | _Failed) -> bool:
         """Wait for room in the queue (back-pressure); False once the stream is stopping."""
         while not self._stopping.is_set():
             try:
@@ -326,8 +334,9 @@ class _Reader:
                 continue
         return False
 
-    def get(self, check: Callable[[], None]) -> Frame | _End:
-        """The next frame or the end (main thread); ``check`` raises another stage's failure."""
+    def get(self, check: Callable[[], None]) -> Frame | StreamEvent | _End:
+        """The next frame, event or the end (main thread); ``check`` raises another stage's
+        failure."""
         while True:
             try:
                 item = self.queue.get(timeout=POLL_S)
@@ -354,39 +363,61 @@ class _Reader:
 
 class _LiveInput:
     """A live source needs no reader: its capture thread already keeps only the newest frame,
-    and a queue in front of the model would make it score the past. Read in the main thread."""
+    and a queue in front of the model would make it score the past. Read in the main thread,
+    in short waits, so the source's events (a gap, a reopen attempt) are recorded as they
+    happen, not when frames come back."""
 
     failed = False
     discarded = 0
 
-    def __init__(self, source: FrameSource) -> None:
-        self._frames = iter(source)
+    def __init__(self, source: LiveSource) -> None:
+        self.source = source
+        self.taken = 0
+        self._pending: deque[Frame | StreamEvent] = deque()
 
     def start(self) -> None:
         pass
 
-    def get(self, check: Callable[[], None]) -> Frame | _End:
-        check()
-        frame = next(self._frames, None)
-        return _End("end of source") if frame is None else frame
+    def get(self, check: Callable[[], None]) -> Frame | StreamEvent | _End:
+        limit = self.source.max_frames
+        while not self._pending:
+            check()
+            if limit is not None and self.taken >= limit:
+                return _End("max_frames")
+            frame = self.source.take(POLL_S * 10)
+            items: list[Frame | StreamEvent] = [*self.source.take_events()]
+            if frame is not None:
+                items.append(frame)
+                self.taken += 1
+            elif not items and self.source.ended:
+                return _End("end of source")
+            self._pending.extend(sorted(items, key=lambda item: item.wall))
+        return self._pending.popleft()
 
     def stop(self) -> None:
-        close = getattr(self._frames, "close", None)
-        if close is not None:
-            close()
+        self.source.close()
 
 
 class _SinkStage:
-    """Writes results to every sink, in order, in its own thread, so a slow sink (video
-    encoding, a display) holds the model back only once ``queue_size`` results wait: that is
-    back-pressure, never unbounded memory. Alarms, anomaly counts and latencies are taken here,
-    so they describe exactly the results the sinks were given."""
+    """Writes results and events to every sink, in order, in its own thread, so a slow sink
+    (video encoding, a display) holds the model back only once ``queue_size`` results wait:
+    that is back-pressure, never unbounded memory. Alarms, anomaly counts and latencies are
+    taken here, so they describe exactly the results the sinks were given; the alarm's
+    switching and the fit warning become events written right after their frame."""
 
     def __init__(
-        self, sinks: Sequence[Sink], queue_size: int, alarm: AlarmFilter, latencies: _Latencies
+        self,
+        sinks: Sequence[Sink],
+        queue_size: int,
+        alarm: AlarmTracker,
+        latencies: _Latencies,
+        fit: FitWatch | None = None,
     ) -> None:
-        self.sinks, self.alarm, self.latencies = sinks, alarm, latencies
-        self.queue: queue.Queue[tuple[Frame, FrameScore] | None] = queue.Queue(maxsize=queue_size)
+        self.sinks, self.alarm, self.latencies, self.fit = sinks, alarm, latencies, fit
+        self.recorders = [sink for sink in sinks if isinstance(sink, EventSink)]
+        self.queue: queue.Queue[tuple[Frame, FrameScore] | StreamEvent | None] = queue.Queue(
+            maxsize=queue_size
+        )
         self.written = 0  # results handed to the sinks (a sink may raise on one of them)
         self.anomalies = 0
         self.error: BaseException | None = None
@@ -403,17 +434,29 @@ class _SinkStage:
                 item = self.queue.get()
                 if item is None or self._halt.is_set():
                     return
-                self._write(*item)
+                if isinstance(item, StreamEvent):
+                    self.record(item)
+                else:
+                    self._write(*item)
         except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
             self.error = exc
+
+    def record(self, event: StreamEvent) -> None:
+        """Hand one event to every sink that records events."""
+        for sink in self.recorders:
+            sink.event(event)
 
     def _write(self, frame: Frame, result: FrameScore) -> None:
         self.written += 1
         self.anomalies += bool(result.anomalous)
-        result.alarm = self.alarm.update(bool(result.anomalous))
+        events = self.alarm.observe(frame, result)
+        if self.fit is not None:
+            events += self.fit.observe(result)
         start = time.perf_counter()
         for sink in self.sinks:
             sink.write(frame, result)
+        for event in events:
+            self.record(event)
         sink_ms = (time.perf_counter() - start) * 1e3
         for stage, ms in result.latency_ms.items():
             self.latencies.add(stage, ms)
@@ -427,12 +470,12 @@ class _SinkStage:
             self.raised = True
             raise self.error
 
-    def put(self, frame: Frame, result: FrameScore) -> None:
-        """Hand one result over; blocks while the queue is full (back-pressure)."""
+    def put(self, item: tuple[Frame, FrameScore] | StreamEvent) -> None:
+        """Hand one result or event over; blocks while the queue is full (back-pressure)."""
         while True:
             self.check()
             try:
-                self.queue.put((frame, result), timeout=POLL_S)
+                self.queue.put(item, timeout=POLL_S)
                 return
             except queue.Full:
                 continue
@@ -456,6 +499,14 @@ class _SinkStage:
                 continue
         self._thread.join()
 
+    def close_records(self, events: Sequence[StreamEvent]) -> None:
+        """The last events (an alarm still on, the end), after the thread has stopped: each
+        sink gets them even if another sink failed."""
+        for event in events:
+            for sink in self.recorders:
+                with contextlib.suppress(Exception):
+                    sink.event(event)
+
 
 class _Stream:
     """One run of the pipeline: input (reader thread, or the live source's capture thread) ->
@@ -474,21 +525,28 @@ class _Stream:
         sinks: Sequence[Sink],
         options: StreamOptions,
     ) -> None:
-        self.detector, self.options = detector, options
+        self.detector, self.options, self.source = detector, options, source
         self.size = 1 if source.live else options.batch
         self.latencies = _Latencies(options.latency_window)
         self.sink_stage = _SinkStage(
-            sinks, options.queue_size, AlarmFilter(options.alarm_frames), self.latencies
+            sinks,
+            options.queue_size,
+            AlarmTracker(options.alarm_frames),
+            self.latencies,
+            FitWatch(detector.trained_on()) if options.fit_warnings else None,
         )
         self.input: _Reader | _LiveInput = (
             _LiveInput(source)
-            if source.live
+            if isinstance(source, LiveSource)
             else _Reader(source, options.queue_size, options.max_frames)
         )
         self.converted: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
+        self.skipped_names: list[str] = []
+        self.sizes_checked: set[tuple[int, int]] = set()
         self.taken = self.delivered = self.handed = 0
         self.stopped_by = "end of source"
+        self.exit_code = 0  # what a command ends with: 130 after Ctrl-C, 143 after SIGTERM
         self.drain = True  # on the way out, let the sinks write every result already scored
 
     def run(self) -> None:
@@ -496,7 +554,8 @@ class _Stream:
         finish and raise their failure, if any."""
         self.sink_stage.start()
         self.input.start()
-        pending: list[tuple[Frame, float]] = []
+        pending: list[tuple[Frame, float] | StreamEvent] = []  # a batch, events in order
+        frames = 0
         limit = self.options.max_frames
         while True:
             if limit is not None and self.taken >= limit:
@@ -508,35 +567,63 @@ class _Stream:
             if isinstance(item, _End):
                 self.stopped_by = item.reason
                 break
+            if isinstance(item, StreamEvent):
+                self._note(item)
+                pending.append(item)
+                continue
             self.taken += 1
-            frame = self._conform(item)
+            frame = self._conform(item, pending)
             if frame is None:
                 continue
             self.delivered += 1
             pending.append((frame, read_ms))
-            if len(pending) >= self.size:
-                batch, pending = pending, []
+            frames += 1
+            if frames >= self.size:
+                batch, pending, frames = pending, [], 0
                 self._score(batch)
         if pending:
             self._score(pending)
         self.sink_stage.finish(drain=True)
         self.sink_stage.check()
 
-    def _conform(self, frame: Frame) -> Frame | None:
-        """The frame with its image made scoreable, or None (rejected, counted as skipped)."""
+    def _note(self, event: StreamEvent) -> None:
+        """Keep the names of the first skipped inputs for the summary."""
+        if isinstance(event, FrameSkipped) and len(self.skipped_names) < SKIPPED_NAMES:
+            one_file = event.name == self.source.label and event.position is not None
+            self.skipped_names.append(f"{event.name}#{event.position}" if one_file else event.name)
+
+    def _conform(
+        self, frame: Frame, pending: list[tuple[Frame, float] | StreamEvent]
+    ) -> Frame | None:
+        """The frame with its image made scoreable, or None (rejected, counted as skipped
+        and recorded); a frame of a size not seen before is checked against the model."""
         image, converted, rejected = conform_image(frame.image)
         self.converted.update(converted)
         if rejected is not None:
             self.rejected[rejected] += 1
+            event = FrameSkipped(frame.name, f"image rejected: {rejected}", position=frame.index)
+            self._note(event)
+            pending.append(event)
             return None
         frame.image = image
+        size = (int(image.shape[0]), int(image.shape[1]))
+        unseen = size not in self.sizes_checked and len(self.sizes_checked) < FRAME_SIZES_CHECKED
+        if self.options.fit_warnings and unseen:
+            self.sizes_checked.add(size)
+            pending.extend(StreamWarning(text) for text in self.detector.frame_warnings(size))
         return frame
 
-    def _score(self, batch: list[tuple[Frame, float]]) -> None:
-        results = self.detector.score_frames([frame.image for frame, _ in batch])
-        for (frame, read_ms), result in zip(batch, results, strict=True):
+    def _score(self, batch: list[tuple[Frame, float] | StreamEvent]) -> None:
+        frames = [item for item in batch if not isinstance(item, StreamEvent)]
+        results = iter(self.detector.score_frames([frame.image for frame, _ in frames]))
+        for item in batch:
+            if isinstance(item, StreamEvent):
+                self.sink_stage.put(item)
+                continue
+            frame, read_ms = item
+            result = next(results)
             result.latency_ms = {"read_ms": read_ms, **result.latency_ms}
-            self.sink_stage.put(frame, result)
+            self.sink_stage.put((frame, result))
             self.handed += 1
 
     def interrupted(self, exc: KeyboardInterrupt) -> None:
@@ -548,17 +635,29 @@ class _Stream:
         sent while a sink writes frame N means "stop at frame N".
         """
         self.stopped_by = str(getattr(exc, "reason", "Ctrl-C (SIGINT)"))
+        self.exit_code = interrupt_exit_code(exc)
         if not self.input.failed:
             self.drain = self.options.drain_on_interrupt and not self.sink_stage.raised
         if not self.drain:
             self.sink_stage.halt()  # now, not after the reader has been joined
 
     def stop(self) -> None:
-        """Stop the reader first (nothing new comes in), then the sinks; join both threads."""
+        """Stop the reader first (nothing new comes in), then the sinks; join both threads;
+        then record an alarm still on and the end of the stream."""
         try:
             self.input.stop()
         finally:
             self.sink_stage.finish(self.drain)
+            stage = self.sink_stage
+            self.sink_stage.close_records(
+                [
+                    *self.source.take_events(),
+                    *stage.alarm.finish(f"stream ended ({self.stopped_by})"),
+                    StreamEnded(
+                        self.stopped_by, stage.written, stage.anomalies, stage.alarm.raised
+                    ),
+                ]
+            )
 
     def late_error(self) -> BaseException | None:
         """A sink failure that happened while draining after an interrupt (not yet raised)."""
@@ -585,6 +684,8 @@ class _Stream:
             frames_discarded=self.input.discarded + self.delivered - written - unscored,
             frames_converted=dict(self.converted),
             frames_rejected=dict(self.rejected),
+            frames_left_out=source.left_out,
+            skipped_names=list(self.skipped_names),
             anomalies=self.sink_stage.anomalies,
             alarms=self.sink_stage.alarm.raised,
             alarm_frames=self.options.alarm_frames,
@@ -595,7 +696,19 @@ class _Stream:
             latency_ms=self.latencies.percentiles(),
             interrupted=interrupted,
             stopped_by=self.stopped_by,
+            exit_code=self.exit_code,
         )
+
+
+def started_event(detector: Detector, source: FrameSource) -> StreamStarted:
+    return StreamStarted(
+        source.describe(),
+        str(detector.bundle.path),
+        detector.card.method,
+        str(getattr(detector, "backend_name", "")),
+        float(detector.threshold),
+        __version__,
+    )
 
 
 def _close_all(source: FrameSource, sinks: Sequence[Sink]) -> None:
@@ -631,6 +744,7 @@ def run_stream(
     start = time.perf_counter()
     try:
         with _sigterm_interrupts(options.handle_sigterm):
+            stream.sink_stage.put(started_event(detector, source))
             stream.run()
     except KeyboardInterrupt as exc:
         interrupted = True

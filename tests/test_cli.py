@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
+from jsonl_records import frame_records
 
 COMMANDS = ["train", "export", "stream", "eval", "bench", "video"]
 
@@ -209,7 +210,7 @@ def test_video_of_the_test_split_streams_with_its_ground_truth(
     )
     assert code == 0, err
     assert "detection on 30 frames with known truth" in out
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    lines = frame_records(events)
     assert [line["frame"] for line in lines] == list(range(30))
     assert [int(line["truth"]) for line in lines] == [truth[i] for i in range(30)]
     assert "30 scored" in out

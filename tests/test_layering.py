@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from jsonl_records import frame_records
+
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("torch", "adedge.train", "adedge.export")
 
@@ -75,7 +77,7 @@ def test_ygan_bundle_streams_without_torch(ygan_bundle, tmp_path, digit_video):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    lines = frame_records(events)
     stats = json.loads(summary.read_text())
     assert len(lines) == stats["frames_scored"] == stats["frames_read"] > 0
     assert all(0.0 <= line["score"] <= 1.0 for line in lines)  # Y-GAN's score is bounded

@@ -4,7 +4,6 @@ of unexpected dtype or channels. Real components: the tiny ONNX mean bundle, rea
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -15,16 +14,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from jsonl_records import frame_records
 
 from adedge.errors import SourceError
 from adedge.runtime.detector import Detector, FrameScore
 from adedge.runtime.sinks import JsonlSink, VideoSink
 from adedge.runtime.sources import Frame, FrameSource, LiveSource, conform_image, open_source
 from adedge.runtime.stream import StreamOptions, run_stream
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -101,7 +97,7 @@ def test_a_slow_sink_throttles_the_reader_and_every_frame_arrives_in_order(
         StreamOptions(batch=batch, queue_size=queue_size),
     )
     assert slow.indices == list(range(120)) and slow.closed
-    assert [r["frame"] for r in read_jsonl(events)] == list(range(120))
+    assert [r["frame"] for r in frame_records(events)] == list(range(120))
     # read ahead of the sink at most: reader queue + the reader's frame in hand + a batch
     # being scored + the sink queue
     bound = 2 * queue_size + batch + 1
@@ -128,7 +124,7 @@ def test_keyboard_interrupt_from_the_source_drains_what_was_scored(
         detector, source, [slow, JsonlSink(events)], StreamOptions(batch=4, queue_size=8)
     )
     assert summary.interrupted and summary.stopped_by == "Ctrl-C (SIGINT)"
-    assert [r["frame"] for r in read_jsonl(events)] == list(range(8)) == slow.indices
+    assert [r["frame"] for r in frame_records(events)] == list(range(8)) == slow.indices
     assert summary.frames_scored == 8 and summary.frames_unscored == 2
     assert summary.frames_read == 10
     assert_accounted(summary)
@@ -158,7 +154,7 @@ def test_real_sigint_keeps_every_written_result(tmp_path, detector, digit_folder
         )
     finally:
         timer.cancel()
-    records = read_jsonl(events)
+    records = frame_records(events)
     assert summary.interrupted and summary.stopped_by == "Ctrl-C (SIGINT)"
     assert [r["frame"] for r in records] == list(range(len(records))) == slow.indices
     assert len(records) == summary.frames_scored >= at_signal[0] > 0
@@ -202,7 +198,7 @@ def test_an_exception_in_a_sink_is_raised_after_the_files_are_closed(
             StreamOptions(batch=2),
         )
     assert info.value is broken.raised  # the same exception, raised in the main thread
-    assert [r["frame"] for r in read_jsonl(events)] == list(range(6))
+    assert [r["frame"] for r in frame_records(events)] == list(range(6))
     cap = cv2.VideoCapture(str(video))
     count = 0
     while cap.read()[0]:
@@ -222,7 +218,7 @@ def test_an_exception_in_the_reader_is_raised_after_the_scored_frames_are_writte
     with pytest.raises(ValueError) as info:
         run_stream(detector, source, [JsonlSink(events)], StreamOptions(batch=3))
     assert info.value is error
-    assert [r["frame"] for r in read_jsonl(events)] == list(range(6))  # two full batches
+    assert [r["frame"] for r in frame_records(events)] == list(range(6))  # two full batches
     assert source.closed and leftovers(tmp_path) == []
 
 
@@ -297,7 +293,7 @@ def test_odd_frames_are_converted_or_rejected_with_counted_reasons(
         [JsonlSink(events), VideoSink(tmp_path / "v.avi", fps=5)],
         StreamOptions(batch=4),
     )
-    records = {r["frame"]: r for r in read_jsonl(events)}
+    records = {r["frame"]: r for r in frame_records(events)}
     assert sorted(records) == [0, 1, 2, 3, 7, 10]
     for index in (1, 2, 3, 10):  # converted back to the very same uint8 BGR image
         assert records[index]["score"] == pytest.approx(records[0]["score"], abs=1e-6)

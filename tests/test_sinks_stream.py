@@ -15,8 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from jsonl_records import frame_records
 
 from adedge.errors import AdedgeError, SourceError
+from adedge.outputs import Existing
 from adedge.runtime.detector import Detector, FrameScore
 from adedge.runtime.sinks import ConsoleSink, JsonlSink, VideoSink
 from adedge.runtime.sources import Frame, FrameSource, LiveSource, open_source
@@ -28,10 +30,6 @@ def expected_mean_score(bgr: np.ndarray) -> float:
     grey = cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), cv2.COLOR_RGB2GRAY)
     small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float64)
     return float(((small / 255.0 - 0.5) / 0.5).mean())
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def count_video_frames(path: Path) -> tuple[int, tuple[int, int]]:
@@ -97,22 +95,23 @@ class InterruptedSource(FrameSource):
 # --- sinks ---------------------------------------------------------------------------------
 
 
-def test_jsonl_sink_appears_only_on_close(tmp_path, digit_frames):
+def test_jsonl_records_are_visible_under_the_real_name_while_writing(tmp_path, digit_frames):
     path = tmp_path / "events.jsonl"
-    path.write_text("previous run\n", encoding="utf-8")
     sink = JsonlSink(path, threshold=0.25)
+    assert not path.exists()  # opened by the first record: a stream that never ran writes none
     for i in range(3):
-        frame = Frame(i, i / 10, digit_frames[i], f"f{i}", truth=i == 1)
+        frame = Frame(i, i / 10, digit_frames[i], f"f{i}", truth=i == 1, wall=1.7e9 + i)
         sink.write(frame, FrameScore(0.1 * i, i == 2, {"infer_ms": 1.5}))
-    assert path.read_text(encoding="utf-8") == "previous run\n"  # untouched while writing
-    assert sink.temp_path.parent == tmp_path and len(read_jsonl(sink.temp_path)) == 3
+        assert len(frame_records(path)) == i + 1  # flushed line by line, visible to tail -f
     sink.close()
     sink.close()  # idempotent
-    records = read_jsonl(path)
+    records = frame_records(path)
     assert [r["frame"] for r in records] == [0, 1, 2]
     assert records[2] == {
+        "type": "frame",
         "frame": 2,
-        "timestamp": 0.2,
+        "time": "2023-11-14T22:13:22.000+00:00",
+        "source_time": 0.2,
         "name": "f2",
         "score": pytest.approx(0.2),
         "anomalous": True,
@@ -123,25 +122,100 @@ def test_jsonl_sink_appears_only_on_close(tmp_path, digit_frames):
     assert leftovers(tmp_path) == []
 
 
+def test_jsonl_refuses_an_earlier_run_unless_told_to_overwrite_or_append(tmp_path, digit_frames):
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"type": "frame", "frame": 99}\n', encoding="utf-8")
+    with pytest.raises(AdedgeError) as info:
+        JsonlSink(path)
+    line = info.value.one_line()
+    assert "already exists" in line and "--overwrite" in line and "--append" in line
+    appended = JsonlSink(path, existing=Existing.APPEND)
+    appended.write(Frame(0, 0.0, digit_frames[0], "f"), FrameScore(0.5, False))
+    appended.close()
+    assert [r["frame"] for r in frame_records(path)] == [99, 0]
+    replaced = JsonlSink(path, existing=Existing.OVERWRITE)
+    assert [r["frame"] for r in frame_records(path)] == [99, 0]  # untouched until a record
+    replaced.write(Frame(1, 0.0, digit_frames[0], "f"), FrameScore(0.5, False))
+    replaced.close()
+    assert [r["frame"] for r in frame_records(path)] == [1]
+
+
+def test_jsonl_recovers_the_hidden_file_an_old_version_left_behind(tmp_path, capsys):
+    """adedge 0.1 wrote to .events.jsonl.<random>.partial.jsonl and renamed at the end: a
+    kill left that hidden file, the only copy of its records."""
+    stale = tmp_path / ".events.jsonl.ab12cd34.partial.jsonl"
+    stale.write_text('{"frame": 0}\n', encoding="utf-8")
+    empty = tmp_path / ".events.jsonl.zz99yy88.partial.jsonl"
+    empty.touch()
+    logged: list[str] = []
+    JsonlSink(tmp_path / "events.jsonl", log=logged.append).close()
+    recovered = sorted(p.name for p in tmp_path.iterdir())
+    assert len(recovered) == 1 and recovered[0].startswith("events.recovered-")
+    assert (tmp_path / recovered[0]).read_text(encoding="utf-8") == '{"frame": 0}\n'
+    assert any(recovered[0] in line for line in logged) and len(logged) == 2
+
+
+def test_jsonl_to_stdout(capsys, digit_frames):
+    sink = JsonlSink("-")
+    sink.write(Frame(0, 0.0, digit_frames[0], "f"), FrameScore(0.5, True))
+    sink.close()
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and json.loads(out[0])["anomalous"] is True
+
+
 def test_jsonl_sink_writes_null_for_a_nan_score(tmp_path, digit_frames):
     with JsonlSink(tmp_path / "e.jsonl") as sink:
         sink.write(Frame(0, 0.0, digit_frames[0], "f"), FrameScore(float("nan"), False))
-    assert read_jsonl(tmp_path / "e.jsonl")[0]["score"] is None
+    assert frame_records(tmp_path / "e.jsonl")[0]["score"] is None
 
 
-@pytest.mark.parametrize("suffix", [".avi", ".mp4", ".mkv"])
-def test_video_sink_is_readable_with_every_frame(tmp_path, digit_frames, suffix):
+@pytest.mark.parametrize("suffix", [".avi", ".mkv"])
+def test_video_sink_writes_under_the_real_name_every_frame(tmp_path, digit_frames, suffix):
     path = tmp_path / f"out{suffix}"
     sink = VideoSink(path, fps=10)
-    assert not path.exists()
+    assert not path.exists()  # nothing until the first frame
     for i, image in enumerate(digit_frames[:9]):
         sink.write(Frame(i, i / 10, image, "f"), FrameScore(float(i), i % 3 == 0))
-    assert not path.exists()  # only under the temporary name until close
+    assert path.exists()  # written in place: a container that plays when cut
     sink.close()
     count, (height, width) = count_video_frames(path)
-    assert count == 9
+    assert count == 9 and sink.written == [path]
     assert min(height, width) >= 192  # 64x64 digits are enlarged so the text is legible
     assert leftovers(tmp_path) == []
+
+
+def test_mp4_is_written_in_closed_segments(tmp_path, digit_frames):
+    """An .mp4's index is written on close: segments keep all but the last one playable."""
+    path = tmp_path / "out.mp4"
+    logged: list[str] = []
+    sink = VideoSink(path, fps=10, segment_seconds=0.4, log=logged.append)
+    for i, image in enumerate(digit_frames[:10]):
+        sink.write(Frame(i, i / 10, image, "f"), FrameScore(float(i), False))
+    assert count_video_frames(tmp_path / "out-000.mp4")[0] == 4  # closed: plays already
+    sink.close()
+    assert [p.name for p in sink.written] == ["out-000.mp4", "out-001.mp4", "out-002.mp4"]
+    assert [count_video_frames(p)[0] for p in sink.written] == [4, 4, 2]
+    assert not path.exists() and logged == []
+    VideoSink(tmp_path / "default.mp4", fps=10, log=logged.append).close()
+    assert "segments default-000.mp4" in logged[0]  # .mp4 is split even when not asked
+
+
+def test_video_refuses_an_earlier_run_unless_told_to_overwrite(tmp_path, digit_frames):
+    path = tmp_path / "out.avi"
+    with VideoSink(path, fps=10) as sink:
+        sink.write(Frame(0, 0.0, digit_frames[0], "f"), FrameScore(0.5, False))
+    for existing in (Existing.REFUSE, Existing.APPEND):
+        with pytest.raises(AdedgeError, match="already exists"):
+            VideoSink(path, fps=10, existing=existing)
+    with VideoSink(path, fps=10, existing=Existing.OVERWRITE) as sink:
+        for i in range(3):
+            sink.write(Frame(i, 0.0, digit_frames[i], "f"), FrameScore(0.5, False))
+    assert count_video_frames(path)[0] == 3
+    segmented = tmp_path / "seg.mp4"
+    with VideoSink(segmented, fps=10, segment_seconds=0.1) as sink:
+        sink.write(Frame(0, 0.0, digit_frames[0], "f"), FrameScore(0.5, False))
+    with pytest.raises(AdedgeError, match="segments of an earlier run"):
+        VideoSink(segmented, fps=10, segment_seconds=0.1)
 
 
 def test_video_sink_border_is_red_for_anomalies_and_green_otherwise(tmp_path, digit_frames):
@@ -164,8 +238,9 @@ def test_video_sink_rejects_an_unknown_suffix_and_writes_nothing_without_frames(
     with pytest.raises(AdedgeError) as info:
         VideoSink(tmp_path / "out.mov", fps=10)
     assert ".avi" in info.value.one_line() and "\n" not in info.value.one_line()
-    VideoSink(tmp_path / "empty.avi", fps=10).close()
-    assert list(tmp_path.iterdir()) == []
+    sink = VideoSink(tmp_path / "empty.avi", fps=10)
+    sink.close()
+    assert list(tmp_path.iterdir()) == [] and sink.frames == 0 and sink.written == []
 
 
 def test_console_sink_prints_one_line_per_frame(capsys, digit_frames):
@@ -192,7 +267,7 @@ def test_stream_folder_scores_every_frame_into_every_sink(
     events, video = tmp_path / "out" / "events.jsonl", tmp_path / "out" / "annotated.avi"
     sinks = [JsonlSink(events), VideoSink(video, fps=10), ConsoleSink()]
     summary = run_stream(detector, open_source(str(digit_folder)), sinks, StreamOptions(batch=5))
-    records = read_jsonl(events)
+    records = frame_records(events)
     assert [r["frame"] for r in records] == list(range(24))
     assert [r["name"] for r in records] == [str(p) for p in sorted(digit_folder.glob("*.png"))]
     # batches of 5 (the last of 4) map every score back to its own frame
@@ -237,9 +312,9 @@ def test_stream_video_source_and_max_frames(tmp_path, detector, digit_video):
         [JsonlSink(events)],
         StreamOptions(batch=3, max_frames=5),
     )
-    assert [r["frame"] for r in read_jsonl(events)] == [0, 2, 4, 6, 8]
+    assert [r["frame"] for r in frame_records(events)] == [0, 2, 4, 6, 8]
     np.testing.assert_allclose(
-        [r["timestamp"] for r in read_jsonl(events)], [0, 0.2, 0.4, 0.6, 0.8], atol=1e-3
+        [r["source_time"] for r in frame_records(events)], [0, 0.2, 0.4, 0.6, 0.8], atol=1e-3
     )
     assert summary.frames_scored == 5 and summary.stopped_by == "max_frames"
 
@@ -248,7 +323,7 @@ def test_synthetic_stream_scores_differ_on_defect_frames(tmp_path, detector):
     events = tmp_path / "events.jsonl"
     source = open_source("synthetic:seed=3,size=128,frames=46")
     summary = run_stream(detector, source, [JsonlSink(events)], StreamOptions(batch=8))
-    records = read_jsonl(events)
+    records = frame_records(events)
     assert summary.frames_scored == len(records) == 46
     defects = [r for r in records if r["truth"]]
     normal = np.array([r["score"] for r in records if not r["truth"]])
@@ -274,7 +349,7 @@ def test_interrupt_from_a_sink_leaves_complete_files(tmp_path, detector, digit_f
     )
     assert summary.interrupted and stopper.closed
     assert summary.stopped_by == ("SIGTERM" if how == "sigterm" else "Ctrl-C (SIGINT)")
-    records = read_jsonl(events)  # every line parses: none was cut
+    records = frame_records(events)  # every line parses: none was cut
     assert [r["frame"] for r in records] == list(range(8))
     assert count_video_frames(video)[0] == 8
     assert summary.frames_scored == 8 and summary.frames_read == 8
@@ -287,7 +362,7 @@ def test_interrupt_while_reading_counts_the_unscored_frames(tmp_path, detector, 
     source = InterruptedSource(open_source(str(digit_folder)), after=6)
     summary = run_stream(detector, source, [JsonlSink(events)], StreamOptions(batch=4))
     assert summary.interrupted and source.closed and source.inner.closed
-    assert [r["frame"] for r in read_jsonl(events)] == [0, 1, 2, 3]  # the first batch
+    assert [r["frame"] for r in frame_records(events)] == [0, 1, 2, 3]  # the first batch
     assert summary.frames_read == 6 and summary.frames_scored == 4
     assert summary.frames_unscored == 2
     assert (
@@ -309,7 +384,7 @@ def test_an_error_in_a_sink_still_closes_the_others(tmp_path, detector, digit_fo
     events = tmp_path / "events.jsonl"
     with pytest.raises(RuntimeError, match="disk full"):
         run_stream(detector, open_source(str(digit_folder)), [JsonlSink(events), Broken()])
-    assert [r["frame"] for r in read_jsonl(events)] == [0, 1, 2, 3]
+    assert [r["frame"] for r in frame_records(events)] == [0, 1, 2, 3]
     assert leftovers(tmp_path) == []
 
 
@@ -356,7 +431,7 @@ def test_signal_to_a_real_stream_process(tmp_path, mean_bundle, sig):
     assert process.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["interrupted"] and "synthetic" in summary["source"]
-    records = read_jsonl(events)
+    records = frame_records(events)
     assert len(records) == summary["frames_scored"] >= 5
     assert [r["frame"] for r in records] == list(range(len(records)))
     assert leftovers(tmp_path) == []

@@ -12,8 +12,10 @@ full, growth must stay below ``FULL_WINDOW_BOUND_MB``: a leak of even 250 bytes 
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -79,8 +81,10 @@ def test_soak_memory_stays_flat_and_every_frame_is_accounted_for(tmp_path, mean_
     )
     assert summary.frames_unscored == 0
     with events.open(encoding="utf-8") as lines:
-        count = sum(1 for _ in lines)
-    assert count == summary.frames_scored == SOAK_FRAMES
+        kinds = Counter(json.loads(line)["type"] for line in lines)
+    assert kinds["frame"] == summary.frames_scored == SOAK_FRAMES
+    assert kinds["start"] == kinds["end"] == 1
+    assert kinds["alarm_start"] == kinds["alarm_end"] == summary.alarms
     assert len(tally.truths) == SOAK_FRAMES and sum(tally.truths) == SOAK_FRAMES // 10
 
     # memory: flat after the first 1,000 frames, flatter still once the latency window is full

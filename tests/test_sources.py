@@ -16,8 +16,10 @@ from adedge.runtime.sources import (
     LOW_LATENCY_FFMPEG,
     LiveSource,
     SyntheticSource,
+    ffmpeg_capture_options,
     open_source,
     redact_url,
+    split_transport,
 )
 
 FPS = 10.0  # the fps of the digit_video fixture
@@ -158,14 +160,36 @@ def test_missing_camera_is_a_one_line_source_error(spec):
 
 
 def test_unreachable_rtsp_is_a_source_error_without_the_password(monkeypatch):
-    monkeypatch.setenv(FFMPEG_OPTIONS_ENV, "placeholder")
-    monkeypatch.delenv(FFMPEG_OPTIONS_ENV)
-    with pytest.raises(SourceError) as info:
-        open_source("rtsp://admin:secret@127.0.0.1:9/stream")  # port 9: connection refused
-    line = info.value.one_line()
-    assert "127.0.0.1:9/stream" in line and "secret" not in line
-    assert os.environ[FFMPEG_OPTIONS_ENV] == LOW_LATENCY_FFMPEG
-    assert "rtsp_transport;tcp" in LOW_LATENCY_FFMPEG and "fflags;nobuffer" in LOW_LATENCY_FFMPEG
+    monkeypatch.delenv(FFMPEG_OPTIONS_ENV, raising=False)
+    for url in (
+        "rtsp://admin:secret@127.0.0.1:9/stream",
+        "rtsp://admin:secret@127.0.0.1:9/stream?transport=udp",
+    ):
+        with pytest.raises(SourceError) as info:
+            open_source(url)  # port 9: connection refused
+        line = info.value.one_line()
+        assert "127.0.0.1:9/stream" in line and "secret" not in line and "stream?" not in line
+    assert FFMPEG_OPTIONS_ENV not in os.environ  # set for the open only, then restored
+
+
+def test_rtsp_transport_is_chosen_in_the_url():
+    assert split_transport("rtsp://cam/s?transport=udp") == ("rtsp://cam/s", "udp")
+    assert split_transport("rtsp://cam/s?a=1&transport=TCP&b") == ("rtsp://cam/s?a=1&b", "tcp")
+    assert split_transport("rtsp://cam/s?a=1") == ("rtsp://cam/s?a=1", None)
+    assert ffmpeg_capture_options("udp", "rtsp").startswith("rtsp_transport;udp|")
+    assert ffmpeg_capture_options(None, "rtsp").startswith("rtsp_transport;tcp|")
+    assert "rtsp_transport" not in ffmpeg_capture_options(None, "http")
+    assert "fflags;nobuffer" in LOW_LATENCY_FFMPEG
+    for bad in ("rtsp://u:pw@cam/s?transport=sctp", "http://cam/s?transport=udp"):
+        with pytest.raises(SourceError) as info:
+            split_transport(bad)
+        assert "transport=tcp|udp" in info.value.one_line() and "pw" not in info.value.one_line()
+
+
+def test_rtsp_transport_and_the_ffmpeg_variable_cannot_both_be_set(monkeypatch):
+    monkeypatch.setenv(FFMPEG_OPTIONS_ENV, "rtsp_transport;tcp")
+    with pytest.raises(SourceError, match="both set"):
+        open_source("rtsp://127.0.0.1:9/stream?transport=udp")
 
 
 def test_redact_url():

@@ -13,9 +13,11 @@ import cv2
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
+from jsonl_records import frame_records
 
 import adedge
 from adedge.errors import AdedgeError, SourceError
+from adedge.outputs import Existing
 from adedge.runtime import sinks as sinks_module
 from adedge.runtime.detector import Detector, FrameScore
 from adedge.runtime.sinks import (
@@ -24,6 +26,7 @@ from adedge.runtime.sinks import (
     HeatmapScale,
     JsonlSink,
     ProgressSink,
+    SinkSettings,
     SinkSpec,
     VideoSink,
     annotate,
@@ -36,10 +39,6 @@ from adedge.runtime.sources import Frame, open_source, parse_resize
 from adedge.runtime.stream import AlarmFilter, StreamOptions, run_stream
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def read_video(path: Path) -> list[np.ndarray]:
@@ -160,7 +159,7 @@ def test_cli_alarm_frames_on_a_real_video(
         4,
     )
     assert code == 0, err
-    records = read_jsonl(events)
+    records = frame_records(events)
     assert [int(r["anomalous"]) for r in records] == PATTERN  # the per-frame label is kept
     alarms = [i for i, r in enumerate(records) if r["alarm"]]
     assert alarms == [8, 12, 13]  # the 3rd frame of the run of 3, the 3rd and 4th of 4
@@ -204,7 +203,7 @@ def test_resized_frames_reach_the_detector_and_every_sink(tmp_path, detector, di
     raw = [f.image for f in open_source(str(digit_video))]
     resized = [cv2.resize(f, (40, 30), interpolation=cv2.INTER_AREA) for f in raw]
     np.testing.assert_allclose(
-        [r["score"] for r in read_jsonl(events)],
+        [r["score"] for r in frame_records(events)],
         [s.score for s in detector.score_frames(resized)],
         atol=1e-6,
     )
@@ -365,7 +364,7 @@ def test_cli_sinks_write_jsonl_and_video(monkeypatch, capsys, tmp_path, mean_bun
         "--quiet",
     )
     assert code == 0, err
-    assert len(read_jsonl(events)) == len(read_jsonl(legacy)) == 24
+    assert len(frame_records(events)) == len(frame_records(legacy)) == 24
     assert len(read_video(video)) == 24
     assert f"wrote {events}" in err and f"wrote {video}" in err
     assert leftovers(tmp_path) == []
@@ -416,7 +415,7 @@ def test_headless_leaves_out_the_display(monkeypatch, capsys, tmp_path, mean_bun
     )
     assert code == 0, err
     assert "--headless: not opening display://0" in err
-    assert len(read_jsonl(events)) == 4
+    assert len(frame_records(events)) == 4
 
 
 def test_display_problem_names_a_headless_opencv(monkeypatch):
@@ -448,16 +447,17 @@ def test_display_sink_shows_annotated_frames_and_q_ends_the_stream(
     )
     assert summary.interrupted and summary.stopped_by == "q in the display window"
     assert shown == [("adedge display://1", (192, 192, 3))] * 3  # annotated, enlarged
-    assert len(read_jsonl(events)) == 3 and display.closed
+    assert len(frame_records(events)) == 3 and display.closed
 
 
 def test_sinks_opened_before_a_failure_are_discarded(tmp_path):
     events = tmp_path / "events.jsonl"
     events.write_text("keep me\n", encoding="utf-8")
     (tmp_path / "video.avi").mkdir()  # a folder where the video should go
+    overwrite = SinkSettings(existing=Existing.OVERWRITE)
     with pytest.raises(AdedgeError, match="is a folder"):
-        open_sinks([str(events), f"file://{tmp_path / 'video.avi'}"])
-    assert events.read_text(encoding="utf-8") == "keep me\n"
+        open_sinks([str(events), f"file://{tmp_path / 'video.avi'}"], overwrite)
+    assert events.read_text(encoding="utf-8") == "keep me\n"  # --overwrite, but no record
     assert leftovers(tmp_path) == []
     with pytest.raises(AdedgeError, match="same file"):
         open_sinks([str(events), f"jsonl://{events}"])

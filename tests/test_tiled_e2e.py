@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
+from jsonl_records import frame_records
 
 from adedge.bundle import load_bundle
 from adedge.data import load
@@ -159,7 +160,7 @@ def test_stream_scores_a_512_frame_as_64_tiles_in_one_batch(
         "--quiet",
     )
     assert code == 0, err
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    lines = frame_records(events)
     assert len(lines) == 3 and all(np.isfinite(e["score"]) for e in lines)
     assert batches == [64, 64, 64]
 
