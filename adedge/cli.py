@@ -248,9 +248,9 @@ def export(
     format: Annotated[
         str,
         typer.Option(
-            help="Formats, comma-separated: 'onnx' (FP32 graph, opset 17, dynamic batch, and "
-            "its mixed-precision FP16 twin <stage>.fp16.onnx, always) and 'engine' (also build "
-            "TensorRT engines for this machine's GPU into <bundle>/engines)."
+            help="Formats, comma-separated: 'onnx' (the ONNX graphs of --precisions, opset 17, "
+            "dynamic batch) and 'engine' (also build TensorRT engines for this machine's GPU "
+            "into <bundle>/engines)."
         ),
     ] = "onnx",
     data: Annotated[
@@ -268,13 +268,22 @@ def export(
             "without it FP32. Recorded in the card: devices that build on first use follow it.",
         ),
     ] = False,
+    precisions: Annotated[
+        str,
+        typer.Option(
+            help="Graphs to write, comma-separated: fp32 (always written), fp16 (the "
+            "mixed-precision twin <stage>.fp16.onnx that TensorRT FP16 engines and "
+            "--backend onnxruntime:fp16 use; refused if its scores move against FP32), int8 "
+            "(see --int8). Leave fp16 out to skip it, e.g. --precisions fp32,int8.",
+        ),
+    ] = "fp32,fp16",
     int8: Annotated[
         bool,
         typer.Option(
             "--int8",
-            help="Also write <stage>.int8.onnx (ONNX Runtime static QDQ quantisation, "
-            "calibrated on normal training images) for CPUs: --backend onnxruntime:int8. "
-            "Refused if it loses more than 0.01 test AUROC.",
+            help="Add int8 to --precisions: <stage>.int8.onnx (ONNX Runtime static QDQ "
+            "quantisation, calibrated on normal training images) for CPUs: --backend "
+            "onnxruntime:int8. Refused if it loses more than 0.01 test AUROC.",
         ),
     ] = False,
     max_batch: Annotated[
@@ -303,6 +312,18 @@ def export(
         raise AdedgeError("--max-batch must be at least 1", "e.g. --max-batch 8")
     if workspace < 16:
         raise AdedgeError("--workspace is in MiB and must be at least 16", "e.g. 1024")
+    graphs = tuple(dict.fromkeys(p.strip().lower() for p in precisions.split(",")))
+    unknown = [p or "(empty)" for p in graphs if p not in ("fp32", "fp16", "int8")]
+    if unknown:
+        raise AdedgeError(
+            f"unknown precision(s) in --precisions: {', '.join(unknown)}",
+            "choose from: fp32, fp16, int8 (fp32 is always written), e.g. --precisions fp32,int8",
+        )
+    if half and "fp16" not in graphs:
+        raise AdedgeError(
+            "--half builds the TensorRT engine from the FP16 graph, which --precisions leaves out",
+            "add fp16 to --precisions (e.g. --precisions fp32,fp16), or drop --half",
+        )
     if "engine" in formats:
         check_engine_machine()
     if not checkpoint:
@@ -330,6 +351,7 @@ def export(
             formats=tuple(sorted(set(formats) | {"onnx"})),
             half=half,
             int8=int8,
+            precisions=graphs,
             max_batch=max_batch,
             workspace_mib=workspace,
         ),

@@ -1,0 +1,161 @@
+"""`adedge export`: bad input fails before any work (one line, exit 2, nothing written or
+lost), and --precisions picks the graphs a bundle carries.
+
+Most tests pass a checkpoint that is not one (a few bytes): the error they expect comes from
+the check that runs before any checkpoint is loaded, or the checkpoint's own error would
+show instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+
+from adedge.errors import ExportError
+from adedge.export import onnx_export
+from adedge.export.onnx_export import ExportOptions, export_bundle
+
+
+@pytest.fixture
+def not_a_checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"not a checkpoint")
+    return path
+
+
+def export_cli(monkeypatch, capsys, checkpoint: Path, out: Path, *extra) -> tuple[int, str]:
+    args = ["export", "--method", "ygan", "--checkpoint", checkpoint, "--out", out, *extra]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    return code, err
+
+
+def test_unknown_precision_lists_the_valid_ones(monkeypatch, capsys, not_a_checkpoint, tmp_path):
+    out = tmp_path / "model"
+    code, err = export_cli(monkeypatch, capsys, not_a_checkpoint, out, "--precisions", "fp32,fp8,")
+    assert_one_line_error(
+        code, err, "unknown precision(s) in --precisions: fp8, (empty)", "fp32, fp16, int8"
+    )
+    assert "fp32 is always written" in err and not out.exists()
+
+
+def test_half_needs_the_fp16_graph(monkeypatch, capsys, not_a_checkpoint, tmp_path):
+    code, err = export_cli(
+        monkeypatch, capsys, not_a_checkpoint, tmp_path / "m", "--precisions", "fp32", "--half"
+    )
+    assert_one_line_error(code, err, "--half", "add fp16 to --precisions")
+
+
+def test_the_library_checks_precisions_before_loading(not_a_checkpoint, tmp_path):
+    for precisions, words in [
+        (("fp32", "fp64"), "unknown precision(s) in --precisions: fp64"),
+        ((), "(none given)"),
+    ]:
+        options = ExportOptions(not_a_checkpoint, tmp_path / "m", precisions=precisions)
+        with pytest.raises(ExportError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            export_bundle(options, log=lambda _: None)
+    half = ExportOptions(not_a_checkpoint, tmp_path / "m", precisions=("fp32",), half=True)
+    with pytest.raises(ExportError, match="--half"):
+        export_bundle(half, log=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "precisions, int8, graphs",
+    [
+        (None, False, ("fp32", "fp16")),  # the default
+        (None, True, ("fp32", "fp16", "int8")),  # --int8 still adds int8
+        ("fp32", False, ("fp32",)),
+        ("FP32, int8", False, ("fp32", "int8")),
+        ("fp16", False, ("fp32", "fp16")),  # fp32 is always written
+        ("fp32", True, ("fp32", "int8")),
+    ],
+)
+def test_precisions_choose_the_graphs(
+    monkeypatch, capsys, not_a_checkpoint, tmp_path, precisions, int8, graphs
+):
+    seen: list[ExportOptions] = []
+    monkeypatch.setattr(onnx_export, "export_bundle", lambda options, log: seen.append(options))
+    extra = [*(["--precisions", precisions] if precisions else []), *(["--int8"] if int8 else [])]
+    code, err = export_cli(monkeypatch, capsys, not_a_checkpoint, tmp_path / "m", *extra)
+    assert code == 0, err
+    assert seen[0].graphs == graphs
+
+
+def _file(tmp_path: Path) -> tuple[Path, Path]:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    return notes, notes
+
+
+def _below_a_file(tmp_path: Path) -> tuple[Path, Path]:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    return notes / "deeper" / "model", notes
+
+
+def _folder_of_other_files(tmp_path: Path) -> tuple[Path, Path]:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return photos, photos / "holiday.jpg"
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (_file, ["notes.txt' is a file, not a bundle folder", "choose another --out"]),
+        (_below_a_file, ["cannot create --out", "notes.txt' is a file, not a folder"]),
+        (_folder_of_other_files, ["is a folder of other files (no adedge.json)"]),
+    ],
+)
+def test_out_that_cannot_hold_a_bundle(
+    monkeypatch, capsys, not_a_checkpoint, tmp_path, make, words
+):
+    out, kept = make(tmp_path)
+    before = kept.read_bytes()
+    code, err = export_cli(monkeypatch, capsys, not_a_checkpoint, out)
+    assert_one_line_error(code, err, *words)
+    assert kept.read_bytes() == before
+    assert "loading checkpoint" not in err
+
+
+def test_read_only_folder_is_refused_before_work_and_the_bundle_kept(
+    monkeypatch, capsys, not_a_checkpoint, tmp_path
+):
+    parent = tmp_path / "shared"
+    bundle = parent / "model"
+    bundle.mkdir(parents=True)
+    (bundle / "adedge.json").write_text('{"method": "ygan"}')
+    (bundle / "global.onnx").write_bytes(b"an earlier export")
+    parent.chmod(0o555)
+    try:
+        if os.access(parent, os.W_OK):  # root: permission bits do not bind, so let
+            real = os.access  # os.access say what it says to everyone else
+
+            def access(path, mode, *args, **kwargs):
+                if Path(path) == parent and mode & os.W_OK:
+                    return False
+                return real(path, mode, *args, **kwargs)
+
+            monkeypatch.setattr(os, "access", access)
+        code, err = export_cli(monkeypatch, capsys, not_a_checkpoint, bundle)
+    finally:
+        parent.chmod(0o755)
+    assert_one_line_error(code, err, "folder", "shared' is not writable", "choose a --out")
+    assert sorted(p.name for p in parent.iterdir()) == ["model"]
+    assert (bundle / "adedge.json").read_text() == '{"method": "ygan"}'
+    assert (bundle / "global.onnx").read_bytes() == b"an earlier export"
+
+
+def test_an_existing_bundle_or_empty_folder_is_a_valid_out(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    onnx_export.check_output_folder(empty)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "adedge.json").write_text("{}")
+    (bundle / "global.onnx").write_bytes(b"x")
+    onnx_export.check_output_folder(bundle)
+    onnx_export.check_output_folder(tmp_path / "new" / "deeper" / "model")
