@@ -86,7 +86,7 @@ class ExportOptions:
     formats: tuple[str, ...] = ("onnx",)  # "engine": also build TensorRT engines here
     half: bool = False  # engines in FP16 (the card's engine precision; else FP32)
     int8: bool = False  # shorthand: adds "int8" to ``precisions``
-    precisions: tuple[str, ...] = DEFAULT_PRECISIONS  # fp32 is written whatever this says
+    precisions: tuple[str, ...] | str = DEFAULT_PRECISIONS  # fp32 is written whatever this says
     max_batch: int | None = None  # engine profile max for whole-frame stages (default 8)
     workspace_mib: int = DEFAULT_WORKSPACE_MIB
     int8_options: int8_graph.Int8Options = field(default_factory=int8_graph.Int8Options)
@@ -97,10 +97,16 @@ class ExportOptions:
         return [Path(item) for item in items]
 
     @property
+    def precision_names(self) -> list[str]:
+        """``precisions`` as given (a sequence, or one comma-separated string), lower case."""
+        items = self.precisions.split(",") if isinstance(self.precisions, str) else self.precisions
+        return [item.strip().lower() for item in items]
+
+    @property
     def graphs(self) -> tuple[str, ...]:
         """The precisions written, in ``PRECISIONS`` order: fp32, what ``precisions`` names,
         and int8 where ``int8`` is set (unknown names are ``check_options``' business)."""
-        wanted = {"fp32", *(p.strip().lower() for p in self.precisions)}
+        wanted = {"fp32", *self.precision_names}
         if self.int8:
             wanted.add("int8")
         return tuple(p for p in PRECISIONS if p in wanted)
@@ -492,7 +498,7 @@ def check_options(options: ExportOptions) -> None:
 
 
 def check_precisions(options: ExportOptions) -> None:
-    names = [p.strip().lower() for p in options.precisions]
+    names = options.precision_names
     unknown = [p or "(empty)" for p in names if p not in PRECISIONS]
     if unknown or not names:
         raise ExportError(

@@ -56,6 +56,10 @@ def test_the_library_checks_precisions_before_loading(not_a_checkpoint, tmp_path
         options = ExportOptions(not_a_checkpoint, tmp_path / "m", precisions=precisions)
         with pytest.raises(ExportError, match=words.replace("(", r"\(").replace(")", r"\)")):
             export_bundle(options, log=lambda _: None)
+    assert ExportOptions(not_a_checkpoint, tmp_path, precisions="FP32, int8").graphs == (
+        "fp32",
+        "int8",
+    )
     half = ExportOptions(not_a_checkpoint, tmp_path / "m", precisions=("fp32",), half=True)
     with pytest.raises(ExportError, match="--half"):
         export_bundle(half, log=lambda _: None)
