@@ -61,7 +61,7 @@ def test_checkpoint_of_another_method(monkeypatch, capsys, trained_run, tmp_path
 
     from adedge.train.checkpoint import save_checkpoint
 
-    state = torch.load(trained_run / "last.pt", weights_only=False)
+    state = torch.load(trained_run / "last.pt", weights_only=True)
     state["method"] = "igd"
     save_checkpoint(tmp_path / "igd.pt", state)
     code, _, err = run_cli(

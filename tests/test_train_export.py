@@ -63,7 +63,7 @@ def test_a_second_run_into_the_same_folder_is_refused(trained_run):
 
 
 def test_checkpoint_of_another_method_is_refused(trained_run, tmp_path):
-    state = torch.load(trained_run / "last.pt", weights_only=False)
+    state = torch.load(trained_run / "last.pt", weights_only=True)
     state["method"] = "cbigan"
     save_checkpoint(tmp_path / "other.pt", state)
     with pytest.raises(CheckpointError, match="cbigan model, not ygan"):

@@ -1,0 +1,219 @@
+"""Checkpoints are data, never code (issue 16): a crafted .pt file runs nothing on export or
+resume, and a checkpoint missing fields is one line."""
+
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run_cli
+
+from adedge.errors import CheckpointError
+from adedge.train.checkpoint import load_checkpoint, save_checkpoint
+
+CRAFTED = "objects other than tensors and plain values"
+PLAIN = (str, int, float, bool, type(None))
+
+
+class Plant:
+    """Unpickling this object writes ``path``: the code a crafted checkpoint would run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "code from a checkpoint ran"))
+
+
+def our_state(run: Path) -> dict:
+    """The payload of one of our own checkpoints, as a plain dict."""
+    state = load_checkpoint(run / "last.pt", "ygan")
+    state.pop("path")
+    return state
+
+
+def crafted_checkpoint(path: Path, state: dict, marker: Path, legacy: bool = False) -> Path:
+    """A complete adedge checkpoint with one object whose unpickling writes ``marker``."""
+    evil = {**state, "history": [*state["history"], {"epoch": Plant(marker)}]}
+    torch.save(evil, path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def plain_paths(value, where=""):
+    """Where ``value`` holds anything but tensors, plain values and plain containers."""
+    if type(value) in (dict, OrderedDict):
+        found = [f"{where} key {k!r}" for k in value if type(k) not in PLAIN]
+        for key, item in value.items():
+            found += plain_paths(item, f"{where}.{key}")
+        return found
+    if type(value) in (list, tuple):
+        return [p for i, item in enumerate(value) for p in plain_paths(item, f"{where}[{i}]")]
+    if type(value) is torch.Tensor or type(value) in PLAIN:
+        return []
+    return [f"{where}: {type(value).__name__}"]
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    return run
+
+
+# --- 1. a crafted checkpoint runs no code ----------------------------------------------------
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+def test_load_checkpoint_runs_no_code_from_a_crafted_file(trained_run, tmp_path, legacy):
+    marker = tmp_path / "MARKER"
+    evil = crafted_checkpoint(tmp_path / "evil.pt", our_state(trained_run), marker, legacy)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(evil, "ygan")
+    assert not marker.exists(), "unpickling the checkpoint ran its code"
+    line = error.value.one_line()
+    assert CRAFTED in line and "never runs code" in line and "adedge train" in line, line
+    assert "\n" not in line
+
+
+def test_export_refuses_a_crafted_checkpoint(monkeypatch, capsys, trained_run, tmp_path):
+    marker = tmp_path / "MARKER"
+    evil = crafted_checkpoint(tmp_path / "evil.pt", our_state(trained_run), marker)
+    out = tmp_path / "bundle"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "export", "--method", "ygan", "--checkpoint", evil, "--out", out
+    )
+    assert not marker.exists(), "export ran code from the checkpoint"
+    assert_one_line_error(code, err, CRAFTED, "evil.pt")
+    assert not out.exists()
+
+
+def test_resume_refuses_a_crafted_last_pt(monkeypatch, capsys, run_copy, tmp_path):
+    marker = tmp_path / "MARKER"
+    crafted_checkpoint(run_copy / "last.pt", our_state(run_copy), marker)
+    before = (run_copy / "last.pt").read_bytes()
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--method",
+        "ygan",
+        "--data",
+        "digits:anomaly=0",
+        "--preset",
+        "tiny",
+        "--out",
+        run_copy,
+        "--resume",
+    )
+    assert not marker.exists(), "resume ran code from last.pt"
+    assert_one_line_error(code, err, CRAFTED, "last.pt")
+    assert (run_copy / "last.pt").read_bytes() == before
+
+
+def test_our_checkpoints_load_as_weights_only(trained_run):
+    """What `adedge train` writes loads with torch's own weights-only unpickler, no extras."""
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(trained_run / name, map_location="cpu", weights_only=True)
+        assert plain_paths(state) == [], name
+        assert isinstance(state["torch_version"], str)
+
+
+def test_save_checkpoint_stores_plain_values(tmp_path):
+    """numpy scalars and str/float subclasses become plain values; anything else is a bug."""
+    path = tmp_path / "plain.pt"
+    save_checkpoint(
+        path,
+        {
+            "labels": {"silhouette": {"2": round(np.float64(0.25), 4)}, "clusters": np.int64(3)},
+            "history": [{"val_loss": np.float32(0.5), "ok": np.bool_(True)}],
+            "torch_version": torch.__version__,
+            "shape": (1, 2),
+            "model": torch.nn.Linear(2, 1).state_dict(),
+        },
+    )
+    state = torch.load(path, weights_only=True)
+    assert plain_paths(state) == []
+    assert state["labels"] == {"silhouette": {"2": 0.25}, "clusters": 3}
+    assert state["history"] == [{"val_loss": 0.5, "ok": True}] and state["shape"] == (1, 2)
+    assert set(state["model"]) == {"weight", "bias"}
+    with pytest.raises(TypeError, match="extra"):
+        save_checkpoint(tmp_path / "bad.pt", {"extra": object()})
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_a_checkpoint_written_before_plain_values_still_loads(trained_run, tmp_path):
+    """Checkpoints of earlier versions held torch's TorchVersion (a str): they still load."""
+    state = our_state(trained_run)
+    state["torch_version"] = torch.torch_version.TorchVersion("2.5.1")
+    torch.save(state, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt", "ygan")
+    assert loaded["torch_version"] == "2.5.1" and type(loaded["torch_version"]) is str
+
+
+def test_an_older_checkpoint_with_numpy_numbers_says_train_again(trained_run, tmp_path):
+    """Earlier weak-label runs stored numpy floats: not unpickled, the line says re-train."""
+    state = our_state(trained_run)
+    state["labels"] = {"source": "weak (k-means)", "silhouette": {"2": np.float64(0.3)}}
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "old.pt", "ygan")
+    line = error.value.one_line()
+    assert "numpy" in line and "older adedge" in line and "train" in line, line
+
+
+# --- 2. the adedge marker but missing or mistyped fields -------------------------------------
+
+
+def test_missing_fields_are_named(tmp_path):
+    torch.save({"adedge_checkpoint": 1, "method": "ygan"}, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "bare.pt", "ygan")
+    line = error.value.one_line()
+    for field in ("config", "model", "class_names", "input_spec", "data", "epoch", "optimizers"):
+        assert field in line, (field, line)
+    assert "lacks" in line
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("epoch", "2", ["'epoch'", "str"]),
+        ("epoch", True, ["'epoch'", "bool"]),
+        ("model", [1, 2], ["'model'", "list"]),
+        ("model", {"w": 1.0}, ["'model'", "tensors"]),
+        ("class_names", "0123", ["'class_names'"]),
+        ("data", {"n_train": 3}, ["'data'", "'data'"]),
+        ("config", {"image_size": "32"}, ["config"]),
+        ("input_spec", {"height": 32}, ["'input_spec'"]),
+        ("stage_plan", {"frame_size": 32, "tiles": 4}, ["'stage_plan'"]),
+        ("rng", [1, 2], ["'rng'"]),
+        ("method", 3, ["'method'"]),
+    ],
+)
+def test_mistyped_fields_are_named(trained_run, tmp_path, field, value, words):
+    state = our_state(trained_run)
+    state[field] = value
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "bad.pt")
+    line = error.value.one_line()
+    for word in words:
+        assert word in line, (word, line)
+
+
+def test_export_of_a_checkpoint_missing_fields_is_one_line(monkeypatch, capsys, tmp_path):
+    torch.save({"adedge_checkpoint": 1, "method": "ygan"}, tmp_path / "bare.pt")
+    out = tmp_path / "bundle"
+    args = ["export", "--method", "ygan", "--checkpoint", tmp_path / "bare.pt", "--out", out]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_line_error(code, err, "bare.pt", "lacks", "config", "model")
+    assert not out.exists()
+
+
+def test_resume_of_a_checkpoint_missing_fields_is_one_line(monkeypatch, capsys, run_copy):
+    torch.save({"adedge_checkpoint": 1, "method": "ygan"}, run_copy / "last.pt")
+    args = ["train", "--method", "ygan", "--data", "digits:anomaly=0", "--preset", "tiny"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--out", run_copy, "--resume")
+    assert_one_line_error(code, err, "last.pt", "lacks", "optimizers")
