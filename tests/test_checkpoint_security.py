@@ -1,5 +1,6 @@
 """Checkpoints are data, never code (issue 16): a crafted .pt file runs nothing on export or
-resume, and a checkpoint missing fields is one line."""
+resume, a checkpoint missing fields or damaged is one line, and bad training settings are
+refused before any data is loaded."""
 
 import shutil
 from collections import OrderedDict
@@ -10,8 +11,10 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
 
-from adedge.errors import CheckpointError
+from adedge.errors import AdedgeError, CheckpointError
+from adedge.train import trainer as trainer_module
 from adedge.train.checkpoint import load_checkpoint, save_checkpoint
+from adedge.train.trainer import TrainOptions
 
 CRAFTED = "objects other than tensors and plain values"
 PLAIN = (str, int, float, bool, type(None))
@@ -60,6 +63,16 @@ def run_copy(trained_run, tmp_path) -> Path:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     return run
+
+
+@pytest.fixture
+def no_data_loading(monkeypatch):
+    """Fail the test if training loads its data set (checks must come before that)."""
+
+    def load(spec):
+        raise AssertionError(f"the data '{spec}' was loaded before the settings were checked")
+
+    monkeypatch.setattr(trainer_module, "load", load)
 
 
 # --- 1. a crafted checkpoint runs no code ----------------------------------------------------
@@ -217,3 +230,102 @@ def test_resume_of_a_checkpoint_missing_fields_is_one_line(monkeypatch, capsys, 
     args = ["train", "--method", "ygan", "--data", "digits:anomaly=0", "--preset", "tiny"]
     code, _, err = run_cli(monkeypatch, capsys, *args, "--out", run_copy, "--resume")
     assert_one_line_error(code, err, "last.pt", "lacks", "optimizers")
+
+
+# --- 3. bad training settings: one line, before the data is loaded, no run folder ------------
+
+TRAIN = ["train", "--method", "ygan", "--data", "digits:anomaly=0", "--preset", "tiny"]
+
+
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--image-size", "33", ["--image-size 33", "power of two"]),
+        ("--image-size", "8", ["--image-size 8", "16"]),
+        ("--image-size", "4096", ["--image-size 4096", "1024"]),
+        ("--epochs", "0", ["--epochs 0", "at least 1"]),
+        ("--epochs", "-3", ["--epochs -3", "at least 1"]),
+        ("--batch-size", "0", ["--batch-size 0", "at least 1"]),
+        ("--lr", "0", ["--lr 0", "positive"]),
+        ("--lr", "-0.001", ["--lr -0.001", "positive"]),
+        ("--lr", "nan", ["--lr nan", "positive"]),
+        ("--lr", "inf", ["--lr inf", "positive"]),
+        ("--threads", "0", ["--threads 0", "at least 1"]),
+        ("--checkpoint-minutes", "-1", ["--checkpoint-minutes -1"]),
+        ("--checkpoint-minutes", "nan", ["--checkpoint-minutes nan"]),
+        ("--seed", "-1", ["--seed -1"]),
+    ],
+)
+def test_bad_training_settings_are_one_line_before_the_data(
+    monkeypatch, capsys, tmp_path, no_data_loading, option, value, words
+):
+    out = tmp_path / "run"
+    code, _, err = run_cli(monkeypatch, capsys, *TRAIN, "--out", out, option, value)
+    assert_one_line_error(code, err, *words)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "method, extra, words",
+    [
+        ("igd", ["--mode", "local", "--image-size", "16"], ["igd", "tile <= image_size"]),
+        ("cbigan", ["--mode", "texture", "--image-size", "16"], ["cbigan", "tile"]),
+        ("cbigan", ["--mode", "stripes"], ["cbigan", "mode"]),
+    ],
+)
+def test_method_specific_settings_are_checked_before_the_data(
+    monkeypatch, capsys, tmp_path, no_data_loading, method, extra, words
+):
+    out = tmp_path / "run"
+    args = ["train", "--method", method, "--data", "digits:anomaly=0", "--preset", "tiny"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--out", out, *extra)
+    assert_one_line_error(code, err, "cannot train with this setting", *words)
+    assert not out.exists()
+
+
+def test_train_options_check_themselves(tmp_path):
+    with pytest.raises(AdedgeError, match="--epochs 0"):
+        TrainOptions("ygan", "digits:anomaly=0", tmp_path / "run", epochs=0)
+    with pytest.raises(AdedgeError, match="--image-size 33"):
+        TrainOptions("ygan", "digits:anomaly=0", tmp_path / "run", image_size=33)
+
+
+# --- 4. resume re-validates, and a damaged last.pt is one line -------------------------------
+
+
+def test_resume_with_a_truncated_last_pt_is_one_line(monkeypatch, capsys, run_copy):
+    data = (run_copy / "last.pt").read_bytes()
+    (run_copy / "last.pt").write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(monkeypatch, capsys, *TRAIN, "--out", run_copy, "--resume")
+    assert_one_line_error(code, err, "last.pt", "cannot be read", "best.pt")
+
+
+def test_resume_rechecks_the_settings(monkeypatch, capsys, run_copy, no_data_loading):
+    code, _, err = run_cli(
+        monkeypatch, capsys, *TRAIN, "--out", run_copy, "--resume", "--epochs", "0"
+    )
+    assert_one_line_error(code, err, "--epochs 0")
+    code, _, err = run_cli(
+        monkeypatch, capsys, *TRAIN, "--out", run_copy, "--resume", "--image-size", "64"
+    )
+    assert_one_line_error(code, err, "--resume", "image_size 32", "--image-size 64")
+    code, _, err = run_cli(
+        monkeypatch, capsys, *TRAIN, "--out", run_copy, "--resume", "--set", "lambda_rec=3"
+    )
+    assert_one_line_error(code, err, "--resume", "lambda_rec")
+
+
+def test_resume_refuses_a_run_whose_config_no_longer_fits(monkeypatch, capsys, run_copy):
+    state = our_state(run_copy)
+    state["config"]["image_size"] = 33
+    save_checkpoint(run_copy / "last.pt", state)
+    code, _, err = run_cli(monkeypatch, capsys, *TRAIN, "--out", run_copy, "--resume")
+    assert_one_line_error(code, err, "last.pt", "its config", "33")
+
+
+def test_resume_keeps_the_runs_preset(run_copy):
+    """A resumed run given no preset keeps (and saves) the one it was trained with."""
+    options = TrainOptions("ygan", "digits:anomaly=0", run_copy, epochs=3, resume=True)
+    trainer_module.train(options, log=lambda _: None)
+    state = load_checkpoint(run_copy / "last.pt", "ygan")
+    assert state["epoch"] == 3 and state["preset"] == "tiny"

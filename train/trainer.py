@@ -14,6 +14,7 @@ reduces them.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from adedge import __version__
 from adedge.atomic import write_json, write_text
@@ -37,13 +39,26 @@ from adedge.metrics import auroc
 from adedge.paths import RUN_INFO
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.registry import get_method
-from adedge.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from adedge.train.checkpoint import (
+    BEST,
+    LAST,
+    DamagedCheckpoint,
+    invalid,
+    load_checkpoint,
+    load_weights,
+    problem,
+    save_checkpoint,
+)
 from adedge.train.methods import load_method
 from adedge.train.methods.base import Method, StagePlan, score_of
 from adedge.train.views import grid_tiles, iterate_inputs, random_views, tiles_per_image
 from adedge.train.weak_labels import weak_labels
 
 Log = Callable[[str], None]
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024  # every method's nets take powers of two from 16
+IMAGE_SIZES = [2**k for k in range(4, 11)]
+MAX_SEED = 2**32 - 1  # numpy's (weak labels') seed range
 
 
 @dataclass
@@ -66,6 +81,45 @@ class TrainOptions:
     log_seconds: float = 15.0
     mode: str | None = None  # a method's mode (e.g. cbigan object|texture, igd global|local)
     overrides: dict[str, str] = field(default_factory=dict)  # --set KEY=VALUE config fields
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Settings no method can train with: one AdedgeError, before anything is loaded.
+        (What one method accepts, e.g. IGD's local tile within the image, is the Trainer's
+        dry run of its config: ``Trainer.check_settings``.)"""
+        size = self.image_size
+        if size is not None and (size not in IMAGE_SIZES):
+            raise AdedgeError(
+                f"--image-size {size} is not a power of two from {MIN_IMAGE_SIZE} to "
+                f"{MAX_IMAGE_SIZE}",
+                f"use one of {', '.join(map(str, IMAGE_SIZES))}, or leave it out for the "
+                "data's own size",
+            )
+        for flag, value in (
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--threads", self.threads),
+        ):
+            if value is not None and value < 1:
+                raise AdedgeError(
+                    f"{flag} {value} must be at least 1", f"e.g. {flag} 8, or leave it out"
+                )
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise AdedgeError(
+                f"--lr {self.lr:g} must be a positive number",
+                "e.g. --lr 2e-4, or leave it out for the preset's",
+            )
+        if math.isnan(self.checkpoint_minutes) or self.checkpoint_minutes < 0:
+            raise AdedgeError(
+                f"--checkpoint-minutes {self.checkpoint_minutes:g} must be 0 or more",
+                "e.g. --checkpoint-minutes 5 (0 saves last.pt after every step)",
+            )
+        if math.isnan(self.log_seconds) or self.log_seconds < 0:
+            raise AdedgeError(f"log_seconds {self.log_seconds:g} must be 0 or more")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise AdedgeError(f"--seed {self.seed} must lie in 0...{MAX_SEED}", "e.g. --seed 0")
 
 
 @dataclass
@@ -112,7 +166,10 @@ def pick_device(name: str) -> torch.device:
         raise AdedgeError(
             "--device cuda was asked for but no CUDA GPU is visible", "use --device cpu"
         )
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise AdedgeError(f"--device {name} is not a device", "use auto, cpu or cuda") from None
 
 
 def subclass_labels(
@@ -233,24 +290,41 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+SETTING_HINT = "check --mode, --image-size and --set against `adedge train --help`"
+RESUME_FLAGS = {"image_size": "--image-size", "batch_size": "--batch-size", "lr": "--lr"}
+
+
 class Trainer:
     def __init__(self, options: TrainOptions, log: Log = print) -> None:
+        options.check()  # again: the fields may have changed since the options were made
         self.options = options
         self.log = log
         self.method: Method = load_method(options.method)
         self.run_dir = Path(options.out)
         self.device = pick_device(options.device)
+        self.preset = options.preset
         if options.threads:
             torch.set_num_threads(options.threads)
 
     def _check_run_dir(self) -> dict[str, Any] | None:
         last = self.run_dir / LAST
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise AdedgeError(
+                f"--out '{self.run_dir}' is a file, not a run folder", "choose another --out"
+            )
         if self.options.resume:
             if not last.is_file():
                 raise AdedgeError(
                     f"--resume: no {LAST} in '{self.run_dir}'", "start a new run without --resume"
                 )
-            state = load_checkpoint(last, self.method.name)
+            try:
+                state = load_checkpoint(last, self.method.name)
+            except DamagedCheckpoint as exc:
+                raise DamagedCheckpoint(
+                    exc.message,
+                    f"if {BEST} in '{self.run_dir}' is sound, copy it over {LAST} to resume from "
+                    "the best epoch, or start a new run with another --out",
+                ) from None
             if state["data"]["data"] != self.options.data:
                 raise AdedgeError(
                     f"--resume: '{self.run_dir}' was trained on '{state['data']['data']}', "
@@ -265,6 +339,111 @@ class Trainer:
             )
         return None
 
+    def settings(self, image_size: int | None, channels: int, mode: str | None) -> dict[str, Any]:
+        """The config fields the user set (None: the preset's), ``--set`` ones last."""
+        if self.options.preset not in self.method.presets:
+            raise AdedgeError(
+                f"unknown preset '{self.options.preset}'",
+                f"choose one of: {', '.join(self.method.presets)}",
+            )
+        has_modes = "mode" in {f.name for f in fields(self.method.config_type)}
+        if self.options.mode and not has_modes:
+            raise AdedgeError(
+                f"{self.method.name} has no modes (--mode {self.options.mode})",
+                "leave out --mode for this method",
+            )
+        values = {
+            "image_size": image_size,
+            "channels": channels,
+            "epochs": self.options.epochs,
+            "batch_size": self.options.batch_size,
+            "lr": self.options.lr,
+            "mode": mode,
+        }
+        return {**values, **parse_overrides(self.method.config_type, self.options.overrides)}
+
+    def dry_build(self, config: Any, num_classes: int = 2) -> ValueError | None:
+        """The method's own checks of ``config``: its stage plan and its networks, built on
+        the meta device (no memory, no data). The ValueError they raise, or None. An op meta
+        tensors lack is no setting's fault: the real build after loading the data decides."""
+        try:
+            self.method.stage_plan(config)
+            with torch.device("meta"):
+                self.method.build(copy.deepcopy(config), num_classes)
+        except ValueError as exc:
+            return exc
+        except AdedgeError:
+            raise
+        except Exception:
+            return None
+        return None
+
+    def check_settings(self) -> None:
+        """Settings this method cannot train with fail here, before any data is loaded.
+
+        The data decides the image size when --image-size is not given, its channels and the
+        default mode, so without --image-size a setting is refused only if no size works."""
+        sizes: list[int | None] = [self.options.image_size]
+        if self.options.image_size is None:
+            sizes += IMAGE_SIZES
+        first: ValueError | None = None
+        for size in sizes:
+            try:
+                config = self.method.make_config(
+                    self.options.preset, **self.settings(size, 3, self.options.mode)
+                )
+            except ValueError as exc:
+                error = exc
+            else:
+                error = self.dry_build(config)
+            if error is None:
+                return
+            first = first or error
+        raise AdedgeError(
+            f"{self.method.name} cannot train with this setting: {first}", SETTING_HINT
+        )
+
+    def check_resume(self, state: dict[str, Any]) -> None:
+        """A resumed run keeps its settings: options that disagree with them, or a config it
+        cannot build, fail here (before the data is loaded)."""
+        saved = state["config"]
+        given = {
+            "image_size": self.options.image_size,
+            "batch_size": self.options.batch_size,
+            "lr": self.options.lr,
+            "mode": self.options.mode,
+            **parse_overrides(self.method.config_type, self.options.overrides),
+        }
+        if self.options.mode and "mode" not in saved:
+            raise AdedgeError(
+                f"{self.method.name} has no modes (--mode {self.options.mode})",
+                "leave out --mode for this method",
+            )
+        for key, value in given.items():
+            if value is None or key == "epochs" or key not in saved or saved[key] == value:
+                continue
+            flag = RESUME_FLAGS.get(key, "--mode" if key == "mode" else f"--set {key}=")
+            shown = f"{flag}{value}" if flag.endswith("=") else f"{flag} {value}"
+            raise AdedgeError(
+                f"--resume: the run in '{self.run_dir}' was trained with {key} {saved[key]}, "
+                f"not {shown}",
+                f"leave out {flag.rstrip('=')} (a resumed run keeps its settings; only --epochs "
+                "may change) or start a new run with another --out",
+            )
+        weak = str((state.get("labels") or {}).get("source", "")).startswith("weak")
+        if weak != self.options.weak_labels:
+            raise AdedgeError(
+                f"--resume: the run in '{self.run_dir}' was trained "
+                f"{'with' if weak else 'without'} --weak-labels",
+                f"{'add' if weak else 'leave out'} --weak-labels to continue it",
+            )
+        error = self.dry_build(self.method.config_from_dict(saved), len(state["class_names"]))
+        if error is not None:
+            raise invalid(
+                self.run_dir / LAST,
+                f"its config is not one {self.method.name} can build ({problem(error)})",
+            )
+
     def make_config(self, dataset: DataSet, resumed: dict[str, Any] | None) -> Any:
         """The preset with the user's overrides (a resumed run keeps its own config)."""
         if resumed:
@@ -272,32 +451,35 @@ class Trainer:
             if self.options.epochs:
                 config.epochs = self.options.epochs
             return config
-        has_modes = "mode" in {f.name for f in fields(self.method.config_type)}
-        if self.options.mode and not has_modes:
-            raise AdedgeError(
-                f"{self.method.name} has no modes (--mode {self.options.mode})",
-                "leave out --mode for this method",
-            )
         channels = 1 if dataset.colour == "gray" else 3
-        extra = parse_overrides(self.method.config_type, self.options.overrides)
+        values = self.settings(
+            self.options.image_size or dataset.suggested_size,
+            channels,
+            self.options.mode or self.method.mode_for_data(dataset.kind),
+        )
         try:
-            config = self.method.make_config(
-                self.options.preset,
-                image_size=self.options.image_size or dataset.suggested_size,
-                channels=channels,
-                epochs=self.options.epochs,
-                batch_size=self.options.batch_size,
-                lr=self.options.lr,
-                mode=self.options.mode or self.method.mode_for_data(dataset.kind),
-                **extra,
-            )
+            config = self.method.make_config(self.options.preset, **values)
             self.method.stage_plan(config)
         except ValueError as exc:
             raise AdedgeError(
-                f"{self.method.name} cannot train with this setting: {exc}",
-                "check --mode, --image-size and --set against `adedge train --help`",
+                f"{self.method.name} cannot train with this setting: {exc}", SETTING_HINT
             ) from None
         return config
+
+    def build(self, config: Any, data: Prepared, resumed: dict[str, Any] | None) -> nn.Module:
+        if resumed and data.class_names != resumed["class_names"]:
+            raise AdedgeError(
+                f"--resume: the run in '{self.run_dir}' learned the classes "
+                f"{', '.join(resumed['class_names'])}, the data now gives "
+                f"{', '.join(data.class_names)}",
+                "pass the --data, --seed and --weak-labels the run was started with",
+            )
+        try:
+            return self.method.build(config, len(data.class_names)).to(self.device)
+        except ValueError as exc:
+            raise AdedgeError(
+                f"{self.method.name} cannot train with this setting: {exc}", SETTING_HINT
+            ) from None
 
     @staticmethod
     def describe_plan(plan: StagePlan) -> str:
@@ -312,6 +494,11 @@ class Trainer:
 
     def run(self) -> TrainResult:
         resumed = self._check_run_dir()
+        if resumed:
+            self.check_resume(resumed)
+            self.preset = resumed.get("preset") or self.preset
+        else:
+            self.check_settings()
         torch.manual_seed(self.options.seed)
         dataset = load(self.options.data)
         self.log(f"data: {dataset.spec} ({dataset.protocol}): {json.dumps(dataset.summary())}")
@@ -319,12 +506,12 @@ class Trainer:
         plan = self.method.stage_plan(config)
         data = prepare(dataset, self.options, self.method.name, plan)
         self.log(self.describe_plan(plan))
-        model = self.method.build(config, len(data.class_names)).to(self.device)
+        model = self.build(config, data, resumed)
         optimizers = self.method.make_optimizers(model, config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(
             self.run_dir / RUN_INFO,
-            {"method": self.method.name, "data": dataset.spec, "preset": self.options.preset},
+            {"method": self.method.name, "data": dataset.spec, "preset": self.preset},
         )
         loop = _Loop(self, dataset, data, config, model, optimizers)
         if resumed:
@@ -372,23 +559,36 @@ class _Loop:
         return max(self.samples_per_epoch // self.config.batch_size, 1)
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        """The run as last.pt left it; state that does not fit the rebuilt run is one
+        CheckpointError (load_checkpoint checked the fields' presence and types)."""
+        file = Path(state["path"])
+        load_weights(self.model, state)
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            if name not in state["optimizers"]:
+                raise invalid(file, f"it lacks the state of optimizer '{name}'")
+            try:
+                opt.load_state_dict(state["optimizers"][name])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise invalid(
+                    file, f"the state of optimizer '{name}' does not fit ({problem(exc)})"
+                ) from None
+        try:
+            torch.set_rng_state(state["rng"])
+        except RuntimeError as exc:
+            raise invalid(file, f"its field 'rng' is no RNG state ({problem(exc)})") from None
         self.epoch = state["epoch"]
         self.step_in_epoch = state["step_in_epoch"]
         self.sums = dict(state["loss_sums"])
         self.count = state["loss_count"]
         self.history = list(state["history"])
         self.best_val = state["best_val"]
-        self.epoch_seconds = state.get("epoch_seconds", 0.0)
-        torch.set_rng_state(state["rng"])
+        self.epoch_seconds = state.get("epoch_seconds") or 0.0
 
     def payload(self) -> dict[str, Any]:
         return {
             "method": self.trainer.method.name,
             "config": self.trainer.method.config_to_dict(self.config),
-            "preset": self.trainer.options.preset,
+            "preset": self.trainer.preset,
             "input_spec": self.data.spec.to_dict(),
             "frame_spec": self.data.frame_spec.to_dict(),
             "stage_plan": asdict(self.data.plan),
@@ -407,7 +607,7 @@ class _Loop:
             "rng": torch.get_rng_state(),
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "adedge_version": __version__,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
 
     def epoch_order(self) -> torch.Tensor:
