@@ -14,10 +14,11 @@ an OOM kill or a power cut loses at most the last second:
   once (a killed process leaves whole lines), and fsynced at most ``fsync_seconds`` after
   it was written (a power cut). The file is opened when the first record is written, so a
   stream that fails before it starts leaves an existing file as it was.
-* Video goes into a container that stays playable when cut (.avi MJPG, .mkv FFV1), or, for
-  .mp4 (whose index is written only when the file is closed), into segments of
-  ``segment_seconds`` under their final names (``out-000.mp4``, ``out-001.mp4``...), each
-  playable once the next begins.
+* Video goes into a container that stays playable when cut (.avi MJPG, written frame by
+  frame by OpenCV's own writer: a kill loses the frame in hand; .mkv FFV1, through FFmpeg,
+  whose buffer may hold the last megabyte), or, for .mp4 (whose index is written only when
+  the file is closed), into segments of ``segment_seconds`` under their final names
+  (``out-000.mp4``, ``out-001.mp4``...), each playable once the next begins.
 
 An existing target holding an earlier run is refused unless the user passes ``--overwrite``
 or (JSONL) ``--append`` (:mod:`adedge.outputs`). Hidden ``.<name>.*.partial*`` files that
@@ -67,6 +68,9 @@ from adedge.runtime.records import StreamEvent, frame_record
 from adedge.runtime.sources import Frame, FrameSource, file_uri_path
 
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "FFV1"}
+# .avi through OpenCV's own MJPEG writer: it writes each frame as it comes (FFmpeg's AVI
+# muxer holds up to a megabyte, which a kill -9 loses); the others through FFmpeg
+VIDEO_BACKENDS = {".avi": cv2.CAP_OPENCV_MJPEG}
 # containers whose index is written only on close: unplayable if the process is killed
 UNSAFE_WHEN_CUT = (".mp4",)
 DEFAULT_SEGMENT_SECONDS = 60.0  # .mp4 segments when the user set none
@@ -238,6 +242,15 @@ class JsonlSink:
         self.close()
 
 
+def open_video_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int]):
+    """An OpenCV writer for ``path`` through the backend its suffix writes best with."""
+    code = cv2.VideoWriter_fourcc(*fourcc)
+    backend = VIDEO_BACKENDS.get(path.suffix.lower())
+    if backend is None:
+        return cv2.VideoWriter(str(path), code, fps, size)
+    return cv2.VideoWriter(str(path), backend, code, fps, size)
+
+
 def segment_path(path: Path, number: int) -> Path:
     """The ``number``-th segment of video ``path``: ``out-000.mp4``."""
     return path.with_name(f"{path.stem}-{number:03d}{path.suffix}")
@@ -322,7 +335,7 @@ class VideoSink:
     def _probe_codec(self) -> None:
         with tempfile.TemporaryDirectory(prefix="adedge-codec-") as folder:
             probe = Path(folder) / f"probe{self.path.suffix}"
-            writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*self.fourcc), 25, (64, 64))
+            writer = open_video_writer(probe, self.fourcc, 25.0, (64, 64))
             opened = writer.isOpened()
             writer.release()
         if not opened:
@@ -342,7 +355,7 @@ class VideoSink:
                 old.unlink(missing_ok=True)
         target = self._target()
         target.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
+        writer = open_video_writer(target, self.fourcc, self.fps, size)
         if not writer.isOpened():
             writer.release()
             raise AdedgeError(

@@ -569,7 +569,10 @@ class _Stream:
                 break
             if isinstance(item, StreamEvent):
                 self._note(item)
-                pending.append(item)
+                if frames:  # behind frames still filling a batch: keep the order
+                    pending.append(item)
+                else:  # recorded now (a live source's gap must not wait for frames)
+                    pending = self._hand_over(pending, item)
                 continue
             self.taken += 1
             frame = self._conform(item, pending)
@@ -585,6 +588,14 @@ class _Stream:
             self._score(pending)
         self.sink_stage.finish(drain=True)
         self.sink_stage.check()
+
+    def _hand_over(
+        self, pending: list[tuple[Frame, float] | StreamEvent], event: StreamEvent
+    ) -> list[tuple[Frame, float] | StreamEvent]:
+        """Hand ``pending`` (events only) and ``event`` to the sinks; an empty batch."""
+        for item in (*pending, event):
+            self.sink_stage.put(item)  # type: ignore[arg-type]
+        return []
 
     def _note(self, event: StreamEvent) -> None:
         """Keep the names of the first skipped inputs for the summary."""
