@@ -2,11 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# a second venv without torch: the runtime's tests run where a Jetson's stream runs
+RUNTIME_VENV ?= .venv-runtime
+RUNTIME_BIN := $(RUNTIME_VENV)/bin
 DEMO_DATA ?= digits:anomaly=0
 # OpenCV's sample video, where DESIGN §9 extracts it (adedge.paths.find_vtest looks there)
 VTEST := /tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi
 
-.PHONY: demo test install system-deps lint bench clean
+.PHONY: demo test test-all test-runtime install system-deps lint bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py $(wildcard cpp_ext/*.cpp cpp_ext/*.hpp)
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +20,15 @@ $(BIN)/.installed: pyproject.toml setup.py $(wildcard cpp_ext/*.cpp cpp_ext/*.hp
 	touch $@
 
 install: $(BIN)/.installed
+
+# The package and the torch-free test tools only; the install must not have pulled torch.
+$(RUNTIME_BIN)/.installed: pyproject.toml setup.py $(wildcard cpp_ext/*.cpp cpp_ext/*.hpp)
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_BIN)/pip install --quiet --upgrade pip
+	$(RUNTIME_BIN)/pip install --quiet -e '.[test-runtime]'
+	@if $(RUNTIME_BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "$(RUNTIME_VENV) has torch: the torch-free tests would prove nothing"; exit 1; fi
+	touch $@
 
 # apt-get download needs no root, only package lists (`apt-get update` once, as root).
 $(VTEST):
@@ -46,9 +58,25 @@ system-deps: $(VTEST)
 
 # The benchmarks run timed but short (one round for a slow call), so CI output shows each case's
 # backends side by side; nothing asserts a time. `make bench` times them properly.
-test: system-deps install
-	$(BIN)/python -m pytest -q tests benchmarks --benchmark-max-time=0.1 --benchmark-min-rounds=1 \
-	  --benchmark-columns=min,median,rounds --benchmark-sort=name
+SHORT_BENCH := --benchmark-max-time=0.1 --benchmark-min-rounds=1 \
+  --benchmark-columns=min,median,rounds --benchmark-sort=name
+# modules with torch-free tests (marked runtime); the others import torch and are not collected
+RUNTIME_TESTS = $(shell grep -l "pytest.mark.runtime" tests/test_*.py benchmarks/test_*.py)
+
+# What CI runs (.ci/run): every test that proves behaviour, the papers' 32 px cases as a
+# benchmark smoke test, then the torch-free tests again in a venv without torch.
+test: system-deps install $(RUNTIME_BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not slow" tests benchmarks $(SHORT_BENCH)
+	$(RUNTIME_BIN)/python -m pytest -q -m "runtime and not slow" $(RUNTIME_TESTS) $(SHORT_BENCH)
+
+# Everything: also the papers' geometries (CBiGAN 512 px as 64 tiles, IGD 256 px with 225
+# patches) and every paper-size benchmark case (`slow`).
+test-all: system-deps install
+	$(BIN)/python -m pytest -q tests benchmarks $(SHORT_BENCH)
+
+# Only the torch-free tests, in the venv without torch.
+test-runtime: system-deps $(RUNTIME_BIN)/.installed
+	$(RUNTIME_BIN)/python -m pytest -q -m "runtime and not slow" $(RUNTIME_TESTS) $(SHORT_BENCH)
 
 demo: install
 	rm -rf runs/demo-ygan

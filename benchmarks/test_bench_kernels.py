@@ -24,6 +24,8 @@ from adedge.preprocess import InputSpec
 from adedge.runtime import kernels
 from adedge.runtime.tiling import plan_tiles
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 VTEST = find_vtest()  # OpenCV's sample video (`make system-deps` fetches it)
 STAGES = {  # name: (frame (H, W), tiling)
     "igd-768x576-256-t32s16": ((576, 768), TilingSpec((256, 256), 32, 16, "reflect")),

@@ -5,7 +5,8 @@ Backends side by side: the whole torch model as the authors' test pass runs it, 
 torch scorer, and the exported graph on ONNX Runtime FP32, FP16 and INT8. Groups are cases, so
 `pytest benchmarks/test_bench_papers.py --benchmark-only` prints each case's backends
 together; compare ratios within a group, not lone times. Every call's scores are checked:
-the full model and the FP32 graph must give the pruned scorer's scores.
+the full model and the FP32 graph must give the pruned scorer's scores. The cases above 32 px
+are marked ``slow``: `make test` runs the 32 px ones as a smoke test, `make test-all` all.
 """
 
 from __future__ import annotations
@@ -55,12 +56,16 @@ def scores(outputs: list) -> list[np.ndarray]:
     ]
 
 
+SMOKE_SIZE = 32  # `make test` runs the 32 px cases (Y-GAN, DDR-ID); the rest are `slow`
+
+
 PARAMS = [
     pytest.param(
         case,
         backend,
         frames,
         id=f"{case.method}-{case.stages[0].image_size}-{backend.replace(' ', '')}-{frames}f",
+        marks=() if case.stages[0].image_size <= SMOKE_SIZE else pytest.mark.slow,
     )
     for case in CASES
     for frames in FRAMES

@@ -15,6 +15,8 @@ from jsonl_records import records_of
 
 import adedge
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 
 @contextlib.contextmanager
 def read_only(folder: Path):

@@ -41,6 +41,8 @@ from adedge.errors import AdedgeError, BundleError
 from adedge.runtime.detector import Detector
 from adedge.runtime.tiling import plan_tiles
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 NAN, INF = float("nan"), float("inf")
 
 

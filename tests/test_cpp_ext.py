@@ -26,6 +26,8 @@ from adedge.runtime import kernels
 from adedge.runtime.tiling import plan_tiles, reduce_scores
 from adedge.runtime.tiling import stitch as stitch_twin
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 VTEST = find_vtest()  # OpenCV's sample video (`make system-deps` fetches it)
 needs_cpp = pytest.mark.skipif(
     not kernels.available(), reason="adedge._cpp is not built (no C++17 compiler or pybind11)"

@@ -9,6 +9,8 @@ import pytest
 from adedge.errors import SourceError
 from adedge.runtime.sources import CsiOptions, csi_pipeline, open_source, parse_csi
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 
 def test_default_pipeline_keeps_only_the_newest_frame():
     pipeline = csi_pipeline(parse_csi("csi://0"))

@@ -9,6 +9,8 @@ import pytest
 from adedge.data import FMNIST_DEFAULT_DIR, load, parse_spec
 from adedge.errors import DataError
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 
 def test_digits_k_classes_out_protocol():
     data = load("digits:anomaly=3")

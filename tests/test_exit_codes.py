@@ -45,6 +45,7 @@ def signal_when(
             process.kill()
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_stream_exits_130_or_143_with_every_scored_frame_written(tmp_path, mean_bundle, sig):
     """Before: an interrupted `adedge stream` exited 0."""
@@ -91,6 +92,7 @@ def test_train_exits_143_on_sigterm_and_says_how_to_resume(tmp_path):
     assert "--resume" in err and "Traceback" not in err
 
 
+@pytest.mark.runtime
 def test_ctrl_c_while_the_command_line_starts_is_one_line(tmp_path):
     """Before: a Ctrl-C while adedge imported its modules printed a traceback."""
     for delay in (0.1, 0.2, 0.3, 0.5, 0.8):
@@ -107,6 +109,7 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line(tmp_path):
 # --- sources that give nothing ---------------------------------------------------------------
 
 
+@pytest.mark.runtime
 def test_a_video_with_no_frames_exits_2(monkeypatch, capsys, tmp_path, mean_bundle):
     """Before: exit 0 and an empty summary."""
     empty = tmp_path / "empty.avi"
@@ -116,6 +119,7 @@ def test_a_video_with_no_frames_exits_2(monkeypatch, capsys, tmp_path, mean_bund
     assert_one_line_error(code, err, str(empty))
 
 
+@pytest.mark.runtime
 def test_a_folder_of_unreadable_images_names_them_and_exits_2(
     monkeypatch, capsys, tmp_path, mean_bundle
 ):
@@ -135,6 +139,7 @@ def test_a_folder_of_unreadable_images_names_them_and_exits_2(
     assert all(r["reason"] for r in skipped)
 
 
+@pytest.mark.runtime
 def test_save_video_that_wrote_nothing_exits_2(monkeypatch, capsys, tmp_path, mean_bundle):
     """Before: exit 0, and no video where the user asked for one."""
     video = tmp_path / "out.avi"

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from jsonl_records import frame_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ def module_level_imports(path: Path) -> list[str]:
     return names
 
 
+@pytest.mark.runtime
 def test_no_module_level_torch_in_adedge_and_runtime():
     offenders = [
         f"{path.relative_to(ROOT)}: {name}"

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from jsonl_records import read_records
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 BOUNDARY = "adedgeframe"
 FRAME_PERIOD_S = 0.04
 

@@ -4,6 +4,8 @@ from sklearn.metrics import roc_auc_score
 
 from adedge.metrics import auroc, quantile_threshold, rates_at
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 
 @pytest.mark.parametrize("seed", range(5))
 def test_auroc_matches_sklearn_with_ties(seed):

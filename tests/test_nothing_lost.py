@@ -20,6 +20,8 @@ from jsonl_records import frame_records, read_records, records_of
 
 from adedge.atomic import atomic_directory, stale_temporaries, write_json
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 # --- kill -9 ---------------------------------------------------------------------------------
 
 # The stream runs in a child process that also notes, after every scoring call, how many

@@ -22,6 +22,8 @@ from adedge.runtime.sinks import JsonlSink, VideoSink
 from adedge.runtime.sources import Frame, FrameSource, LiveSource, conform_image, open_source
 from adedge.runtime.stream import StreamOptions, run_stream
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".partial" in p.name)

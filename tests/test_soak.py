@@ -25,6 +25,8 @@ from adedge.runtime.sinks import ConsoleSink, DetectionTally, JsonlSink
 from adedge.runtime.sources import Frame, open_source
 from adedge.runtime.stream import StreamOptions, run_stream
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 SOAK_FRAMES = 20_000
 SAMPLE_EVERY = 1_000
 LATENCY_WINDOW = StreamOptions().latency_window  # 10,000 frames

@@ -22,6 +22,8 @@ from adedge.runtime.sources import (
     split_transport,
 )
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 FPS = 10.0  # the fps of the digit_video fixture
 
 

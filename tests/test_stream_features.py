@@ -38,6 +38,8 @@ from adedge.runtime.sinks import (
 from adedge.runtime.sources import Frame, open_source, parse_resize
 from adedge.runtime.stream import AlarmFilter, StreamOptions, run_stream
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 # --- helpers -------------------------------------------------------------------------------
 
 

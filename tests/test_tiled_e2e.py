@@ -1,9 +1,12 @@
 """Tiled methods end to end on a real texture: train, export, evaluate and stream.
 
 CBiGAN's texture mode (DESIGN §3: the runtime tiles each frame and takes the max over tile
-scores) on scikit-image's real brick photograph with synthetic defects: the card declares the
-tiling, the runtime scores all of a frame's tiles in one batch, and a short run already
-ranks defective frames above clean ones.
+scores) and IGD's global + local bundle on scikit-image's real brick photograph with
+synthetic defects: the card declares the tiling, the runtime scores all of a frame's tiles
+in one batch and gives what torch gives. Each is proven on a small geometry; the papers'
+geometries (CBiGAN 512 px as 64 tiles, IGD 256 px with 225 patches) are the same tests
+marked ``slow`` (``make test-all``). How well these barely trained models detect is not
+asserted here: benchmarks/fidelity/ measures it on properly trained ones.
 """
 
 from __future__ import annotations
@@ -80,6 +83,19 @@ def cbigan_512(tmp_path_factory) -> Path:
     return model
 
 
+@pytest.fixture(
+    params=[
+        pytest.param(("cbigan_brick", 128, 16), id="128px-16-tiles"),
+        pytest.param(("cbigan_512", 512, 64), id="paper-512px-64-tiles", marks=pytest.mark.slow),
+    ]
+)
+def cbigan_geometry(request) -> tuple[Path, int, int]:
+    """(bundle, frame side, tiles per frame) of a CBiGAN texture bundle."""
+    name, side, tiles = request.param
+    value = request.getfixturevalue(name)
+    return (value[1] if isinstance(value, tuple) else value), side, tiles
+
+
 def test_texture_card_declares_the_tiling(cbigan_brick):
     run, model = cbigan_brick
     card = load_bundle(model).card
@@ -115,21 +131,9 @@ def _plan_of(state):
     return stage_plan_of(state)
 
 
-def test_short_run_ranks_defective_frames_above_clean(cbigan_brick):
-    """A conservative floor after two tiny epochs: defects (held-out region) score higher."""
-    _, model = cbigan_brick
-    test = load(BRICK).test
-    detector = Detector(model)
-    scores, maps, _ = detector.score_images_with_maps(test.images)
-    assert auroc(test.labels, scores) > 0.75
-    assert scores[test.labels == 1].mean() > scores[test.labels == 0].mean()
-    # the heatmap is higher on defect pixels than on clean pixels of the same frames
-    defect = np.concatenate([m[k] for m, k in zip(maps, test.masks, strict=True) if k.any()])
-    clean = np.concatenate([m[~k] for m, k in zip(maps, test.masks, strict=True) if k.any()])
-    assert defect.mean() > clean.mean()
-
-
-def test_eval_reports_pixel_auroc(cbigan_brick, monkeypatch, capsys, tmp_path):
+def test_eval_reports_the_auroc_of_the_detectors_own_scores(
+    cbigan_brick, monkeypatch, capsys, tmp_path
+):
     _, model = cbigan_brick
     out = tmp_path / "eval.json"
     code, _, err = run_cli(
@@ -137,14 +141,19 @@ def test_eval_reports_pixel_auroc(cbigan_brick, monkeypatch, capsys, tmp_path):
     )
     assert code == 0, err
     result = json.loads(out.read_text())
-    assert 0.5 < result["pixel_auroc"] <= 1.0 and result["n_test"] == 80
+    test = load(BRICK).test
+    scores, maps, _ = Detector(model).score_images_with_maps(test.images)
+    assert result["n_test"] == len(test) == 80
+    assert result["auroc"] == pytest.approx(auroc(test.labels, scores), abs=1e-9)
+    pixels = np.concatenate([m.ravel() for m in maps])
+    truth = np.concatenate([k.ravel() for k in test.masks])
+    assert result["pixel_auroc"] == pytest.approx(auroc(truth, pixels), abs=1e-6)
 
 
-def test_stream_scores_a_512_frame_as_64_tiles_in_one_batch(
-    cbigan_512, monkeypatch, capsys, tmp_path
-):
-    card = load_bundle(cbigan_512).card
-    assert card.stages[0].tiling.resize_to == (512, 512) and card.stages[0].tiling.tile == 64
+def test_stream_scores_a_frames_tiles_in_one_batch(cbigan_geometry, monkeypatch, capsys, tmp_path):
+    model, side, tiles = cbigan_geometry
+    card = load_bundle(model).card
+    assert card.stages[0].tiling.resize_to == (side, side)
     batches = record_batches(monkeypatch)
     events = tmp_path / "events.jsonl"
     code, _, err = run_cli(
@@ -152,9 +161,9 @@ def test_stream_scores_a_512_frame_as_64_tiles_in_one_batch(
         capsys,
         "stream",
         "--model",
-        cbigan_512,
+        model,
         "--source",
-        "synthetic:texture=brick,size=512,frames=3",
+        f"synthetic:texture=brick,size={side},frames=3",
         "--jsonl",
         events,
         "--quiet",
@@ -162,7 +171,7 @@ def test_stream_scores_a_512_frame_as_64_tiles_in_one_batch(
     assert code == 0, err
     lines = frame_records(events)
     assert len(lines) == 3 and all(np.isfinite(e["score"]) for e in lines)
-    assert batches == [64, 64, 64]
+    assert batches == [tiles, tiles, tiles]
 
 
 def test_export_refuses_two_checkpoints_of_the_same_stage(
@@ -189,15 +198,26 @@ def test_export_refuses_two_checkpoints_of_the_same_stage(
 # --- IGD: a global and a local model in one bundle (Eq. 13, local max-pooling Eq. 15) -------
 
 
-@pytest.fixture(scope="session")
-def igd_two_stage(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """IGD tiny on brick at 256 px: a global run and a local run (225 patches), one bundle."""
-    root = tmp_path_factory.mktemp("igd")
+IGD_PATCHES = {64: 9, 256: 225}  # 32 px patches at stride 16: 3 x 3, and the paper's 15 x 15
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param(64, id="64px-9-patches"),
+        pytest.param(256, id="paper-256px-225-patches", marks=pytest.mark.slow),
+    ],
+)
+def igd_two_stage(request, tmp_path_factory) -> tuple[Path, Path, Path, int]:
+    """IGD tiny on brick: a global run and a local run (32 px patches at stride 16), one
+    bundle; (global run, local run, bundle, frame side)."""
+    side = request.param
+    root = tmp_path_factory.mktemp(f"igd{side}")
     common = {
         "method": "igd",
         "preset": "tiny",
         "epochs": 1,
-        "image_size": 256,
+        "image_size": side,
         "monitor_test": False,
     }
     data = "texture:brick,limit=4"
@@ -207,15 +227,19 @@ def igd_two_stage(tmp_path_factory) -> tuple[Path, Path, Path]:
         train(TrainOptions(data=data, out=runs[mode], mode=mode, **common), **QUIET)
     model = root / "model"
     export_bundle(ExportOptions([runs["global"], runs["local"]], model), **QUIET)
-    return runs["global"], runs["local"], model
+    return runs["global"], runs["local"], model, side
 
 
 def test_igd_bundle_sums_a_global_and_a_max_pooled_local_stage(igd_two_stage):
-    global_run, local_run, model = igd_two_stage
+    global_run, local_run, model, side = igd_two_stage
     card = load_bundle(model).card
     assert [s.name for s in card.stages] == ["global", "local"] and card.combine == "sum"
     local = card.stage("local")
-    assert (local.tiling.resize_to, local.tiling.tile, local.tiling.stride) == ((256, 256), 32, 16)
+    assert (local.tiling.resize_to, local.tiling.tile, local.tiling.stride) == (
+        (side, side),
+        32,
+        16,
+    )
     assert local.reduce == "max" and card.stage("global").tiling is None
     assert set(card.training["stages"]) == {"global", "local"}
     frames = load("texture:brick,limit=4").test.images[:3]
@@ -226,15 +250,15 @@ def test_igd_bundle_sums_a_global_and_a_max_pooled_local_stage(igd_two_stage):
         inputs = grid_tiles(torch.from_numpy(batch), _plan_of(state))
         with torch.no_grad():
             scores = rebuild_scorer(state)(inputs)[0].numpy().reshape(len(frames), -1)
-        assert scores.shape[1] == (225 if run == local_run else 1)
-        expected += scores.max(axis=1)  # s = s_G + max over the 15 x 15 patch grid
+        assert scores.shape[1] == (IGD_PATCHES[side] if run == local_run else 1)
+        expected += scores.max(axis=1)  # s = s_G + max over the patch grid
     scores, maps, _ = Detector(model).score_images_with_maps(frames)
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
     assert all(m.shape == (128, 128) for m in maps)  # back at the frame's own size
 
 
-def test_igd_bundle_streams_a_256_frame(igd_two_stage, monkeypatch, capsys, tmp_path):
-    _, _, model = igd_two_stage
+def test_igd_bundle_streams_a_frame(igd_two_stage, monkeypatch, capsys, tmp_path):
+    _, _, model, side = igd_two_stage
     batches = record_batches(monkeypatch)
     events = tmp_path / "events.jsonl"
     code, _, err = run_cli(
@@ -244,11 +268,12 @@ def test_igd_bundle_streams_a_256_frame(igd_two_stage, monkeypatch, capsys, tmp_
         "--model",
         model,
         "--source",
-        "synthetic:texture=brick,size=256,frames=2",
+        f"synthetic:texture=brick,size={side},frames=2",
         "--jsonl",
         events,
         "--quiet",
     )
     assert code == 0, err
-    assert len(events.read_text().splitlines()) == 2
-    assert batches == [1, 225, 1, 225]  # per frame: the global image, then all 225 patches
+    assert len(frame_records(events)) == 2
+    patches = IGD_PATCHES[side]
+    assert batches == [1, patches, 1, patches]  # per frame: the global image, then its patches

@@ -29,6 +29,8 @@ from adedge.runtime.tiling import (
     to_frame_size,
 )
 
+pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
+
 
 def spec(resize_to: tuple[int, int], tile: int, stride: int, padding: str = "reflect"):
     return TilingSpec(resize_to, tile, stride, padding)
