@@ -104,10 +104,11 @@ class EngineSpec:
 class StageSpec:
     """One ONNX graph and how its outputs feed the frame score.
 
-    ``fp16_file``/``int8_file``: the mixed-precision FP16 twin of ``file`` (always written by
-    export since FP16 support; None in older cards) and the optional INT8 (QDQ) graph for
-    ONNX Runtime on CPUs, each with its sha256. ``engine``: how TensorRT engines are built
-    (None: the defaults, with the tiles per frame as max batch for a tiled stage).
+    ``fp16_file``/``int8_file``: the mixed-precision FP16 twin of ``file`` (written by
+    export unless ``--precisions`` leaves it out; None in older cards) and the optional INT8
+    (QDQ) graph for ONNX Runtime on CPUs, each with its sha256. ``engine``: how TensorRT
+    engines are built (None: the defaults, with the tiles per frame as max batch for a tiled
+    stage).
     """
 
     name: str
@@ -668,7 +669,7 @@ def precision_graph(folder: Path, stage: StageSpec, precision: str) -> Path:
         hint = (
             "re-export the bundle with `adedge export --int8`"
             if precision == "int8"
-            else "re-export the bundle with this adedge (export writes the FP16 graph)"
+            else "re-export the bundle with `adedge export --precisions fp32,fp16` (the default)"
         )
         raise BundleError(
             f"model bundle '{folder}' has no {precision.upper()} graph for stage '{stage.name}'",

@@ -46,17 +46,12 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
-def check_writable(path: str | os.PathLike[str], option: str) -> Path:
-    """``path`` as a Path once it is clear it can be written; an AdedgeError otherwise.
-
-    Checks, without creating anything: the target is not a folder; the nearest existing
-    folder on its path is a folder (not a file) that this process may write into; an
-    existing target may be written.
-    """
+def check_creatable(path: str | os.PathLike[str], option: str) -> Path:
+    """The folder in which ``path`` (a file or a folder) would be created, once it is clear
+    this process can: the nearest existing folder on its path is a folder (not a file) that
+    this process may write into (not read-only, not someone else's). Creates nothing."""
     target = Path(path).expanduser()
-    if target.is_dir():
-        raise AdedgeError(f"{option} '{path}' is a folder", f"give {option} a file name")
-    folder = _nearest_existing(target.parent)
+    folder = _nearest_existing(target.absolute().parent)
     if not folder.is_dir():
         raise AdedgeError(
             f"{option} '{path}': '{folder}' is a file, not a folder",
@@ -67,6 +62,17 @@ def check_writable(path: str | os.PathLike[str], option: str) -> Path:
             f"{option} '{path}': cannot write in '{folder}' (read-only or not yours)",
             f"choose a writable folder for {option}",
         )
+    return folder
+
+
+def check_writable(path: str | os.PathLike[str], option: str) -> Path:
+    """``path`` as a Path once it is clear it can be written as a file; an AdedgeError
+    otherwise (the target is a folder, or :func:`check_creatable` fails, or an existing
+    target may not be written). Creates nothing."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise AdedgeError(f"{option} '{path}' is a folder", f"give {option} a file name")
+    check_creatable(target, option)
     if target.exists() and not os.access(target, os.W_OK):
         raise AdedgeError(
             f"{option} '{path}' exists and cannot be written", f"choose another {option} path"

@@ -27,7 +27,6 @@ step logs a short line as it starts, and the chosen threshold is logged at the e
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 import warnings
@@ -52,16 +51,17 @@ from adedge.bundle import (
     sha256_file,
 )
 from adedge.data import DataSet, load
-from adedge.errors import AdedgeError, ExportError
+from adedge.errors import AdedgeError, CheckpointError, ExportError
 from adedge.export import fp16 as fp16_graph
 from adedge.export import int8 as int8_graph
 from adedge.export import tensorrt_build
 from adedge.metrics import auroc, quantile_threshold
+from adedge.outputs import check_creatable
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.runtime.detector import AMAP, Detector
 from adedge.runtime.evaluate import detection_quality, score_split
-from adedge.train.checkpoint import load_checkpoint
+from adedge.train.checkpoint import load_checkpoint, load_weights
 from adedge.train.methods import load_method
 from adedge.train.methods.base import Method, StagePlan, TrainView, score_of
 from adedge.train.views import grid_tiles
@@ -170,8 +170,14 @@ def rebuild_model(checkpoint: dict[str, Any]) -> tuple[Method, Any, torch.nn.Mod
     """The method, its config and the full training model with the checkpoint's weights."""
     method = load_method(checkpoint["method"])
     config = method.config_from_dict(checkpoint["config"])
-    model = method.build(config, len(checkpoint["class_names"]))
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model = method.build(config, len(checkpoint["class_names"]))
+    except ValueError as exc:
+        raise CheckpointError(
+            f"checkpoint '{checkpoint['path']}' holds a config {method.name} cannot build: {exc}",
+            "use a checkpoint written by `adedge train`",
+        ) from None
+    load_weights(model, checkpoint)  # weights that do not fit are one line, not a traceback
     return method, config, model.eval()
 
 
@@ -528,19 +534,10 @@ def check_output_folder(out: Path) -> None:
                 "would replace it",
                 "choose a new folder, or an existing bundle to replace",
             )
-    parent = out.absolute().parent
-    while not (parent.exists() or parent.is_symlink()):
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ExportError(
-            f"cannot create --out '{out}': '{parent}' is a file, not a folder",
-            "choose a --out whose parent folders are folders",
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(
-            f"cannot write the bundle --out '{out}': folder '{parent}' is not writable",
-            "choose a --out in a folder you can write to, or fix its permissions",
-        )
+    try:
+        check_creatable(out, "--out")
+    except AdedgeError as exc:
+        raise ExportError(exc.message, exc.hint) from None
 
 
 def check_formats(options: ExportOptions) -> None:

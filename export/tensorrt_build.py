@@ -131,7 +131,8 @@ def choose_build(
         raise AdedgeError(
             f"TensorRT {'.'.join(map(str, version))} has no weakly typed FP16 mode "
             + ("and the bundle has no FP16 graph" if not has_fp16_graph else ""),
-            "re-export the bundle with this adedge (it writes <stage>.fp16.onnx)"
+            "re-export the bundle with `adedge export --precisions fp32,fp16` (the default; "
+            "it writes <stage>.fp16.onnx)"
             if not has_fp16_graph
             else "build from the FP16 graph (the default)",
         )

@@ -3,59 +3,17 @@ before the work starts, and nothing already written is lost (issue 16, part 4)."
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 from jsonl_records import records_of
+from read_only import read_only
 
 import adedge
 
 pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
-
-
-@contextlib.contextmanager
-def read_only(folder: Path):
-    """``folder`` made read-only for this process, root included: a read-only bind mount
-    where this process may mount (root in a container), else the immutable attribute, else
-    (not root) plain permissions."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        try:
-            yield folder
-        finally:
-            folder.chmod(0o755)
-        return
-    mounted = (
-        shutil.which("mount")
-        and subprocess.run(
-            ["mount", "--bind", str(folder), str(folder)], capture_output=True
-        ).returncode
-        == 0
-    )
-    if mounted:
-        try:
-            subprocess.run(
-                ["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True
-            )
-            yield folder
-        finally:
-            subprocess.run(["umount", str(folder)], check=True, capture_output=True)
-        return
-    if (
-        shutil.which("chattr")
-        and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-    ):
-        try:
-            yield folder
-        finally:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-        return
-    pytest.skip("running as root where neither a read-only mount nor chattr +i is allowed")
 
 
 def stream_args(bundle: Path, *more: object) -> list[object]:

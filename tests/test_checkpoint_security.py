@@ -225,6 +225,21 @@ def test_export_of_a_checkpoint_missing_fields_is_one_line(monkeypatch, capsys, 
     assert not out.exists()
 
 
+def test_export_of_a_checkpoint_whose_weights_do_not_fit_is_one_line(
+    monkeypatch, capsys, tmp_path, trained_run
+):
+    """Before: a RuntimeError traceback from load_state_dict."""
+    state = torch.load(trained_run / "last.pt", weights_only=True)
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.zeros(3, 1, 1)  # a tensor of another shape
+    save_checkpoint(tmp_path / "reshaped.pt", state)
+    out = tmp_path / "bundle"
+    args = ["export", "--method", "ygan", "--checkpoint", tmp_path / "reshaped.pt", "--out", out]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_line_error(code, err, "reshaped.pt", "weights do not fit", name)
+    assert not out.exists()
+
+
 def test_resume_of_a_checkpoint_missing_fields_is_one_line(monkeypatch, capsys, run_copy):
     torch.save({"adedge_checkpoint": 1, "method": "ygan"}, run_copy / "last.pt")
     args = ["train", "--method", "ygan", "--data", "digits:anomaly=0", "--preset", "tiny"]
