@@ -155,3 +155,24 @@ def default_sigint():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+# --- torch's thread count, to show results do not depend on it -----------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_threads():
+    """``ADEDGE_TEST_TORCH_THREADS=N`` runs the suite with torch on N threads (its default is
+    every core): run it with two values to see that nothing depends on the machine's cores.
+    Where torch is not installed (the runtime venv) there is nothing to set."""
+    import os
+
+    value = os.environ.get("ADEDGE_TEST_TORCH_THREADS", "").strip()
+    if value:
+        try:
+            import torch
+        except ImportError:
+            pass
+        else:
+            torch.set_num_threads(int(value))
+    yield
