@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -42,29 +41,18 @@ def mean_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Scores lie in [-1, 1]; the card's threshold is 0.0 (a mid-grey frame).
     """
-    import adedge
-    from adedge.bundle import CARD_NAME, Card, StageSpec, ThresholdSpec, sha256_file
+    from bundles import write_bundle
+
     from adedge.preprocess import InputSpec
 
-    folder = tmp_path_factory.mktemp("mean_bundle")
-    onnx_path = folder / "global.onnx"
-    onnx_path.write_bytes(_mean_model_bytes(MEAN_BUNDLE_SIZE))
-    stage = StageSpec(
-        name="global",
-        file=onnx_path.name,
-        sha256=sha256_file(onnx_path),
-        input_name="image",
-        input=InputSpec(MEAN_BUNDLE_SIZE, MEAN_BUNDLE_SIZE, "gray", (0.5,), (0.5,)),
-    )
-    card = Card(
+    return write_bundle(
+        tmp_path_factory.mktemp("mean_bundle"),
+        _mean_model_bytes(MEAN_BUNDLE_SIZE),
+        InputSpec(MEAN_BUNDLE_SIZE, MEAN_BUNDLE_SIZE, "gray", (0.5,), (0.5,)),
         method="mean",
-        stages=(stage,),
-        threshold=ThresholdSpec(0.0, "fixed", "test bundle: mean of the normalised image"),
-        created="test",
-        adedge_version=adedge.__version__,
+        threshold=0.0,
+        detail="test bundle: mean of the normalised image",
     )
-    (folder / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2), encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="session")

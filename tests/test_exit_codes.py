@@ -29,20 +29,21 @@ def adedge(*args: object, cwd: Path) -> subprocess.Popen:
     )
 
 
-def signal_when(
-    process: subprocess.Popen, ready, sig: int, limit_s: float = 120
-) -> tuple[str, str]:
-    deadline = time.monotonic() + limit_s
-    while not ready():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "never got ready"
-        time.sleep(0.05)
-    process.send_signal(sig)
+def signal_when(process: subprocess.Popen, ready, sig: int, limit_s: float = 120) -> tuple:
+    """Send ``sig`` once ``ready()``; (stdout, stderr) of the process, which is killed if
+    anything here fails (no process outlives its test)."""
     try:
+        deadline = time.monotonic() + limit_s
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "never got ready"
+            time.sleep(0.05)
+        process.send_signal(sig)
         return process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
 
 
 @pytest.mark.runtime
@@ -98,8 +99,7 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line(tmp_path):
     for delay in (0.1, 0.2, 0.3, 0.5, 0.8):
         process = adedge("stream", "--help", cwd=tmp_path)
         time.sleep(delay)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        out, err = signal_when(process, lambda: True, signal.SIGINT)
         if process.returncode == 0:  # --help finished before the signal: nothing to check
             continue
         assert process.returncode == 130, (delay, err)

@@ -717,37 +717,27 @@ def int8_error_bound(quantised: onnx.ModelProto, max_input: float) -> float:
 @pytest.fixture(scope="module")
 def fixed_bundle(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
     """A bundle of ``fixed_model`` with its INT8 graph, calibrated on 256 real 8x8 digits."""
+    from bundles import write_bundle
     from sklearn.datasets import load_digits
 
-    import adedge
-    from adedge.bundle import Card, StageSpec, ThresholdSpec, sha256_file
     from adedge.preprocess import InputSpec, prepare_batch
 
     folder = tmp_path_factory.mktemp("fixed")
-    onnx.save(fixed_model(), str(folder / "global.onnx"))
+    scratch = tmp_path_factory.mktemp("fixed-int8")
+    onnx.save(fixed_model(), str(scratch / "fp32.onnx"))
     spec = InputSpec(FIXED_SIDE, FIXED_SIDE, "gray", (0.0,), (1.0,))  # inputs in [0, 1]
     images = list((load_digits().images[:256] * (255 / 16)).round().astype(np.uint8))
     calibration = prepare_batch(images, spec)
-    int8_graph.quantize_int8(
-        folder / "global.onnx", folder / "global.int8.onnx", "image", calibration
-    )
-    stage = StageSpec(
-        name="global",
-        file="global.onnx",
-        sha256=sha256_file(folder / "global.onnx"),
-        input_name="image",
-        input=spec,
-        int8_file="global.int8.onnx",
-        int8_sha256=sha256_file(folder / "global.int8.onnx"),
-    )
-    card = Card(
+    int8_graph.quantize_int8(scratch / "fp32.onnx", scratch / "int8.onnx", "image", calibration)
+    write_bundle(
+        folder,
+        fixed_model(),
+        spec,
         method="fixed",
-        stages=(stage,),
-        threshold=ThresholdSpec(0.0, "fixed", "test bundle: fixed weights"),
-        created="test",
-        adedge_version=adedge.__version__,
+        threshold=0.0,
+        detail="test bundle: fixed weights",
+        extra_graphs={"int8_file": (scratch / "int8.onnx").read_bytes()},
     )
-    (folder / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2), encoding="utf-8")
     return folder, images
 
 

@@ -15,7 +15,6 @@ import pytest
 from cli_helpers import assert_one_line_error, run_cli
 from jsonl_records import frame_records
 
-import adedge
 from adedge.errors import AdedgeError, SourceError
 from adedge.outputs import Existing
 from adedge.runtime import sinks as sinks_module
@@ -578,9 +577,9 @@ def test_texture_without_scikit_image_is_one_line(monkeypatch):
 
 def _distance_bundle(folder: Path, centre: float, size: int = 32) -> Path:
     """A one-class model: |mean grey (normalised) - centre|, centre fitted on normal frames."""
+    from bundles import write_bundle
     from onnx import TensorProto, checker, helper, numpy_helper
 
-    from adedge.bundle import CARD_NAME, Card, StageSpec, ThresholdSpec, sha256_file
     from adedge.preprocess import InputSpec
 
     nodes = [
@@ -598,25 +597,14 @@ def _distance_bundle(folder: Path, centre: float, size: int = 32) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     checker.check_model(model)
-    folder.mkdir(parents=True)
-    onnx_path = folder / "global.onnx"
-    onnx_path.write_bytes(model.SerializeToString())
-    stage = StageSpec(
-        name="global",
-        file=onnx_path.name,
-        sha256=sha256_file(onnx_path),
-        input_name="image",
-        input=InputSpec(size, size, "gray", (0.5,), (0.5,)),
-    )
-    card = Card(
+    return write_bundle(
+        folder,
+        model,
+        InputSpec(size, size, "gray", (0.5,), (0.5,)),
         method="mean-distance",
-        stages=(stage,),
-        threshold=ThresholdSpec(0.004, "fixed", "test bundle: distance to the normal mean"),
-        created="test",
-        adedge_version=adedge.__version__,
+        threshold=0.004,
+        detail="test bundle: distance to the normal mean",
     )
-    (folder / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
-    return folder
 
 
 @pytest.mark.parametrize("name", ["brick", "grass", "gravel"])

@@ -234,33 +234,21 @@ def write_bundle(
     input_spec: InputSpec | None = None,
 ) -> Path:
     """A bundle whose input is by default grey normalised to [0, 1] (mean 0, std 1)."""
-    import adedge
-    from adedge.atomic import write_json
-    from adedge.bundle import CARD_NAME, Card, StageSpec, ThresholdSpec, sha256_file
+    from bundles import write_bundle as write_test_bundle
 
     input_spec = input_spec or InputSpec(size, size, "gray", (0.0,), (1.0,))
-    folder.mkdir(parents=True)
-    onnx_path = folder / "local.onnx"
-    onnx_path.write_bytes(_tile_model_bytes(input_spec.height, input_spec.channels))
-    stage = StageSpec(
-        name="local",
-        file=onnx_path.name,
-        sha256=sha256_file(onnx_path),
-        input_name="image",
-        input=input_spec,
+    return write_test_bundle(
+        folder,
+        _tile_model_bytes(input_spec.height, input_spec.channels),
+        input_spec,
+        method="tile-max",
+        threshold=0.5,
+        detail="test bundle: brightest pixel of a tile",
+        stage="local",
         outputs=outputs,
         tiling=tiling,
         reduce=reduce,
     )
-    card = Card(
-        method="tile-max",
-        stages=(stage,),
-        threshold=ThresholdSpec(0.5, "fixed", "test bundle: brightest pixel of a tile"),
-        created="test",
-        adedge_version=adedge.__version__,
-    )
-    write_json(folder / CARD_NAME, card.to_dict())
-    return folder
 
 
 DEFECT_YX = (180, 52)
