@@ -95,15 +95,20 @@ def test_train_exits_143_on_sigterm_and_says_how_to_resume(tmp_path):
 
 @pytest.mark.runtime
 def test_ctrl_c_while_the_command_line_starts_is_one_line(tmp_path):
-    """Before: a Ctrl-C while adedge imported its modules printed a traceback."""
+    """Before: a Ctrl-C while adedge imported its modules printed a traceback. From 0.1 s on
+    (Python's own start, before any adedge code, takes a few tens of ms), wherever the signal
+    lands: exit 130 and the one word, or, once the command has finished and the interpreter
+    is closing, death by SIGINT (which a shell also reports as 130); never a traceback."""
     for delay in (0.1, 0.2, 0.3, 0.5, 0.8):
         process = adedge("stream", "--help", cwd=tmp_path)
         time.sleep(delay)
         out, err = signal_when(process, lambda: True, signal.SIGINT)
         if process.returncode == 0:  # --help finished before the signal: nothing to check
             continue
-        assert process.returncode == 130, (delay, err)
-        assert "Traceback" not in err and err.strip() == "interrupted", (delay, err)
+        assert "Traceback" not in err, (delay, err)
+        assert process.returncode in (130, -signal.SIGINT), (delay, process.returncode, err)
+        if process.returncode == 130:
+            assert err.strip().splitlines()[-1] == "interrupted", (delay, err)
 
 
 # --- sources that give nothing ---------------------------------------------------------------
