@@ -134,6 +134,19 @@ def recover_partials(path: Path, log: Log | None = None) -> list[Path]:
     return recovered
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """Whether a non-empty file's last byte is not a newline."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
 class JsonlSink:
     """Append-only JSON lines: one ``frame`` record per scored frame and one per event.
 
@@ -190,7 +203,10 @@ class JsonlSink:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             mode = "a" if self.existing is Existing.APPEND else "w"
+            cut = mode == "a" and _ends_mid_line(self.path)
             self._file = open(self.path, mode, encoding="utf-8")  # noqa: SIM115
+            if cut:  # a power cut ended the earlier run mid-line: start on a line of our own
+                self._file.write("\n")
         return self._file
 
     def _sync_soon(self) -> None:

@@ -142,6 +142,15 @@ def test_jsonl_refuses_an_earlier_run_unless_told_to_overwrite_or_append(tmp_pat
     assert [r["frame"] for r in frame_records(path)] == [1]
 
 
+def test_append_after_a_cut_line_starts_on_a_new_line(tmp_path, digit_frames):
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"type": "frame", "frame": 0}\n{"type": "fra', encoding="utf-8")  # cut
+    with JsonlSink(path, existing=Existing.APPEND) as sink:
+        sink.write(Frame(1, 0.0, digit_frames[0], "f"), FrameScore(0.5, False))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[1] == '{"type": "fra' and json.loads(lines[2])["frame"] == 1
+
+
 def test_jsonl_recovers_the_hidden_file_an_old_version_left_behind(tmp_path, capsys):
     """adedge 0.1 wrote to .events.jsonl.<random>.partial.jsonl and renamed at the end: a
     kill left that hidden file, the only copy of its records."""
