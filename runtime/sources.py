@@ -43,6 +43,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from adedge.bundle import MAX_SIDE
 from adedge.data import IMAGE_SUFFIXES, expand_image_glob, read_image
 from adedge.defects import DEFECT_KINDS, REAL_TEXTURES, add_defect, read_texture
 from adedge.errors import AdedgeError, SourceError
@@ -57,9 +58,6 @@ FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 LOW_LATENCY_FFMPEG = "fflags;nobuffer|flags;low_delay"
 RTSP_TRANSPORTS = ("tcp", "udp")
 VIDEO_EOF_RETRIES = 25  # consecutive failed grabs that mean end of file, not a corrupt frame
-# Largest frame side --resize accepts: OpenCV's resize and our buffers stay far from their
-# limits (a 16384x16384 BGR frame is already 800 MB).
-MAX_FRAME_SIDE = 16384
 
 
 @dataclass
@@ -254,10 +252,11 @@ def parse_resize(text: str) -> tuple[int, int]:
 
 
 def check_resize(size: tuple[int, int]) -> tuple[int, int]:
-    """``size`` (W, H) if each side is 1..MAX_FRAME_SIDE; a one-line SourceError otherwise."""
-    if min(size) < 1 or max(size) > MAX_FRAME_SIDE:
+    """``size`` (W, H) if each side is 1..MAX_SIDE (the largest image side adedge handles,
+    as for a card); a one-line SourceError otherwise."""
+    if min(size) < 1 or max(size) > MAX_SIDE:
         raise SourceError(
-            f"resize {size[0]}x{size[1]} is outside 1..{MAX_FRAME_SIDE} pixels per side",
+            f"resize {size[0]}x{size[1]} is outside 1..{MAX_SIDE} pixels per side",
             "pass a frame size such as --resize 640x480",
         )
     return size
@@ -1003,8 +1002,8 @@ def open_source(
     Raises SourceError (one line: what and how to fix) where the source cannot be opened.
     """
     _check_options(every, max_frames, fps)
-    if resize is not None and min(resize) < 1:
-        raise SourceError(f"resize {resize} is not a positive size", "pass e.g. 640x480")
+    if resize is not None:
+        check_resize(resize)
     options = {
         "every": every,
         "max_frames": max_frames,
