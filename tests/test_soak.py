@@ -61,7 +61,6 @@ class RssProbe:
         pass
 
 
-@pytest.mark.slow
 def test_soak_memory_stays_flat_and_every_frame_is_accounted_for(tmp_path, mean_bundle):
     events = tmp_path / "events.jsonl"
     probe = RssProbe(SAMPLE_EVERY)
