@@ -342,7 +342,8 @@ def export(
         first = checkpoint[0]
         out = MODELS_DIR / (first.parent.name if first.is_file() else first.name)
         say(f"writing the bundle to {out} (choose with --out)")
-    from adedge.export.onnx_export import ExportOptions, export_bundle
+    from adedge.export.bundle_writer import export_bundle
+    from adedge.export.options import ExportOptions
 
     export_bundle(
         ExportOptions(
@@ -364,7 +365,7 @@ def export(
 
 def check_engine_machine() -> None:
     """``--format engine`` needs TensorRT and a GPU here: say so before any work."""
-    from adedge.export.tensorrt_build import (
+    from adedge.runtime.backends.engines import (
         TensorRTUnavailable,
         device_capability,
         import_tensorrt,
@@ -533,7 +534,7 @@ def stream(
     """
     from adedge.outputs import STDOUT, Existing, check_writable, existing_policy
     from adedge.runtime.detector import Detector
-    from adedge.runtime.render import read_truth
+    from adedge.runtime.labelled_video import read_truth
     from adedge.runtime.sinks import (
         ConsoleSink,
         DetectionTally,
@@ -652,7 +653,7 @@ def video(
     to try `adedge stream` on images whose labels are known."""
     from adedge.data import load
     from adedge.outputs import check_writable
-    from adedge.runtime.render import render_test_split, video_codec
+    from adedge.runtime.labelled_video import render_test_split, video_codec
 
     video_codec(out)  # checked before the data is read
     check_writable(out, "--out")
@@ -752,9 +753,12 @@ def bench_papers(
             f"`adedge bench --papers` needs {exc.name}, which is not installed",
             "pip install 'adedge[bench]' (torch is pinned to the CPU wheel there)",
         ) from None
-    from adedge.export.paper_speed import render_table, run_papers, write_report
+    from adedge.export.paper_cases import build_case, use_threads
+    from adedge.runtime.bench.papers import run_papers
+    from adedge.runtime.bench.report import render_table, write_report
 
-    results = run_papers(seconds, cases, threads or os.cpu_count() or 1, video, log=say)
+    threads = threads or os.cpu_count() or 1
+    results = run_papers(build_case, seconds, cases, threads, video, say, use_threads(threads))
     typer.echo(render_table(results))
     if report:
         written = write_report(results, report)

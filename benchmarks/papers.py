@@ -1,7 +1,7 @@
 """`adedge bench --papers --report benchmarks/results/papers`, as a script.
 
 Every method at the papers' input sizes, side by side on this machine (the measurement lives in
-``adedge.export.paper_speed``; its docstring says what is timed). Extra arguments go through:
+``adedge.runtime.bench.papers``; its docstring says what is timed). Extra arguments go through:
 
     python benchmarks/papers.py --seconds 1 --threads 1 --cases ygan
 """

@@ -16,9 +16,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from adedge.bundle import StageSpec
-from adedge.export.fp16 import write_fp16
+from adedge.export.fp16_checks import write_fp16
 from adedge.export.int8 import quantize_int8
-from adedge.export.onnx_export import INPUT_NAME, trace_to_onnx
+from adedge.export.trace import INPUT_NAME, trace_to_onnx
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.train.methods import load_method

@@ -15,16 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from adedge.export.paper_speed import (
+from adedge.export.paper_cases import build_case, inputs_per_frame
+from adedge.runtime.bench.papers import (
     CASES,
     FULL,
     MAX_ROWS,
     PRUNED,
-    BuiltStage,
-    build_stage,
+    BenchStage,
     frame_runner,
-    inputs_per_frame,
-    write_card,
 )
 
 BACKENDS = (FULL, PRUNED, "onnxruntime:fp32", "onnxruntime:fp16", "onnxruntime:int8")
@@ -36,13 +34,11 @@ EXACT = (FULL, "onnxruntime:fp32")  # must reproduce the pruned scorer
 @pytest.fixture(scope="module")
 def built_cases(tmp_path_factory):
     """Cases built on first use: a case's stages (graphs and torch models)."""
-    cache: dict[str, list[BuiltStage]] = {}
+    cache: dict[str, list[BenchStage]] = {}
 
-    def get(case) -> list[BuiltStage]:
+    def get(case) -> list[BenchStage]:
         if case.name not in cache:
-            folder = tmp_path_factory.mktemp(case.method)
-            cache[case.name] = [build_stage(case.method, s, folder) for s in case.stages]
-            write_card(cache[case.name], folder)
+            cache[case.name] = build_case(case, tmp_path_factory.mktemp(case.method))
         return cache[case.name]
 
     return get

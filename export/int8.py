@@ -17,10 +17,11 @@
   the networks, MS-SSIM statistics) are excluded, and so is each network's last layer that
   feeds them (``float_nodes``): the score reads float logits and reconstructions.
 
-The parity check (in ``onnx_export``) reports Spearman rho, max |Δ| and the test AUROC
-against FP32, and refuses to write an INT8 graph whose test AUROC (through the runtime,
-where the data has a labelled test split) drops by more than ``Int8Options.max_auroc_drop``
-(default ``MAX_AUROC_DROP``, 0.01): ``check_int8_auroc``. A gain is reported, not refused.
+The export (``adedge.export.precision_graphs``) reports Spearman rho, max |Δ| and the test
+AUROC against FP32, and refuses to write an INT8 graph whose test AUROC (through the
+runtime, where the data has a labelled test split) drops by more than
+``Int8Options.max_auroc_drop`` (default ``MAX_AUROC_DROP``, 0.01): ``check_int8_auroc``. A
+gain is reported, not refused.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ import onnx
 
 from adedge.errors import ExportError
 from adedge.export.fp16 import HEAVY_OPS, fp32_island_nodes, name_nodes
+from adedge.export.parity import MAX_AUROC_DROP, check_auroc_drop
 from adedge.metrics import auroc
 
-MAX_AUROC_DROP = 0.01
 CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 32
 CALIBRATION_METHODS = ("minmax", "percentile")
@@ -165,18 +166,6 @@ def float_nodes(model: onnx.ModelProto) -> list[str]:
         if node.op_type not in HEAVY_OPS:
             pending.extend(node.input)
     return list(excluded)
-
-
-def check_auroc_drop(method: str, fp32_auroc: float, int8_auroc: float, limit: float) -> None:
-    """Refuse an INT8 graph that loses more than ``limit`` test AUROC against FP32."""
-    drop = fp32_auroc - int8_auroc
-    if drop > limit:
-        raise ExportError(
-            f"the INT8 graph of {method} loses {drop:.5f} test AUROC against FP32 "
-            f"({int8_auroc:.4f} vs {fp32_auroc:.4f}; the limit is {limit}): not written",
-            "export without INT8 (drop --int8, or int8 from --precisions: the other graphs "
-            "are fine), or calibrate on more normal images",
-        )
 
 
 def check_int8_auroc(

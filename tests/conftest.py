@@ -123,7 +123,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def ygan_bundle(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Path:
-    from adedge.export.onnx_export import ExportOptions, export_bundle
+    from adedge.export.bundle_writer import export_bundle
+    from adedge.export.options import ExportOptions
 
     out = tmp_path_factory.mktemp("models") / "ygan-tiny"
     export_bundle(ExportOptions(trained_run, out), log=lambda _: None)

@@ -14,7 +14,7 @@ from skimage import data as skdata
 
 from adedge.bundle import TilingSpec
 from adedge.data import load
-from adedge.export.onnx_export import trace_to_onnx
+from adedge.export.trace import trace_to_onnx
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.tiling import cut_tiles, plan_tiles
 from adedge.train.methods import load_method

@@ -178,7 +178,7 @@ def test_video_of_the_test_split_streams_with_its_ground_truth(
     """The demo's path: a labelled test split as a real video, streamed end to end."""
     import cv2
 
-    from adedge.runtime.render import read_truth
+    from adedge.runtime.labelled_video import read_truth
 
     video = tmp_path / "test.avi"
     code, _, err = run_cli(

@@ -14,7 +14,7 @@ from torch import nn
 from adedge.bundle import StageSpec
 from adedge.data import load
 from adedge.errors import ExportError
-from adedge.export.onnx_export import INPUT_NAME, trace_to_onnx
+from adedge.export.trace import INPUT_NAME, trace_to_onnx
 from adedge.preprocess import InputSpec, prepare_batch, resize, to_colour
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.train.methods import load_method
@@ -434,7 +434,8 @@ def find_facts(card: dict) -> dict:
 
 def test_trainer_and_export_end_to_end(tmp_path):
     """Generic trainer + exporter: pretraining epochs are never 'best'; the card says why."""
-    from adedge.export.onnx_export import ExportOptions, export_bundle
+    from adedge.export.bundle_writer import export_bundle
+    from adedge.export.options import ExportOptions
     from adedge.train.checkpoint import load_checkpoint
     from adedge.train.trainer import TrainOptions, train
 

@@ -15,8 +15,9 @@ from cli_helpers import assert_one_line_error, run_cli
 from read_only import read_only
 
 from adedge.errors import ExportError
-from adedge.export import onnx_export
-from adedge.export.onnx_export import ExportOptions, export_bundle
+from adedge.export import bundle_writer
+from adedge.export.bundle_writer import export_bundle
+from adedge.export.options import ExportOptions, check_output_folder
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_precisions_choose_the_graphs(
     monkeypatch, capsys, not_a_checkpoint, tmp_path, precisions, int8, graphs
 ):
     seen: list[ExportOptions] = []
-    monkeypatch.setattr(onnx_export, "export_bundle", lambda options, log: seen.append(options))
+    monkeypatch.setattr(bundle_writer, "export_bundle", lambda options, log: seen.append(options))
     extra = [*(["--precisions", precisions] if precisions else []), *(["--int8"] if int8 else [])]
     code, err = export_cli(monkeypatch, capsys, not_a_checkpoint, tmp_path / "m", *extra)
     assert code == 0, err
@@ -144,10 +145,10 @@ def test_read_only_folder_is_refused_before_work_and_the_bundle_kept(
 def test_an_existing_bundle_or_empty_folder_is_a_valid_out(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    onnx_export.check_output_folder(empty)
+    check_output_folder(empty)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "adedge.json").write_text("{}")
     (bundle / "global.onnx").write_bytes(b"x")
-    onnx_export.check_output_folder(bundle)
-    onnx_export.check_output_folder(tmp_path / "new" / "deeper" / "model")
+    check_output_folder(bundle)
+    check_output_folder(tmp_path / "new" / "deeper" / "model")

@@ -14,18 +14,11 @@ from onnx import helper, numpy_helper
 
 from adedge.bundle import CARD_NAME, load_bundle, parse_card
 from adedge.errors import AdedgeError, BundleError, ExportError
-from adedge.export import fp16 as fp16_graph
+from adedge.export import fp16_checks, parity
 from adedge.export import int8 as int8_graph
-from adedge.export.fp16 import (
-    FP16,
-    FP32,
-    Fp16Policy,
-    convert_to_mixed_fp16,
-    emulate_fp16,
-    lint_fp16,
-    node_precisions,
-    spearman,
-)
+from adedge.export.fp16 import FP16, FP32, Fp16Policy, convert_to_mixed_fp16, node_precisions
+from adedge.export.fp16_checks import emulate_fp16, lint_fp16
+from adedge.export.parity import spearman
 from adedge.runtime.backends import create_backend, parse_backend
 from adedge.runtime.detector import Detector
 
@@ -297,17 +290,17 @@ def test_ygan_bundle_has_a_checked_fp16_graph(ygan_bundle):
     assert feeder.op_type == "Cast" and feeder.attribute[0].i == FP32  # softmax in FP32
     for variant in ("fp16", "fp16_emulated"):  # the card says what was checked, and how
         check = bundle.card.metrics["precision"][variant]
-        assert check["rule"] == fp16_graph.FP16_RULE
+        assert check["rule"] == parity.FP16_RULE
         score = check["stages"]["global"]["outputs"]["score"]
         assert score["passed"] and score["values"] > 100 and score["spread"] > 0
         ratio = score["p99_abs_diff_over_spread"]
         assert ratio == pytest.approx(score["p99_abs_diff"] / score["spread"])
-        assert ratio <= score["p99_abs_diff_over_spread_limit"] == fp16_graph.MAX_SCORE_DIFF
+        assert ratio <= score["p99_abs_diff_over_spread_limit"] == parity.MAX_SCORE_DIFF
         assert score["p99_abs_diff"] <= score["max_abs_diff"]
         ranked = score["spread"] >= score["values"] * 2.0**-10 * score["max_abs_fp32_value"]
         assert score["spread_enough_for_rho"] == ranked
-        assert score["spearman_limit"] == (fp16_graph.MIN_SPEARMAN if ranked else None)
-        assert abs(check["delta_auroc"]) <= fp16_graph.MAX_AUROC_DELTA
+        assert score["spearman_limit"] == (parity.MIN_SPEARMAN if ranked else None)
+        assert abs(check["delta_auroc"]) <= parity.MAX_AUROC_DELTA
     assert check["stages"]["global"]["inputs"] > 100
     fp16 = bundle.card.metrics["precision"]["fp16"]["stages"]["global"]
     assert fp16["conversion"]["fp32_island_nodes"]
@@ -394,9 +387,10 @@ def break_fp16_score(original):
 def test_export_fails_loudly_naming_method_and_output(trained_run, tmp_path, monkeypatch):
     """Y-GAN's scores (1 - max softmax) are >= 0, so negating them makes p99 |Δ| = 2 p99 >=
     2 (p99 - p1): 200% of the spread or more, whatever the model (the limit is 5%)."""
-    from adedge.export.onnx_export import ExportOptions, export_bundle
+    from adedge.export.bundle_writer import export_bundle
+    from adedge.export.options import ExportOptions
 
-    monkeypatch.setattr(fp16_graph, "write_fp16", break_fp16_score(fp16_graph.write_fp16))
+    monkeypatch.setattr(fp16_checks, "write_fp16", break_fp16_score(fp16_checks.write_fp16))
     out = tmp_path / "model"
     with pytest.raises(ExportError, match="FP16 parity failed for ygan stage 'global'") as caught:
         export_bundle(ExportOptions(trained_run, out), log=lambda _: None)
@@ -417,45 +411,45 @@ def test_nearly_tied_scores_with_tiny_differences_pass_where_rho_refused():
     apart: the new rule passes."""
     fp32 = np.r_[0.86 + 1e-7 * np.arange(480), np.linspace(0.80, 0.90, 32)]
     fp16 = fp32 + 1e-6 * (-1.0) ** np.arange(512)
-    assert spearman(fp32, fp16) < fp16_graph.MIN_SPEARMAN  # what the old rule measured
-    parity = fp16_graph.compare_output(fp32, fp16)
-    assert parity.max_abs_diff == pytest.approx(1e-6)
-    assert parity.spread == pytest.approx(np.quantile(fp32, 0.99) - np.quantile(fp32, 0.01))
-    assert parity.over_spread(parity.max_abs_diff) < 1e-4
-    assert not parity.ranked  # spread 0.067 < 512 values x one FP16 step at 0.9 (0.45)
-    assert fp16_graph.fp16_failures({"score": parity}) == {}
-    verdict = fp16_graph.fp16_verdict("score", parity)
+    assert spearman(fp32, fp16) < parity.MIN_SPEARMAN  # what the old rule measured
+    checked = parity.compare_output(fp32, fp16)
+    assert checked.max_abs_diff == pytest.approx(1e-6)
+    assert checked.spread == pytest.approx(np.quantile(fp32, 0.99) - np.quantile(fp32, 0.01))
+    assert checked.over_spread(checked.max_abs_diff) < 1e-4
+    assert not checked.ranked  # spread 0.067 < 512 values x one FP16 step at 0.9 (0.45)
+    assert parity.fp16_failures({"score": checked}) == {}
+    verdict = parity.fp16_verdict("score", checked)
     assert verdict["passed"] and verdict["spearman_limit"] is None
 
 
 def test_scores_that_really_move_are_refused():
     fp32 = np.linspace(0.0, 1.0, 512)  # spread 0.98, ranked: 0.98 >= 512 x 2^-10 x 1.0
-    assert fp16_graph.compare_output(fp32, fp32).ranked
+    assert parity.compare_output(fp32, fp32).ranked
     shifted = fp32 + 0.06 * (fp32 > 0.5)  # 6% of the spread on half the scores: refused
-    why = fp16_graph.fp16_failures({"score": fp16_graph.compare_output(fp32, shifted)})
+    why = parity.fp16_failures({"score": parity.compare_output(fp32, shifted)})
     assert list(why) == ["score"] and "6.12% of the FP32 values' spread" in why["score"]
     assert "limit 5%" in why["score"] and "(p99 |Δ|; max 0.06)" in why["score"]
     # within 5% of the spread (1.9%), but spread scores shuffled among ~10 neighbours: rho
     # applies to spread scores, and refuses
     jitter = fp32 + 0.0186 * (-1.0) ** np.arange(512)
-    parity = fp16_graph.compare_output(fp32, jitter)
-    assert parity.relative_diff < fp16_graph.MAX_SCORE_DIFF
-    assert parity.spearman < fp16_graph.MIN_SPEARMAN
-    assert "Spearman rho" in fp16_graph.fp16_failure("score", parity)
+    checked = parity.compare_output(fp32, jitter)
+    assert checked.relative_diff < parity.MAX_SCORE_DIFF
+    assert checked.spearman < parity.MIN_SPEARMAN
+    assert "Spearman rho" in parity.fp16_failure("score", checked)
     broken = fp32.copy()
     broken[7] = np.inf  # an FP16 overflow, on one input
-    why = fp16_graph.fp16_failure("score", fp16_graph.compare_output(fp32, broken))
+    why = parity.fp16_failure("score", parity.compare_output(fp32, broken))
     assert why == "is not finite in the FP16 graph (an FP16 overflow)"
 
 
 def test_constant_scores_pass_only_if_unmoved():
     flat = np.full(64, 0.25)
-    assert fp16_graph.fp16_failure("score", fp16_graph.compare_output(flat, flat)) is None
-    moved = fp16_graph.compare_output(flat, flat + 1e-7)
+    assert parity.fp16_failure("score", parity.compare_output(flat, flat)) is None
+    moved = parity.compare_output(flat, flat + 1e-7)
     assert moved.spread == 0 and moved.relative_diff == np.inf
-    assert "of the FP32 values' spread 0 " in fp16_graph.fp16_failure("score", moved)
+    assert "of the FP32 values' spread 0 " in parity.fp16_failure("score", moved)
     mostly_tied = np.r_[np.zeros(200), [0.5, 0.7]]  # p99 - p1 = 0: max - min instead
-    assert fp16_graph.value_spread(mostly_tied) == pytest.approx(0.7)
+    assert parity.value_spread(mostly_tied) == pytest.approx(0.7)
 
 
 def test_one_value_in_a_hundred_may_round_badly_most_may_not():
@@ -463,23 +457,23 @@ def test_one_value_in_a_hundred_may_round_badly_most_may_not():
     fp32 = rng.uniform(0.0, 1.0, 100_000)  # spread 0.98
     few = fp32.copy()
     few[:500] += 0.3  # 0.5% of the values move by 30% of the spread: p99 |Δ| is 0
-    parity = fp16_graph.compare_output(fp32, few)
-    assert parity.max_abs_diff == pytest.approx(0.3) and parity.p99_abs_diff == 0
-    assert fp16_graph.fp16_failures({"score": parity, "amap": parity}) == {}
+    checked = parity.compare_output(fp32, few)
+    assert checked.max_abs_diff == pytest.approx(0.3) and checked.p99_abs_diff == 0
+    assert parity.fp16_failures({"score": checked, "amap": checked}) == {}
     # every value moves by 7% of the spread: too much for a score (5%), not a heatmap (10%)
-    most = fp16_graph.compare_output(fp32, fp32 + 0.07 * 0.98)
-    assert fp16_graph.fp16_failure("amap", most) is None
-    assert "limit 5%" in fp16_graph.fp16_failure("score", most)
-    many = fp16_graph.compare_output(fp32, fp32 + 0.12 * (np.arange(fp32.size) % 2))
-    assert "limit 10%" in fp16_graph.fp16_failure("amap", many)
+    most = parity.compare_output(fp32, fp32 + 0.07 * 0.98)
+    assert parity.fp16_failure("amap", most) is None
+    assert "limit 5%" in parity.fp16_failure("score", most)
+    many = parity.compare_output(fp32, fp32 + 0.12 * (np.arange(fp32.size) % 2))
+    assert "limit 10%" in parity.fp16_failure("amap", many)
 
 
 def test_worst_output_names_a_failing_output_first():
-    good = fp16_graph.compare_output(np.linspace(0, 1, 100), np.linspace(0, 1, 100))
-    bad_map = fp16_graph.compare_output(np.linspace(0, 1, 5000), np.linspace(0, 1, 5000) * 1.2)
-    assert fp16_graph.parity_failed({"score": good, "amap": bad_map})
-    assert fp16_graph.worst_output({"score": good, "amap": bad_map}) == "amap"
-    assert not fp16_graph.parity_failed({"score": good, "amap": good})
+    good = parity.compare_output(np.linspace(0, 1, 100), np.linspace(0, 1, 100))
+    bad_map = parity.compare_output(np.linspace(0, 1, 5000), np.linspace(0, 1, 5000) * 1.2)
+    assert parity.parity_failed({"score": good, "amap": bad_map})
+    assert parity.worst_output({"score": good, "amap": bad_map}) == "amap"
+    assert not parity.parity_failed({"score": good, "amap": good})
 
 
 # --- INT8 ------------------------------------------------------------------------------------
@@ -493,7 +487,8 @@ def test_worst_output_names_a_failing_output_first():
 @pytest.fixture(scope="module")
 def int8_export(trained_run, tmp_path_factory) -> tuple[Path, list[str]]:
     """Y-GAN exported with ``--precisions fp32 --int8`` (no FP16 graph) and its log lines."""
-    from adedge.export.onnx_export import ExportOptions, export_bundle
+    from adedge.export.bundle_writer import export_bundle
+    from adedge.export.options import ExportOptions
 
     out = tmp_path_factory.mktemp("int8") / "ygan-int8"
     options = ExportOptions(
@@ -585,7 +580,8 @@ def test_export_logs_each_step_as_it_starts(int8_export):
 def test_int8_graph_losing_auroc_is_refused(trained_run, tmp_path):
     """With the limit at -inf every INT8 graph "loses" (a drop is >= -1): the option reaches
     the export's gate, and the refused export leaves nothing behind."""
-    from adedge.export.onnx_export import ExportOptions, export_bundle
+    from adedge.export.bundle_writer import export_bundle
+    from adedge.export.options import ExportOptions
 
     out = tmp_path / "model"
     options = ExportOptions(
@@ -630,10 +626,10 @@ def test_int8_gate_passes_a_graph_that_keeps_the_order():
 
 
 def test_check_auroc_drop_limits_drops_not_gains():
-    int8_graph.check_auroc_drop("ygan", 0.90, 0.895, 0.01)
-    int8_graph.check_auroc_drop("ygan", 0.90, 0.95, 0.01)  # a gain is reported, not refused
+    parity.check_auroc_drop("ygan", 0.90, 0.895, 0.01)
+    parity.check_auroc_drop("ygan", 0.90, 0.95, 0.01)  # a gain is reported, not refused
     with pytest.raises(ExportError, match="loses 0.02000 test AUROC"):
-        int8_graph.check_auroc_drop("ygan", 0.90, 0.88, 0.01)
+        parity.check_auroc_drop("ygan", 0.90, 0.88, 0.01)
 
 
 def test_calibration_reader_feeds_every_input_in_batches():

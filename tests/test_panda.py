@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from adedge.data import load
 from adedge.errors import AdedgeError
-from adedge.export.onnx_export import trace_to_onnx
+from adedge.export.trace import trace_to_onnx
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.train.methods import load_method
 from adedge.train.methods.panda import VGGFeatures, rotation_batch

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adedge.export.onnx_export import trace_to_onnx
-from adedge.export.paper_speed import CASES, count_flops, count_torch_flops, inputs_per_frame
+from adedge.export.paper_cases import count_torch_flops, inputs_per_frame
+from adedge.export.trace import trace_to_onnx
 from adedge.preprocess import InputSpec
+from adedge.runtime.bench.flops import count_flops
+from adedge.runtime.bench.papers import CASES
 
 
 class ConvResizeConv(nn.Module):

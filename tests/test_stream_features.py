@@ -17,7 +17,6 @@ from jsonl_records import frame_records
 
 from adedge.errors import AdedgeError, SourceError
 from adedge.outputs import Existing
-from adedge.runtime import sinks as sinks_module
 from adedge.runtime.detector import Detector, FrameScore
 from adedge.runtime.sinks import (
     DetectionTally,
@@ -34,6 +33,7 @@ from adedge.runtime.sinks import (
     parse_sink,
     progress_wanted,
 )
+from adedge.runtime.sinks import display as display_module
 from adedge.runtime.sources import Frame, open_source, parse_resize
 from adedge.runtime.stream import AlarmFilter, StreamOptions, run_stream
 
@@ -436,7 +436,7 @@ def test_display_sink_shows_annotated_frames_and_q_ends_the_stream(
     """No screen here: OpenCV's window calls are replaced, the sink's logic is real."""
     shown: list[tuple[str, tuple[int, ...]]] = []
     keys = iter([-1, -1, ord("q")])
-    monkeypatch.setattr(sinks_module, "display_problem", lambda build_info=None: None)
+    monkeypatch.setattr(display_module, "display_problem", lambda build_info=None: None)
     monkeypatch.setattr(cv2, "namedWindow", lambda name, flags=0: None)
     monkeypatch.setattr(cv2, "imshow", lambda name, image: shown.append((name, image.shape)))
     monkeypatch.setattr(cv2, "waitKey", lambda delay=0: next(keys, -1))

@@ -28,9 +28,9 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from adedge.bundle import EngineSpec, StageSpec, TilingSpec, load_bundle
 from adedge.errors import AdedgeError
-from adedge.export import tensorrt_build as tb
-from adedge.export.fp16 import spearman
+from adedge.export.parity import spearman
 from adedge.preprocess import InputSpec
+from adedge.runtime.backends import engines as tb
 from adedge.runtime.detector import Detector
 
 SPEC = InputSpec(32, 32, "gray", (0.5,), (0.5,))
@@ -197,7 +197,7 @@ def test_export_engine_without_tensorrt_names_the_alternative(
     assert not (tmp_path / "m").exists()
 
 
-def test_tensorrt_build_imports_without_torch_or_onnx():
+def test_engine_builder_imports_without_torch_or_onnx():
     """A Jetson streams (and builds engines) with neither torch nor onnx installed."""
     script = textwrap.dedent(
         """
@@ -209,9 +209,8 @@ def test_tensorrt_build_imports_without_torch_or_onnx():
                     raise ImportError(name + " is blocked")
 
         sys.meta_path.insert(0, Block())
-        from adedge.export import tensorrt_build
-        from adedge.runtime.backends import tensorrt
-        assert tensorrt_build.choose_build((10, 3)).strongly_typed
+        from adedge.runtime.backends import engines, tensorrt
+        assert engines.choose_build((10, 3)).strongly_typed
         print("ok")
         """
     )
@@ -649,7 +648,8 @@ def test_backend_rejects_an_engine_that_does_not_load(fake_gpu, bundle_copy):
 
 
 def test_export_builds_engines_and_records_them(fake_gpu, trained_run, tmp_path):
-    from adedge.export.onnx_export import ExportOptions, export_bundle
+    from adedge.export.bundle_writer import export_bundle
+    from adedge.export.options import ExportOptions
 
     out = tmp_path / "model"
     export_bundle(

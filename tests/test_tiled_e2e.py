@@ -22,7 +22,9 @@ from jsonl_records import frame_records
 
 from adedge.bundle import load_bundle
 from adedge.data import load
-from adedge.export.onnx_export import ExportOptions, export_bundle, rebuild_scorer
+from adedge.export.bundle_writer import export_bundle
+from adedge.export.options import ExportOptions
+from adedge.export.trace import rebuild_scorer
 from adedge.metrics import auroc
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -126,7 +128,7 @@ def test_runtime_frame_scores_are_the_max_of_torch_tile_scores(cbigan_brick):
 
 
 def _plan_of(state):
-    from adedge.export.onnx_export import stage_plan_of
+    from adedge.export.trace import stage_plan_of
 
     return stage_plan_of(state)
 

@@ -11,8 +11,10 @@ import torch
 
 from adedge.bundle import CARD_NAME, load_bundle, sha256_file
 from adedge.errors import CheckpointError, ExportError
-from adedge.export import onnx_export
-from adedge.export.onnx_export import ExportOptions, export_bundle, parity_check
+from adedge.export import bundle_writer, trace
+from adedge.export.bundle_writer import export_bundle
+from adedge.export.options import ExportOptions
+from adedge.export.parity import parity_check
 from adedge.metrics import quantile_threshold
 from adedge.runtime.detector import Detector
 from adedge.train.checkpoint import load_checkpoint, save_checkpoint
@@ -91,14 +93,14 @@ def test_bundle_graph_and_card(ygan_bundle, trained_run):
 
 def test_graph_is_pruned_to_encoder_s_and_classifier(ygan_bundle, trained_run):
     """Parameters in the graph = E_s + C, with BatchNorm folded into conv biases."""
-    from adedge.export.onnx_export import rebuild_scorer
+    from adedge.export.trace import rebuild_scorer
 
     state = load_checkpoint(trained_run / "best.pt")
     scorer = rebuild_scorer(state)
     kept = sum(p.numel() for p in scorer.parameters())
     batchnorms = [m for m in scorer.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     folded = kept - sum(m.num_features for m in batchnorms)  # (γ, β) -> one conv bias each
-    graph = onnx_export.graph_parameter_count(ygan_bundle / "global.onnx")
+    graph = trace.graph_parameter_count(ygan_bundle / "global.onnx")
     assert graph == folded
     method_params = sum(v.numel() for k, v in state["model"].items() if "running" not in k)
     assert graph < 0.3 * method_params  # E_r, decoder and D_s are gone
@@ -115,7 +117,7 @@ def test_threshold_is_the_99th_percentile_of_held_out_normal_scores(ygan_bundle)
 def test_runtime_scores_match_torch_on_raw_images(ygan_bundle, trained_run):
     """The card's preprocessing in the runtime reproduces training's tensors and scores."""
     from adedge.data import load
-    from adedge.export.onnx_export import rebuild_scorer
+    from adedge.export.trace import rebuild_scorer
     from adedge.preprocess import InputSpec, prepare_batch
 
     state = load_checkpoint(trained_run / "best.pt")
@@ -141,7 +143,7 @@ def test_failed_parity_fails_the_export_and_keeps_the_old_bundle(
     out = tmp_path / "bundle"
     shutil.copytree(ygan_bundle, out)
     card_before = (out / CARD_NAME).read_text()
-    real_trace = onnx_export.trace_to_onnx
+    real_trace = trace.trace_to_onnx
 
     def trace_a_different_model(scorer, spec, path, opset):
         broken = copy.deepcopy(scorer)  # a graph that no longer computes the torch scores
@@ -149,7 +151,7 @@ def test_failed_parity_fails_the_export_and_keeps_the_old_bundle(
             broken.classifier.net[2].bias.add_(0.5 * torch.arange(9.0))
         real_trace(broken, spec, path, opset)
 
-    monkeypatch.setattr(onnx_export, "trace_to_onnx", trace_a_different_model)
+    monkeypatch.setattr(bundle_writer, "trace_to_onnx", trace_a_different_model)
     with pytest.raises(ExportError, match="parity check failed"):
         export_bundle(ExportOptions(trained_run, out), log=lambda _: None)
     assert (out / CARD_NAME).read_text() == card_before

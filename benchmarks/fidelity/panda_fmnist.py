@@ -26,7 +26,8 @@ import torch
 from common import parse_classes, run_units, train_resuming
 
 from adedge.data import FMNIST_CLASSES, load
-from adedge.export.onnx_export import ExportOptions, export_bundle
+from adedge.export.bundle_writer import export_bundle
+from adedge.export.options import ExportOptions
 from adedge.metrics import auroc
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.detector import Detector

@@ -22,7 +22,8 @@ from pathlib import Path
 from common import finished_rows, run_units, train_resuming
 
 from adedge.data import load
-from adedge.export.onnx_export import ExportOptions, export_bundle
+from adedge.export.bundle_writer import export_bundle
+from adedge.export.options import ExportOptions
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import evaluate
 from adedge.train.checkpoint import load_checkpoint

@@ -18,7 +18,8 @@ from pathlib import Path
 from common import parse_classes, run_units, train_resuming
 
 from adedge.data import FMNIST_CLASSES, load
-from adedge.export.onnx_export import ExportOptions, export_bundle
+from adedge.export.bundle_writer import export_bundle
+from adedge.export.options import ExportOptions
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import evaluate
 from adedge.train.checkpoint import load_checkpoint

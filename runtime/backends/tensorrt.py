@@ -9,7 +9,7 @@ built the backend) can run it; where pycuda is missing and torch has CUDA, torch
 tensors are the buffers (torch uses the same primary context).
 
 A missing or stale engine (another GPU, TensorRT, graph or batch) is built on first use,
-with a message about the wait (``adedge.export.tensorrt_build``, which needs no torch).
+with a message about the wait (``adedge.runtime.backends.engines``).
 No TensorRT, no CUDA binding or no GPU: one :class:`TensorRTUnavailable` error that
 suggests ``--backend onnxruntime``.
 """
@@ -123,7 +123,7 @@ class TorchDevice:
 
 def open_device(index: int = 0, buffers: str = "auto") -> PycudaDevice | TorchDevice:
     """pycuda (preferred), else torch CUDA tensors; a TensorRTUnavailable if neither works."""
-    from adedge.export.tensorrt_build import unavailable
+    from adedge.runtime.backends.engines import unavailable
 
     reasons = []
     if buffers in ("auto", "pycuda"):
@@ -158,7 +158,7 @@ class TensorRTBackend:
         buffers: str = "auto",
         log: Callable[[str], None] | None = None,
     ) -> None:
-        from adedge.export.tensorrt_build import ensure_engine, import_tensorrt
+        from adedge.runtime.backends.engines import ensure_engine, import_tensorrt
 
         self.trt = trt = import_tensorrt()
         self.gpu = open_device(device, buffers)

@@ -7,8 +7,7 @@ The paper's per-image time (its hardware, its batch) is shown beside ours, not a
 from __future__ import annotations
 
 import os
-import platform
-import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,18 +15,7 @@ import numpy as np
 from adedge.bundle import load_bundle
 from adedge.registry import METHODS
 from adedge.runtime.backends import create_backend
-
-
-def time_batches(run, batch: np.ndarray, seconds: float, min_runs: int = 5) -> list[float]:
-    """Per-call wall times (s) after one warm-up call, for at least ``min_runs`` calls."""
-    run(batch)
-    times: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < min_runs or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        run(batch)
-        times.append(time.perf_counter() - start)
-    return times
+from adedge.runtime.bench.timing import machine, time_call
 
 
 def bench_bundle(
@@ -46,7 +34,8 @@ def bench_bundle(
         rng = np.random.default_rng(0)
         for size in batches:
             batch = rng.standard_normal((size, spec.channels, spec.height, spec.width))
-            times = np.asarray(time_batches(backend.run, batch.astype(np.float32), seconds))
+            batch = batch.astype(np.float32)
+            times = time_call(partial(backend.run, batch), seconds)
             rows.append(
                 {
                     "stage": stage.name,
@@ -65,7 +54,7 @@ def bench_bundle(
         "method": card.method,
         "backend": backend_name
         + (" (CPU)" if backend_name.startswith("onnxruntime") else " (NVIDIA GPU)"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "rows": rows,
         "paper_ms_per_image": info.paper_ms_per_image if info else None,
     }
