@@ -668,6 +668,57 @@ def video(
     say(f"wrote {out} and its ground truth {truth}")
 
 
+engines_app = typer.Typer(
+    cls=Group,
+    help="TensorRT engines of a bundle, built on this device (no torch needed).",
+    no_args_is_help=True,
+)
+app.add_typer(engines_app, name="engines")
+
+
+@engines_app.command("build", cls=Command)
+def engines_build(
+    model: Annotated[
+        Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="fp16 or fp32 (default: the card's engine precision)."),
+    ] = None,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(help="Largest batch of a whole-frame stage (a tiled stage: its tiles)."),
+    ] = None,
+    workspace: Annotated[
+        int | None, typer.Option(help="TensorRT builder workspace limit in MiB.")
+    ] = None,
+) -> None:
+    """Build (or find up to date) the TensorRT engine of every stage of a bundle, cached in
+    <bundle>/engines (or $ADEDGE_ENGINE_DIR when the bundle is read-only), so a stream or
+    a service starts scoring at once. Run it on the device that will use them."""
+    from adedge.bundle import ENGINE_PRECISIONS, load_bundle
+    from adedge.runtime.backends.engines import ensure_engine, import_tensorrt
+
+    if precision is not None and precision not in ENGINE_PRECISIONS:
+        raise AdedgeError(
+            f"--precision {precision} is not an engine precision",
+            f"choose one of: {', '.join(ENGINE_PRECISIONS)}",
+        )
+    if max_batch is not None and max_batch < 1:
+        raise AdedgeError("--max-batch must be at least 1", "e.g. --max-batch 8")
+    if workspace is not None and workspace < 16:
+        raise AdedgeError("--workspace is in MiB and must be at least 16", "e.g. 1024")
+    bundle = load_bundle(pick_model(model))
+    import_tensorrt()  # one line where TensorRT is missing, before any stage
+    for stage in bundle.card.stages:
+        result = ensure_engine(
+            bundle.path, stage, precision=precision, max_batch=max_batch,
+            workspace_mib=workspace, log=say,
+        )  # fmt: skip
+        state = "built" if result.built else "up to date"
+        typer.echo(f"{stage.name}: {result.engine} ({state}; {result.plan.describe()})")
+
+
 def pick_model(model: Path | None) -> Path:
     if model is None:
         model = newest_bundle()

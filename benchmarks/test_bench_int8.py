@@ -15,7 +15,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from adedge.bundle import StageSpec
+from adedge.bundle import GraphFile, StageSpec
 from adedge.export.fp16_checks import write_fp16
 from adedge.export.int8 import quantize_int8
 from adedge.export.trace import INPUT_NAME, trace_to_onnx
@@ -52,7 +52,7 @@ def backends(tmp_path_factory):
         trace_to_onnx(scorer, spec, paths["fp32"], 17)
         quantize_int8(paths["fp32"], paths["int8"], INPUT_NAME, real_inputs(spec, 64))
         write_fp16(paths["fp32"], paths["fp16"])
-        stage = StageSpec("global", "global.onnx", "", INPUT_NAME, spec)
+        stage = StageSpec("global", {"fp32": GraphFile("global.onnx", "")}, INPUT_NAME, spec)
         built[size] = {p: OnnxRuntimeBackend(path, stage) for p, path in paths.items()}
     return built
 

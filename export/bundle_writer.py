@@ -44,7 +44,6 @@ from adedge.bundle import (
     Card,
     StageSpec,
     ThresholdSpec,
-    TilingSpec,
     sha256_file,
 )
 from adedge.data import DataSet, load
@@ -53,13 +52,13 @@ from adedge.export.options import ExportOptions, check_options
 from adedge.export.parity import ParityReport, parity_check
 from adedge.export.precision_graphs import PrecisionCheck, precision_metrics, write_precision_graphs
 from adedge.export.trace import (
-    INPUT_NAME,
     PARITY_IMAGES,
     calibration_inputs,
     graph_parameter_count,
     output_names,
     rebuild_model,
     stage_plan_of,
+    stage_spec,
     trace_to_onnx,
 )
 from adedge.metrics import quantile_threshold
@@ -124,22 +123,7 @@ def export_stage(
     onnx_path = folder / file
     log(f"stage '{plan.name}': tracing to ONNX (opset {options.opset})")
     trace_to_onnx(scorer, spec, onnx_path, options.opset)
-    tiling = None
-    if plan.tiled:
-        size = (plan.frame_size, plan.frame_size)
-        tiling = TilingSpec(size, plan.tile, plan.stride or plan.tile, plan.padding)
-    names = output_names(scorer, inputs[:2])
-    stage = StageSpec(
-        name=plan.name,
-        file=file,
-        sha256=sha256_file(onnx_path),
-        input_name=INPUT_NAME,
-        input=spec,
-        outputs=tuple(names),
-        tiling=tiling,
-        reduce=plan.reduce,
-        weight=plan.weight,
-    )
+    stage = stage_spec(plan, spec, onnx_path, tuple(output_names(scorer, inputs[:2])))
     log(f"stage '{plan.name}': parity torch vs ONNX on {min(len(inputs), PARITY_IMAGES)} {what}")
     parity = stage_parity(scorer, OnnxRuntimeBackend(onnx_path, stage), inputs[:PARITY_IMAGES])
     log(
@@ -257,7 +241,6 @@ def make_card(stages: list[ExportedStage], threshold: ThresholdSpec) -> Card:
         method=stages[0].checkpoint["method"],
         stages=tuple(s.spec for s in stages),
         threshold=threshold,
-        combine="sum",
         training=training,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         adedge_version=__version__,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,15 @@ import numpy as np
 import onnx
 import torch
 
-from adedge.bundle import CARD_NAME, Card, StageSpec, ThresholdSpec, TilingSpec, sha256_file
+from adedge.bundle import CARD_NAME, Card, GraphFile, StageSpec, ThresholdSpec, sha256_file
 from adedge.export.fp16 import convert_to_mixed_fp16
 from adedge.export.int8 import quantize_int8
-from adedge.export.trace import INPUT_NAME, trace_to_onnx
+from adedge.export.trace import INPUT_NAME, stage_spec, trace_to_onnx
 from adedge.preprocess import InputSpec
 from adedge.runtime.bench.flops import count_flops
 from adedge.runtime.bench.papers import FULL, PRUNED, BenchStage, Case, StageCase
 from adedge.train.methods import load_method
-from adedge.train.methods.base import Method, StagePlan, score_of
+from adedge.train.methods.base import Method, score_of
 from adedge.train.views import tiles_per_image
 
 
@@ -63,7 +62,7 @@ def build_stage(method_name: str, case: StageCase, bundle: Path) -> BenchStage:
     full = partial(method.full_model_forward, model)
     return BenchStage(
         plan.name,
-        with_precision_twins(stage_spec(plan, spec, path), path),
+        with_precision_twins(stage_spec(plan, spec, path, outputs_of(path)), path),
         bundle,
         tiles_per_image(plan.frame_size, plan),
         count_flops(path, spec),
@@ -73,32 +72,12 @@ def build_stage(method_name: str, case: StageCase, bundle: Path) -> BenchStage:
     )
 
 
-def stage_spec(plan: StagePlan, spec: InputSpec, path: Path) -> StageSpec:
-    """The card entry of a traced FP32 graph, with the plan's tiling."""
-    tiling = None
-    if plan.tiled:
-        size = (plan.frame_size, plan.frame_size)
-        tiling = TilingSpec(size, plan.tile, plan.stride or plan.tile, plan.padding)
-    outputs = tuple(o.name for o in onnx.load(str(path)).graph.output)
-    return StageSpec(
-        plan.name,
-        path.name,
-        sha256_file(path),
-        INPUT_NAME,
-        spec,
-        outputs,
-        tiling=tiling,
-        reduce=plan.reduce,
-        weight=plan.weight,
-    )
-
-
 def with_precision_twins(stage: StageSpec, path: Path) -> StageSpec:
     """Write the FP16 twin and the INT8 (QDQ) graph beside ``path``; the card entry naming them.
     INT8 calibrates on uniform noise in the normalised range: speed, not accuracy, is timed."""
     fp16 = path.with_suffix(".fp16.onnx")
     onnx.save(convert_to_mixed_fp16(onnx.load(str(path)))[0], str(fp16))
-    stage = replace(stage, fp16_file=fp16.name, fp16_sha256=sha256_file(fp16))
+    stage = stage.with_graph("fp16", GraphFile(fp16.name, sha256_file(fp16)))
     int8 = path.with_suffix(".int8.onnx")
     spec = stage.input
     shape = (32, spec.channels, spec.height, spec.width)
@@ -108,7 +87,7 @@ def with_precision_twins(stage: StageSpec, path: Path) -> StageSpec:
     except Exception as exc:  # report, keep going: the other backends still measure
         print(f"  int8 skipped for {path.name}: {type(exc).__name__}: {exc}")
         return stage
-    return replace(stage, int8_file=int8.name, int8_sha256=sha256_file(int8))
+    return stage.with_graph("int8", GraphFile(int8.name, sha256_file(int8)))
 
 
 def write_card(stages: list[BenchStage], bundle: Path) -> None:
@@ -152,3 +131,8 @@ def inputs_per_frame(case: Case) -> int:
         plan = method.stage_plan(config)
         total += tiles_per_image(plan.frame_size, plan)
     return total
+
+
+def outputs_of(path: Path) -> tuple[str, ...]:
+    """The output names of the ONNX graph ``path``."""
+    return tuple(output.name for output in onnx.load(str(path)).graph.output)

@@ -12,24 +12,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from adedge.bundle import (
-    StageSpec,
-    sha256_file,
-)
+from adedge.bundle import GraphFile, StageSpec, sha256_file
 from adedge.data import DataSet
 from adedge.errors import ExportError
+from adedge.export import fp16 as fp16_graph
 from adedge.export import fp16_checks, parity
 from adedge.export import int8 as int8_graph
 from adedge.export.options import ExportOptions
 from adedge.export.trace import PARITY_IMAGES, calibration_inputs, spread
-
-if TYPE_CHECKING:  # the bundle writer imports this module
-    from adedge.export.bundle_writer import ExportedStage
 from adedge.metrics import auroc
 from adedge.runtime.backends import engines
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import score_split
+
+if TYPE_CHECKING:  # the bundle writer imports this module
+    from adedge.export.bundle_writer import ExportedStage
 
 PRECISION_PARITY_INPUTS = 512  # network inputs (images or tiles) for the FP16/INT8 checks
 
@@ -106,20 +104,24 @@ def write_precision_graphs(
     graphs = options.graphs
     checks: dict[str, PrecisionCheck] = {}
     if "fp16" not in graphs and "int8" not in graphs:
-        return _with_engine(stage, options), checks
+        return _with_engine(stage, options, folder), checks
     inputs = precision_parity_inputs(dataset, checkpoint)
     if "fp16" in graphs:
         stage, checks = write_fp16_graph(checkpoint["method"], folder, stage, inputs, log, scratch)
     if "int8" in graphs:
         stage, checks["int8"] = write_int8(checkpoint, dataset, folder, stage, options, inputs, log)
         log_precision(log, stage.name, checks["int8"])
-    return _with_engine(stage, options), checks
+    return _with_engine(stage, options, folder), checks
 
 
-def _with_engine(stage: StageSpec, options: ExportOptions) -> StageSpec:
+def _with_engine(stage: StageSpec, options: ExportOptions, folder: Path) -> StageSpec:
+    """The stage with how its TensorRT engines are built: precision, batch, workspace, and the
+    FP32 graph's layers the FP16 policy keeps in FP32 (for a TensorRT that builds FP16 from
+    the FP32 graph with the FP16 flag and must pin them)."""
     precision = "fp16" if options.half else "fp32"
     engine = engines.engine_spec(stage, precision, options.max_batch, options.workspace_mib)
-    return replace(stage, engine=engine)
+    islands = fp16_graph.fp32_island_nodes(onnx.load(str(folder / stage.file)))
+    return replace(stage, engine=replace(engine, fp32_layers=tuple(islands)))
 
 
 def write_fp16_graph(
@@ -147,8 +149,7 @@ def write_fp16_graph(
         check.outputs = compare_graphs(stage, source, check.graph, inputs)
         log_precision(log, stage.name, check)
         fail_on_fp16_parity(method, stage.name, check)
-    stage = replace(stage, fp16_file=file16, fp16_sha256=sha256_file(folder / file16))
-    return stage, checks
+    return stage.with_graph("fp16", GraphFile(file16, sha256_file(folder / file16))), checks
 
 
 FP16_HOW = {"fp16": "on the CPU", "fp16_emulated": "with emulated FP16 activations"}
@@ -193,7 +194,7 @@ def write_int8(
     )
     check = PrecisionCheck("int8", folder / file8, len(inputs), {}, report.to_dict())
     check.outputs = compare_graphs(stage, folder / stage.file, folder / file8, inputs)
-    return replace(stage, int8_file=file8, int8_sha256=sha256_file(folder / file8)), check
+    return stage.with_graph("int8", GraphFile(file8, sha256_file(folder / file8))), check
 
 
 VARIANT_LABELS = {"fp16": "FP16 (CPU)", "fp16_emulated": "FP16 (emulated)", "int8": "INT8 (CPU)"}

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import torch
 
+from adedge.bundle import GraphFile, StageSpec, TilingSpec, sha256_file
 from adedge.errors import CheckpointError
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.detector import AMAP
@@ -103,3 +104,22 @@ def spread(rows: torch.Tensor, limit: int) -> torch.Tensor:
     if len(rows) <= limit:
         return rows
     return rows[np.linspace(0, len(rows) - 1, limit).round().astype(int)]
+
+
+def stage_spec(plan: StagePlan, spec: InputSpec, path: Path, outputs: tuple[str, ...]) -> StageSpec:
+    """The card entry of the traced FP32 graph ``path`` of a stage planned by ``plan``: its
+    file and sha256, input, outputs, and the plan's tiling, reduction and weight."""
+    tiling = None
+    if plan.tiled:
+        size = (plan.frame_size, plan.frame_size)
+        tiling = TilingSpec(size, plan.tile, plan.stride or plan.tile, plan.padding)
+    return StageSpec(
+        name=plan.name,
+        graphs={"fp32": GraphFile(path.name, sha256_file(path))},
+        input_name=INPUT_NAME,
+        input=spec,
+        outputs=tuple(outputs),
+        tiling=tiling,
+        reduce=plan.reduce,
+        weight=plan.weight,
+    )

@@ -6,9 +6,9 @@ padded frame is cut into row-major tiles, the tiles of every image in the call f
 batch (split into chunks when the backend declares a smaller ``max_batch``), and each
 image's tile scores reduce by the card's ``reduce`` (max: IGD's local max-pooling). Stages
 with an ``amap`` output give a frame-size heatmap: tile maps are stitched with overlap
-averaging, whole-frame maps are resized. Stage scores combine as the card says, then the
-card's normalisation and threshold apply. Heatmaps combine the same way (weights, sum or
-mean) but stay in the model's raw units: sinks scale them for display.
+averaging, whole-frame maps are resized. A frame's score is the weighted sum of its stages'
+scores (the card's weights), compared with the card's threshold; heatmaps add up the same
+way but stay in the model's raw units: sinks scale them for display.
 """
 
 from __future__ import annotations
@@ -183,10 +183,6 @@ class Detector:
         kernels.configure_from_environment()  # a bad ADEDGE_KERNELS fails before any work
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         card = self.bundle.card
-        if card.combine not in ("sum", "mean"):
-            raise BundleError(
-                f"card field 'combine' is '{card.combine}'", "use 'sum' or 'mean'; re-export"
-            )
         self.stages = [Stage(self.bundle, spec, backend, threads) for spec in card.stages]
         self.threshold = (
             card.threshold.value
@@ -279,12 +275,7 @@ class Detector:
         if not self._reports_aggregate:
             # nothing to aggregate: keep the stream's stage list to what actually ran
             latency["infer_ms"] += latency.pop("aggregate_ms")
-        if self.card.combine == "mean":
-            total /= len(self.stages)
-            if maps is not None:
-                count = sum(stage.has_map for stage in self.stages)
-                maps = [m / np.float32(count) for m in maps]
-        return self._normalise(total), maps, latency
+        return total, maps, latency
 
     @staticmethod
     def _add_maps(
@@ -294,11 +285,3 @@ class Detector:
         if maps is None:
             return weighted
         return [a + b for a, b in zip(maps, weighted, strict=True)]
-
-    def _normalise(self, scores: np.ndarray) -> np.ndarray:
-        """The card's min-max score normalisation, when it has its constants."""
-        norm = self.card.score_normalisation
-        if not norm:
-            return scores
-        span = float(norm["max"]) - float(norm["min"])
-        return (scores - float(norm["min"])) / (span if span > 0 else 1.0)

@@ -9,7 +9,7 @@ from typing import Any
 import onnx
 
 import adedge
-from adedge.bundle import CARD_NAME, Card, StageSpec, ThresholdSpec, sha256_file
+from adedge.bundle import CARD_NAME, Card, GraphFile, StageSpec, ThresholdSpec, sha256_file
 from adedge.preprocess import InputSpec
 
 
@@ -27,21 +27,20 @@ def write_bundle(
 ) -> Path:
     """``folder`` holding ``<stage>.onnx`` (``graph``) and its card: a fixed threshold, and
     ``stage_fields`` (outputs, tiling, reduce...) as StageSpec takes them. ``extra_graphs``
-    names more files of the stage by their card field (``{"int8_file": graph}``), each
-    written as ``<stage>.<precision>.onnx`` with its sha256."""
+    adds graphs of other precisions (``{"int8": graph}``), each written as
+    ``<stage>.<precision>.onnx`` with its sha256."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"file": graph, **(extra_graphs or {})}
-    for field, content in files.items():
-        name = f"{stage}.onnx" if field == "file" else f"{stage}.{field.removesuffix('_file')}.onnx"
+    graphs = {}
+    for precision, content in {"fp32": graph, **(extra_graphs or {})}.items():
+        name = f"{stage}.onnx" if precision == "fp32" else f"{stage}.{precision}.onnx"
         data = content if isinstance(content, bytes) else content.SerializeToString()
         (folder / name).write_bytes(data)
-        stage_fields[field] = name
-        stage_fields["sha256" if field == "file" else field.replace("_file", "_sha256")] = (
-            sha256_file(folder / name)
-        )
+        graphs[precision] = GraphFile(name, sha256_file(folder / name))
     card = Card(
         method=method,
-        stages=(StageSpec(name=stage, input_name="image", input=spec, **stage_fields),),
+        stages=(
+            StageSpec(name=stage, graphs=graphs, input_name="image", input=spec, **stage_fields),
+        ),
         threshold=ThresholdSpec(threshold, "fixed", detail),
         created="test",
         adedge_version=adedge.__version__,

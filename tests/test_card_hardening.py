@@ -1,10 +1,9 @@
-"""A bad card is one line naming the field and the fix, never a traceback (DESIGN §4, §7).
+"""A bad card is one line naming the field and the fix, never a traceback.
 
-Issue 16 (hardening): files a card names stay inside the bundle folder, every graph is
-hashed, every field the reader accepts is type- and range-checked (NaN and infinities
-included), older card versions go through one ``migrate`` step, and a card of an unknown
-method still streams with a one-line warning. The bundles are the tiny real ONNX mean
-bundle of conftest (no torch).
+Files a card names stay inside the bundle folder, every graph is hashed, every field the
+reader accepts is type- and range-checked (NaN and infinities included), older card
+versions go through one ``migrate`` step, and a card of an unknown method still streams with
+a one-line warning. The bundles are the tiny real ONNX mean bundle of conftest (no torch).
 """
 
 from __future__ import annotations
@@ -19,15 +18,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adedge import bundle as bundle_module
+from adedge import card_reader
 from adedge.bundle import (
     CARD_NAME,
     FORMAT_VERSION,
-    MAX_CARD_BYTES,
     MAX_SIDE,
     MAX_TILES_PER_FRAME,
     Card,
-    StageSpec,
+    GraphFile,
     TilingSpec,
     check_threshold,
     load_bundle,
@@ -37,6 +35,7 @@ from adedge.bundle import (
     sha256_file,
     tile_count,
 )
+from adedge.card_reader import MAX_CARD_BYTES
 from adedge.errors import AdedgeError, BundleError
 from adedge.runtime.detector import Detector
 from adedge.runtime.tiling import plan_tiles
@@ -82,6 +81,14 @@ def stage(card: dict[str, Any]) -> dict[str, Any]:
     return card["stages"]["global"]
 
 
+def graphs(card: dict[str, Any]) -> dict[str, Any]:
+    return stage(card)["graphs"]
+
+
+def graph_field(precision: str, key: str = "file") -> str:
+    return f"stages.global.graphs.{precision}.{key}"
+
+
 def outside_copy(folder: Path) -> Path:
     """A valid copy of the bundle's graph just outside the folder."""
     target = folder.parent / "x.onnx"
@@ -92,33 +99,32 @@ def outside_copy(folder: Path) -> Path:
 # --- 1. files stay inside the bundle -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("field", ["file", "fp16_file", "int8_file"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 @pytest.mark.parametrize("name", ["../x.onnx", "sub/../../x.onnx", "ABSOLUTE"])
-def test_card_files_must_stay_inside_the_bundle(bundle_dir, field, name):
+def test_card_files_must_stay_inside_the_bundle(bundle_dir, precision, name):
     target = outside_copy(bundle_dir)  # exists, with the right sha256: loaded before the fix
     card = read_card(bundle_dir)
-    stage(card)[field] = str(target) if name == "ABSOLUTE" else name
-    stage(card)[field.replace("file", "sha256")] = sha256_file(target)
+    file = str(target) if name == "ABSOLUTE" else name
+    graphs(card)[precision] = {"file": file, "sha256": sha256_file(target)}
     write_card(bundle_dir, card)
-    refusal(bundle_dir, f"stages.global.{field}", "outside the bundle folder")
+    refusal(bundle_dir, graph_field(precision), "outside the bundle folder")
 
 
 def test_a_symlink_leading_out_of_the_bundle_is_refused(bundle_dir):
     (bundle_dir / "link.onnx").symlink_to(outside_copy(bundle_dir))
     card = read_card(bundle_dir)
-    stage(card)["file"] = "link.onnx"
+    graphs(card)["fp32"]["file"] = "link.onnx"
     write_card(bundle_dir, card)
-    refusal(bundle_dir, "stages.global.file", "outside the bundle folder")
+    refusal(bundle_dir, graph_field("fp32"), "outside the bundle folder")
 
 
 def test_a_symlinked_folder_leading_out_is_refused(bundle_dir):
     outside_copy(bundle_dir)
     (bundle_dir / "graphs").symlink_to(bundle_dir.parent)
     card = read_card(bundle_dir)
-    stage(card)["fp16_file"] = "graphs/x.onnx"
-    stage(card)["fp16_sha256"] = stage(card)["sha256"]
+    graphs(card)["fp16"] = {"file": "graphs/x.onnx", "sha256": graphs(card)["fp32"]["sha256"]}
     write_card(bundle_dir, card)
-    refusal(bundle_dir, "stages.global.fp16_file", "outside the bundle folder")
+    refusal(bundle_dir, graph_field("fp16"), "outside the bundle folder")
 
 
 def test_a_symlink_staying_inside_the_bundle_is_fine(bundle_dir):
@@ -140,9 +146,9 @@ def test_refusal_does_not_reveal_whether_an_outside_file_exists(bundle_dir, pres
     lines = []
     for name in (present, absent):
         card = read_card(bundle_dir)
-        stage(card)["file"] = name
+        graphs(card)["fp32"]["file"] = name
         write_card(bundle_dir, card)
-        lines.append(refusal(bundle_dir, "stages.global.file", "outside the bundle folder"))
+        lines.append(refusal(bundle_dir, graph_field("fp32"), "outside the bundle folder"))
     assert lines[0] == lines[1]
 
 
@@ -153,9 +159,9 @@ def test_a_link_to_an_existing_or_missing_outside_file_reads_the_same(bundle_dir
         link.unlink(missing_ok=True)
         link.symlink_to(target)
         card = read_card(bundle_dir)
-        stage(card)["file"] = "link.onnx"
+        graphs(card)["fp32"]["file"] = "link.onnx"
         write_card(bundle_dir, card)
-        lines.append(refusal(bundle_dir, "stages.global.file"))
+        lines.append(refusal(bundle_dir, graph_field("fp32")))
     assert lines[0] == lines[1]
 
 
@@ -164,12 +170,12 @@ def test_precision_graph_checks_containment_for_hand_built_stages(bundle_dir):
     spec = load_bundle(bundle_dir).card.stages[0]
     lines = []
     for name in ("../x.onnx", "../missing.onnx"):
-        outside = StageSpec(**{**spec.__dict__, "fp16_file": name, "fp16_sha256": spec.sha256})
+        outside = spec.with_graph("fp16", GraphFile(name, spec.sha256))
         with pytest.raises(BundleError) as caught:
             precision_graph(bundle_dir, outside, "fp16")
         lines.append(caught.value.one_line())
         outside_copy(bundle_dir)  # the second name's sibling now exists; the first did not
-    assert "stages.global.fp16_file" in lines[0] and "outside the bundle folder" in lines[0]
+    assert graph_field("fp16") in lines[0] and "outside the bundle folder" in lines[0]
     assert lines[0].replace("../x.onnx", "N") == lines[1].replace("../missing.onnx", "N")
 
 
@@ -191,37 +197,37 @@ def test_stage_names_are_plain_words(bundle_dir, name):
 def test_the_fp32_sha256_must_be_64_lowercase_hex(bundle_dir, value):
     card = read_card(bundle_dir)
     if value == "MISSING":
-        del stage(card)["sha256"]
+        del graphs(card)["fp32"]["sha256"]
     else:
-        stage(card)["sha256"] = value
+        graphs(card)["fp32"]["sha256"] = value
     write_card(bundle_dir, card)
-    refusal(bundle_dir, "stages.global.sha256")
+    refusal(bundle_dir, graph_field("fp32", "sha256"))
 
 
 @pytest.mark.parametrize("value", ["", None, "MISSING"])
 def test_an_fp16_graph_without_its_sha256_is_refused(bundle_dir, value):
     shutil.copy(bundle_dir / "global.onnx", bundle_dir / "global.fp16.onnx")  # a working graph
     card = read_card(bundle_dir)
-    stage(card)["fp16_file"] = "global.fp16.onnx"
+    graphs(card)["fp16"] = {"file": "global.fp16.onnx"}
     if value != "MISSING":
-        stage(card)["fp16_sha256"] = value
+        graphs(card)["fp16"]["sha256"] = value
     write_card(bundle_dir, card)
-    refusal(bundle_dir, "stages.global.fp16_sha256")
+    refusal(bundle_dir, graph_field("fp16", "sha256"))
 
 
 def test_a_sha256_without_its_file_is_refused(bundle_dir):
     card = read_card(bundle_dir)
-    stage(card)["int8_sha256"] = stage(card)["sha256"]
+    graphs(card)["int8"] = {"sha256": graphs(card)["fp32"]["sha256"]}
     write_card(bundle_dir, card)
-    refusal(bundle_dir, "stages.global.int8_sha256", "int8_file")
+    refusal(bundle_dir, graph_field("int8"), "missing")
 
 
 def test_precision_graph_never_skips_the_hash(bundle_dir):
     """A hand-built StageSpec with an empty digest is refused, not loaded unchecked."""
     (bundle_dir / "global.fp16.onnx").write_bytes(b"not the graph the card was made with")
     spec = load_bundle(bundle_dir).card.stages[0]
-    unhashed = StageSpec(**{**spec.__dict__, "fp16_file": "global.fp16.onnx", "fp16_sha256": ""})
-    with pytest.raises(BundleError, match="fp16_sha256") as caught:
+    unhashed = spec.with_graph("fp16", GraphFile("global.fp16.onnx", ""))
+    with pytest.raises(BundleError, match=r"graphs\.fp16\.sha256") as caught:
         precision_graph(bundle_dir, unhashed, "fp16")
     assert "\n" not in caught.value.one_line()
 
@@ -275,17 +281,15 @@ BAD_FIELDS = [
     (f"{S}.weight", -INF, f"{S}.weight"),
     (f"{S}.weight", -1.0, f"{S}.weight"),
     (f"{S}.weight", 10**400, f"{S}.weight"),
-    # score normalisation
-    ("score_normalisation", "x", "score_normalisation"),
-    ("score_normalisation", [0, 1], "score_normalisation"),
-    ("score_normalisation", {}, "score_normalisation.min"),
-    ("score_normalisation", {"min": 0.0}, "score_normalisation.max"),
-    ("score_normalisation", {"min": "a", "max": 1.0}, "score_normalisation.min"),
-    ("score_normalisation", {"min": 0.0, "max": True}, "score_normalisation.max"),
-    ("score_normalisation", {"min": NAN, "max": 1.0}, "score_normalisation.min"),
-    ("score_normalisation", {"min": 0.0, "max": INF}, "score_normalisation.max"),
-    ("score_normalisation", {"min": 1.0, "max": 1.0}, "score_normalisation.max"),
-    ("score_normalisation", {"min": 2.0, "max": 1.0}, "score_normalisation.max"),
+    # graphs
+    (f"{S}.graphs", "global.onnx", f"{S}.graphs"),
+    (f"{S}.graphs", {}, f"{S}.graphs.fp32"),
+    (f"{S}.graphs.fp64", {"file": "x.onnx", "sha256": "0" * 64}, f"{S}.graphs"),
+    (f"{S}.graphs.fp32", "global.onnx", f"{S}.graphs.fp32"),
+    (f"{S}.graphs.fp32.file", "", f"{S}.graphs.fp32.file"),
+    (f"{S}.graphs.fp32.file", 5, f"{S}.graphs.fp32.file"),
+    (f"{S}.graphs.fp32.file", "global\x00.onnx", f"{S}.graphs.fp32.file"),
+    (f"{S}.graphs.fp32.file", "DELETE", f"{S}.graphs.fp32.file"),
     # stage entries and the stage table
     ("stages", {"global": 3}, S),
     ("stages", {"global": []}, S),
@@ -334,9 +338,7 @@ BAD_FIELDS = [
     (f"{S}.tiling", _tiling(padding=None), f"{S}.tiling.padding"),
     (f"{S}.tiling", _tiling(order="column-major"), f"{S}.tiling.order"),
     (f"{S}.tiling", "64x64", f"{S}.tiling"),
-    # how stages combine and reduce, outputs, names
-    ("combine", "median", "combine"),
-    ("combine", 5, "combine"),
+    # how tile scores reduce, outputs, names
     (f"{S}.reduce", ["max"], f"{S}.reduce"),
     (f"{S}.reduce", "min", f"{S}.reduce"),
     (f"{S}.outputs", ["score", 1], f"{S}.outputs"),
@@ -346,17 +348,14 @@ BAD_FIELDS = [
     (f"{S}.outputs", "score", f"{S}.outputs"),
     (f"{S}.input_name", "", f"{S}.input_name"),
     (f"{S}.input_name", 5, f"{S}.input_name"),
-    (f"{S}.file", "", f"{S}.file"),
-    (f"{S}.file", 5, f"{S}.file"),
-    (f"{S}.file", "global\x00.onnx", f"{S}.file"),
-    (f"{S}.normalisation_in_graph", "false", f"{S}.normalisation_in_graph"),
-    (f"{S}.normalisation_in_graph", True, f"{S}.normalisation_in_graph"),
     # engine
     (f"{S}.engine", "fp16", f"{S}.engine"),
     (f"{S}.engine", {"precision": ["fp16"]}, f"{S}.engine.precision"),
     (f"{S}.engine", {"max_batch": 10**9}, f"{S}.engine.max_batch"),
     (f"{S}.engine", {"workspace_mib": 10**12}, f"{S}.engine.workspace_mib"),
     (f"{S}.engine", {"max_batch": 8.0}, f"{S}.engine.max_batch"),
+    (f"{S}.engine", {"fp32_layers": "conv1"}, f"{S}.engine.fp32_layers"),
+    (f"{S}.engine", {"fp32_layers": ["conv1", 3]}, f"{S}.engine.fp32_layers"),
     # the card's own fields
     ("method", "", "method"),
     ("method", 5, "method"),
@@ -438,14 +437,12 @@ def test_numbers_at_the_limits_are_accepted(bundle_dir):
     assert (side // 32) ** 2 == MAX_TILES_PER_FRAME
     stage(card)["tiling"] = _tiling(resize_to=[side, side])
     stage(card)["weight"] = 0
-    card["score_normalisation"] = {"min": -1, "max": 2.5, "note": "extra keys are ignored"}
     card["threshold"]["value"] = -3
     card["unknown_key"] = {"is": "ignored"}
     write_card(bundle_dir, card)
     loaded = load_bundle(bundle_dir).card
     assert tile_count(loaded.stages[0].tiling) == MAX_TILES_PER_FRAME
     assert loaded.stages[0].weight == 0.0 and isinstance(loaded.stages[0].weight, float)
-    assert loaded.score_normalisation == {"min": -1.0, "max": 2.5}
     assert loaded.threshold.value == -3.0
     stage(card)["tiling"] = _tiling(resize_to=[side, side + 1])  # one more column of tiles
     write_card(bundle_dir, card)
@@ -487,35 +484,88 @@ def test_detector_refuses_a_nan_threshold_override(mean_bundle):
 # --- 4. one migrate step -----------------------------------------------------------------------
 
 
-def test_a_v1_card_from_the_exporter_loads_through_migrate(mean_bundle):
-    data = read_card(mean_bundle)  # written by Card.to_dict(), as the exporter writes it
-    assert data["format_version"] == 1
-    migrated = migrate(data)
-    assert migrated["format_version"] == FORMAT_VERSION and migrated is not data
-    assert data == read_card(mean_bundle)  # the input is left alone
-    card = load_bundle(mean_bundle).card
-    assert card.format_version == FORMAT_VERSION
-    assert card.to_dict()["format_version"] == FORMAT_VERSION
-    assert parse_card(card.to_dict()) == card  # the written card reads back the same
+def v1_card(card: dict[str, Any], combine: str = "sum") -> dict[str, Any]:
+    """The same card as adedge 0.1's exporter wrote it (format 1): flat graph fields,
+    ``combine``, ``score_normalisation`` null."""
+    old = json.loads(json.dumps(card))
+    old["format_version"] = 1
+    old["combine"] = combine
+    old["score_normalisation"] = None
+    for entry in old["stages"].values():
+        for precision, graph in entry.pop("graphs").items():
+            prefix = "" if precision == "fp32" else f"{precision}_"
+            entry[f"{prefix}file"], entry[f"{prefix}sha256"] = graph["file"], graph["sha256"]
+        entry["normalisation_in_graph"] = False
+    return old
 
 
-def test_migrate_runs_every_step_from_old_to_current(monkeypatch, mean_bundle):
-    """With a (pretend) format 3, a v1 card goes through the 1->2 and 2->3 steps in order."""
+def test_a_v1_card_loads_through_migrate(bundle_dir):
+    current = read_card(bundle_dir)
+    assert current["format_version"] == FORMAT_VERSION == 2
+    old = v1_card(current)
+    migrated = migrate(old)
+    assert migrated["format_version"] == FORMAT_VERSION and migrated is not old
+    assert old == v1_card(current)  # the input is left alone
+    write_card(bundle_dir, old)
+    card = load_bundle(bundle_dir).card
+    assert card == parse_card(current)  # the same card as the one written now
+    assert parse_card(card.to_dict()) == card  # and it writes back as version 2
+
+
+def test_a_v1_card_that_averaged_its_stages_keeps_its_scores(bundle_dir, digit_frames):
+    """combine: mean (never written, but readable) becomes weights divided by the stages."""
+    current = read_card(bundle_dir)
+    two = json.loads(json.dumps(current))
+    two["stages"]["second"] = json.loads(json.dumps(stage(current)))
+    write_card(bundle_dir, v1_card(two, combine="mean"))
+    averaged = Detector(bundle_dir, threads=1).score_images(digit_frames[:3])[0]
+    write_card(bundle_dir, current)
+    single = Detector(bundle_dir, threads=1).score_images(digit_frames[:3])[0]
+    np.testing.assert_allclose(averaged, single, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda c: c.update(combine="median"), "combine"),
+        (lambda c: c.update(score_normalisation={"min": 0, "max": 1}), "score_normalisation"),
+        (lambda c: stage(c).update(normalisation_in_graph=True), f"{S}.normalisation_in_graph"),
+        (lambda c: stage(c).update(int8_sha256="0" * 64), f"{S}.int8_sha256"),
+        (lambda c: stage(c).update(fp16_file="global.fp16.onnx"), f"{S}.fp16_sha256"),
+        (lambda c: stage(c).pop("file"), f"{S}.sha256"),
+        (lambda c: stage(c).update(file="../x.onnx"), f"{S}.graphs.fp32.file"),
+    ],
+)
+def test_a_bad_v1_card_is_one_line_naming_the_field(bundle_dir, edit, field):
+    old = v1_card(read_card(bundle_dir))
+    edit(old)
+    write_card(bundle_dir, old)
+    refusal(bundle_dir, f"field '{field}'")
+
+
+def test_migrate_runs_every_step_from_old_to_current(monkeypatch, bundle_dir):
+    """With a (pretend) format 4, a v1 card goes through the 1->2, 2->3 and 3->4 steps."""
     steps = []
+    real = card_reader.MIGRATIONS[1]
 
-    def one_to_two(data):
+    def one_to_two(data, reader):
         steps.append(1)
+        return real(data, reader)
+
+    def two_to_three(data, reader):
+        steps.append(2)
         return {**data, "renamed": data["method"]}
 
-    def two_to_three(data):
-        steps.append(2)
+    def three_to_four(data, reader):
+        steps.append(3)
         return {**data, "method": data.pop("renamed")}
 
-    monkeypatch.setattr(bundle_module, "FORMAT_VERSION", 3)
-    monkeypatch.setattr(bundle_module, "MIGRATIONS", {1: one_to_two, 2: two_to_three})
-    out = migrate(read_card(mean_bundle))
-    assert steps == [1, 2] and out["format_version"] == 3 and out["method"] == "mean"
-    assert parse_card(read_card(mean_bundle)).format_version == 3
+    monkeypatch.setattr(card_reader, "FORMAT_VERSION", 4)
+    migrations = {1: one_to_two, 2: two_to_three, 3: three_to_four}
+    monkeypatch.setattr(card_reader, "MIGRATIONS", migrations)
+    out = migrate(v1_card(read_card(bundle_dir)))
+    assert steps == [1, 2, 3] and out["format_version"] == 4 and out["method"] == "mean"
+    assert "graphs" in stage(out) and "file" not in stage(out)
 
 
 def test_migrate_refuses_versions_it_cannot_read(mean_bundle):

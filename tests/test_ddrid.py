@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from adedge.bundle import StageSpec
+from adedge.bundle import GraphFile, StageSpec
 from adedge.data import load
 from adedge.errors import ExportError
 from adedge.export.trace import INPUT_NAME, trace_to_onnx
@@ -198,7 +198,7 @@ def test_preprocessing_in_the_graph_equals_training_normalisation(digits, tmp_pa
     onnx_path = tmp_path / "score.onnx"
     trace_to_onnx(scorer, SPEC, onnx_path, 17)
     backend = OnnxRuntimeBackend(
-        onnx_path, StageSpec("global", onnx_path.name, "", INPUT_NAME, SPEC)
+        onnx_path, StageSpec("global", {"fp32": GraphFile(onnx_path.name, "")}, INPUT_NAME, SPEC)
     )
     with torch.no_grad():
         z = model.encoder_c(torch.from_numpy(reference.astype(np.float32)))
@@ -399,7 +399,8 @@ def test_exported_scorer_matches_torch_and_is_pruned(finetuned, digits, tmp_path
         assert e_c <= total <= e_c + folded + 8
     else:  # + D_C and the 32x32 template D_C(Z_C); still no R_N or D_L
         assert e_c + d_c - 2 * 64 <= total <= e_c + d_c + folded + 2 * 64 + 32 * 32 + 8
-    backend = OnnxRuntimeBackend(path, StageSpec("global", path.name, "", INPUT_NAME, SPEC))
+    stage = StageSpec("global", {"fp32": GraphFile(path.name, "")}, INPUT_NAME, SPEC)
+    backend = OnnxRuntimeBackend(path, stage)
     images = digits["val"][:64]
     with torch.no_grad():
         torch_scores = scorer(images).numpy()

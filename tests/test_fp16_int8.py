@@ -279,7 +279,7 @@ def test_spearman_matches_scipy_with_ties():
 def test_ygan_bundle_has_a_checked_fp16_graph(ygan_bundle):
     bundle = load_bundle(ygan_bundle)
     stage = bundle.card.stages[0]
-    assert stage.fp16_file == "global.fp16.onnx"
+    assert stage.graph("fp16").file == "global.fp16.onnx"
     path = bundle.graph_file(stage, "fp16")
     model = onnx.load(str(path))
     inits = {i.name: i.data_type for i in model.graph.initializer}
@@ -320,14 +320,15 @@ def test_fp16_backend_runs_on_cpu_and_agrees(ygan_bundle, digit_frames):
 
 def test_old_cards_load_and_say_to_reexport_for_fp16(ygan_bundle, tmp_path):
     data = json.loads((ygan_bundle / CARD_NAME).read_text())
-    for key in ("fp16_file", "fp16_sha256", "int8_file", "int8_sha256", "engine"):
-        data["stages"]["global"].pop(key, None)
+    for precision in ("fp16", "int8"):
+        data["stages"]["global"]["graphs"].pop(precision, None)
+    data["stages"]["global"].pop("engine", None)
     old = tmp_path / "old"
     old.mkdir()
     (old / CARD_NAME).write_text(json.dumps(data))
     (old / "global.onnx").write_bytes((ygan_bundle / "global.onnx").read_bytes())
     card = parse_card(data)
-    assert card.stages[0].fp16_file is None and card.stages[0].engine is None
+    assert card.stages[0].graph("fp16") is None and card.stages[0].engine is None
     assert Detector(old).score_images([np.zeros((8, 8), np.uint8)])[0].shape == (1,)
     with pytest.raises(BundleError, match="no FP16 graph for stage 'global'") as caught:
         Detector(old, backend="onnxruntime:fp16")
@@ -531,7 +532,7 @@ def test_int8_bundle_without_fp16_graph_loads_and_streams(int8_bundle, digit_fra
     on ONNX Runtime (FP32 and INT8); asking it for FP16 says to re-export."""
     bundle = load_bundle(int8_bundle)
     stage = bundle.card.stages[0]
-    assert stage.fp16_file is None and stage.fp16_sha256 is None
+    assert stage.graph("fp16") is None and set(stage.graphs) == {"fp32", "int8"}
     assert not (int8_bundle / "global.fp16.onnx").exists()
     assert set(bundle.card.metrics["precision"]) == {"int8"}
     for backend in ("onnxruntime", "onnxruntime:int8"):
@@ -732,7 +733,7 @@ def fixed_bundle(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
         method="fixed",
         threshold=0.0,
         detail="test bundle: fixed weights",
-        extra_graphs={"int8_file": (scratch / "int8.onnx").read_bytes()},
+        extra_graphs={"int8": (scratch / "int8.onnx").read_bytes()},
     )
     return folder, images
 

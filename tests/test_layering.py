@@ -1,8 +1,11 @@
-"""DESIGN §2: adedge/ and runtime/ never import torch (or the train/export stages) at module
-level, and a real Y-GAN bundle streams through the CLI where `import torch` fails."""
+"""The layers: ``adedge/`` and ``runtime/`` never import torch or the training/export stages
+at module level, ``runtime/`` never imports a stage at all (not even inside a function: the
+runtime runs on a Jetson without them), and a real Y-GAN bundle streams through the CLI where
+``import torch`` fails."""
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,29 +15,88 @@ import pytest
 from jsonl_records import frame_records
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("torch", "adedge.train", "adedge.export")
+TORCH = ("torch",)
+STAGES = ("adedge.train", "adedge.export")
 
 
-def module_level_imports(path: Path) -> list[str]:
-    names = []
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+def imports(path: Path, root: Path = ROOT) -> list[tuple[str, int, bool]]:
+    """Every import of a file, at any depth: (module, line, at module level). A relative
+    import is resolved against the file's package (``root``'s folders mapped as pyproject's
+    package-dir maps them: runtime/ is adedge.runtime, ...)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = {id(node) for node in tree.body}
+    first, *rest = path.parent.relative_to(root).parts
+    package = ".".join(["adedge" if first == "adedge" else f"adedge.{first}", *rest])
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
         if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.append(node.module)
-    return names
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            names = [base]
+        found += [(name, node.lineno, id(node) in top) for name in names]
+    return found
+
+
+def _is(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def layering_violations(root: Path = ROOT) -> list[str]:
+    """What breaks the layering under ``root`` (a checkout of this repository)."""
+    found = []
+    for folder in ("adedge", "runtime"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for name, line, top in imports(path, root):
+                where = f"{path.relative_to(root)}:{line}"
+                if folder == "runtime" and _is(name, STAGES):
+                    found.append(f"{where}: imports {name} (runtime never needs a stage)")
+                elif top and _is(name, TORCH + STAGES):
+                    found.append(f"{where}: imports {name} at module level")
+    return found
 
 
 @pytest.mark.runtime
-def test_no_module_level_torch_in_adedge_and_runtime():
-    offenders = [
-        f"{path.relative_to(ROOT)}: {name}"
-        for folder in ("adedge", "runtime")
-        for path in (ROOT / folder).rglob("*.py")
-        for name in module_level_imports(path)
-        if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
-    ]
-    assert offenders == []
+def test_the_layers_hold():
+    assert layering_violations() == []
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize(
+    ("folder", "planted", "found"),
+    [
+        ("runtime", "def build():\n    from adedge.export import trace\n", "never needs a stage"),
+        (
+            "runtime/backends",
+            "def f():\n    from ...export.fp16 import FP16\n",
+            "adedge.export.fp16",
+        ),
+        ("runtime", "import torch\n", "at module level"),
+        ("adedge", "from adedge.train import trainer\n", "at module level"),
+    ],
+)
+def test_a_planted_import_is_caught(tmp_path, folder, planted, found):
+    """The check is not a formality: an import planted in a copy of the tree is reported,
+    inside a function too (the runtime must never reach a stage)."""
+    for name in ("adedge", "runtime"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("*.so"))
+    assert layering_violations(tmp_path) == []
+    (tmp_path / folder / "planted.py").write_text(planted, encoding="utf-8")
+    violations = layering_violations(tmp_path)
+    assert len(violations) == 1 and found in violations[0], violations
+    assert violations[0].startswith(f"{folder}/planted.py:")
+
+
+def test_adedge_may_import_a_stage_inside_a_command():
+    """The CLI imports the training and export stages inside the commands that need them."""
+    lines = [name for name, _, top in imports(ROOT / "adedge" / "cli.py") if _is(name, STAGES)]
+    assert lines and not any(
+        top for name, _, top in imports(ROOT / "adedge" / "cli.py") if _is(name, STAGES)
+    )
 
 
 BLOCK_TORCH = textwrap.dedent(

@@ -26,7 +26,7 @@ import onnxruntime as ort
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
-from adedge.bundle import EngineSpec, StageSpec, TilingSpec, load_bundle
+from adedge.bundle import EngineSpec, GraphFile, StageSpec, TilingSpec, load_bundle
 from adedge.errors import AdedgeError
 from adedge.export.parity import spearman
 from adedge.preprocess import InputSpec
@@ -37,7 +37,8 @@ SPEC = InputSpec(32, 32, "gray", (0.5,), (0.5,))
 
 
 def stage(tiling: TilingSpec | None = None, engine: EngineSpec | None = None) -> StageSpec:
-    return StageSpec("global", "global.onnx", "0" * 64, "image", SPEC, tiling=tiling, engine=engine)
+    graphs = {"fp32": GraphFile("global.onnx", "0" * 64)}
+    return StageSpec("global", graphs, "image", SPEC, tiling=tiling, engine=engine)
 
 
 # --- decisions without a GPU -----------------------------------------------------------------
@@ -571,7 +572,7 @@ def test_build_strongly_typed_from_fp16_graph_and_cache(fake_gpu, bundle_copy):
     cache = bundle_copy / "engines" / "timing.sm87.trt10.3.0.30.cache"
     assert cache.read_bytes() == b"timing-cache" and build["timing_cache_in"] == ""
     sidecar = json.loads(first.engine.with_name(first.engine.name + ".json").read_text())
-    assert sidecar["key"]["onnx_sha256"] == spec.fp16_sha256
+    assert sidecar["key"]["onnx_sha256"] == spec.graph("fp16").sha256
     # a second use reuses it; a re-exported graph (other sha256) rebuilds with the cache
     again = tb.ensure_engine(bundle_copy, spec, precision="fp16", log=messages.append)
     assert not again.built and len(trt.builds) == 1
@@ -697,3 +698,29 @@ def test_real_engine_scores_like_onnxruntime(ygan_bundle, tmp_path, digit_frames
     assert len(files) == 1
     again = Detector(copy, backend=f"tensorrt:{precision}")  # reuses the cached engine
     assert again.stages[0].backend.engine_path == files[0]
+
+
+# --- `adedge engines build` (what deploy/jetson/build-engines.sh runs) ---------------------------
+
+
+def test_engines_build_command(monkeypatch, capsys, tmp_path, mean_bundle):
+    """Bad options and a wrong --model are one line each; then, where TensorRT is missing,
+    one line saying so and how to stream without it; where it is present, every stage's
+    engine is built or found up to date."""
+    import importlib.util
+
+    from cli_helpers import assert_one_line_error, run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, "engines", "build", "--precision", "int8")
+    assert_one_line_error(code, err, "--precision int8", "fp16")
+    code, _, err = run_cli(monkeypatch, capsys, "engines", "build", "--model", tmp_path / "x")
+    assert_one_line_error(code, err, "does not exist")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(mean_bundle, bundle)
+    code, out, err = run_cli(monkeypatch, capsys, "engines", "build", "--model", bundle)
+    if importlib.util.find_spec("tensorrt") is None:
+        assert_one_line_error(code, err, "TensorRT engines cannot be used here", "onnxruntime")
+        assert not (bundle / "engines").exists()
+    else:
+        assert code == 0, err
+        assert out.startswith("global: ") and any((bundle / "engines").glob("global.*.engine"))

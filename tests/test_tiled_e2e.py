@@ -235,7 +235,8 @@ def igd_two_stage(request, tmp_path_factory) -> tuple[Path, Path, Path, int]:
 def test_igd_bundle_sums_a_global_and_a_max_pooled_local_stage(igd_two_stage):
     global_run, local_run, model, side = igd_two_stage
     card = load_bundle(model).card
-    assert [s.name for s in card.stages] == ["global", "local"] and card.combine == "sum"
+    assert [s.name for s in card.stages] == ["global", "local"]
+    assert [s.weight for s in card.stages] == [1.0, 1.0]  # the frame score is their sum
     local = card.stage("local")
     assert (local.tiling.resize_to, local.tiling.tile, local.tiling.stride) == (
         (side, side),

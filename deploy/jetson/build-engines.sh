@@ -8,22 +8,6 @@ set -euo pipefail
 
 bundle="${1:?usage: $0 BUNDLE [fp16|fp32]}"
 precision="${2:-}"
-python="${ADEDGE_PYTHON:-/opt/adedge/venv/bin/python}"
+adedge="${ADEDGE_BIN:-/opt/adedge/venv/bin/adedge}"
 
-"${python}" - "${bundle}" "${precision}" <<'PY'
-import sys
-
-from adedge.bundle import load_bundle
-from adedge.errors import AdedgeError
-from adedge.export.tensorrt_build import ensure_engine
-
-bundle, precision = sys.argv[1], sys.argv[2] or None
-try:
-    for stage in load_bundle(bundle).card.stages:
-        result = ensure_engine(bundle, stage, precision=precision, log=print)
-        state = "built" if result.built else "up to date"
-        print(f"{stage.name}: {result.engine} ({state}; {result.plan.describe()})")
-except AdedgeError as exc:
-    print(f"error: {exc.one_line()}", file=sys.stderr)
-    sys.exit(2)
-PY
+exec "${adedge}" engines build --model "${bundle}" ${precision:+--precision "${precision}"}

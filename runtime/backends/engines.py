@@ -13,7 +13,8 @@ Precision lives in the graph. TensorRT 11 removed the weakly typed ``BuilderFlag
 * FP16 on TensorRT >= 10: a strongly typed network from ``<stage>.fp16.onnx``, whose Casts
   fix every tensor's type: the FP32 islands of ``adedge.export.fp16`` survive exactly;
 * FP16 on TensorRT < 10 (JetPack 5's 8.5, the 9.x previews), or when asked to: the FP32
-  graph with ``BuilderFlag.FP16``, and the islands' layers pinned to FP32 with
+  graph with ``BuilderFlag.FP16``, and the islands' layers (the card's
+  ``engine.fp32_layers``, chosen at export by the FP16 policy) pinned to FP32 with
   ``PREFER_PRECISION_CONSTRAINTS`` (TensorRT may otherwise pick FP16 for them);
 * FP32: the FP32 graph, strongly typed where available.
 
@@ -172,6 +173,7 @@ def engine_spec(
         max_batch=largest,
         opt_batch=opt,
         workspace_mib=int(workspace_mib or base.workspace_mib or DEFAULT_WORKSPACE_MIB),
+        fp32_layers=base.fp32_layers,
     )
 
 
@@ -394,7 +396,10 @@ def ensure_engine(
     spec = engine_spec(stage, precision, max_batch, workspace_mib)
     version = str(trt.__version__)
     plan = choose_build(
-        parse_version(version), spec.precision, weak=weak, has_fp16_graph=bool(stage.fp16_file)
+        parse_version(version),
+        spec.precision,
+        weak=weak,
+        has_fp16_graph=stage.graph("fp16") is not None,
     )
     onnx_path = precision_graph(Path(bundle), stage, plan.graph)
     key = EngineKey(sha256_file(onnx_path), capability, version, spec.precision, spec.max_batch)
@@ -414,7 +419,9 @@ def ensure_engine(
     started = time.perf_counter()
     fp32_nodes = None
     if plan.fp16_flag:
-        fp32_nodes = island_nodes(precision_graph(Path(bundle), stage, "fp32"), say)
+        fp32_nodes = set(spec.fp32_layers)
+        if not fp32_nodes:
+            say("the card lists no FP32 layers: TensorRT chooses the precision of every layer")
     data = build_serialized(
         trt,
         onnx_path,
@@ -442,15 +449,3 @@ def ensure_engine(
     )
     say(f"built {engine.name} in {seconds:.1f}s")
     return BuildResult(engine, key, plan, seconds, built=True)
-
-
-def island_nodes(fp32_graph: Path, log: Log) -> set[str] | None:
-    """Names of the FP32-island nodes of the FP32 graph (None without the onnx package)."""
-    try:
-        import onnx
-
-        from adedge.export.fp16 import fp32_island_nodes
-    except ImportError:
-        log("onnx is not installed: TensorRT chooses the precision of every layer")
-        return None
-    return set(fp32_island_nodes(onnx.load(str(fp32_graph))))

@@ -251,7 +251,9 @@ def stream_fps(
 
 def backends_for(stages: list[BenchStage]) -> list[str]:
     graphs = [
-        b for b in GRAPH_BACKENDS if all(s.spec.graph(b.partition(":")[2])[0] for s in stages)
+        b
+        for b in GRAPH_BACKENDS
+        if all(s.spec.graph(b.partition(":")[2]) is not None for s in stages)
     ]
     return [FULL, PRUNED, *graphs, *(ENGINE_BACKENDS if engines_available() else ())]
 
