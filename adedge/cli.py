@@ -17,6 +17,14 @@ from typer.core import TyperCommand, TyperGroup
 from adedge import __version__
 from adedge.bundle import DEFAULT_WORKSPACE_MIB, Card
 from adedge.errors import AdedgeError, Interrupted, Terminated, interrupt_exit_code
+from adedge.formats import (
+    DEFAULT_GRAPHS,
+    Format,
+    backend_help,
+    check_export,
+    format_help,
+    precisions_help,
+)
 from adedge.paths import MODELS_DIR, RUNS_DIR, new_run_dir, newest_bundle, newest_run
 from adedge.registry import METHODS, get_method
 
@@ -63,12 +71,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-EXPORT_FORMATS = ("onnx", "engine")
-BACKEND_HELP = (
-    "onnxruntime (CPU, FP32 graph), onnxruntime:fp16 (the FP16 graph), onnxruntime:int8 (the "
-    "graph of `export --int8`), tensorrt (NVIDIA GPU; engine precision from the card, built "
-    "on first use), tensorrt:fp16, tensorrt:fp32."
-)
+BACKEND_HELP = backend_help()
 DATA_HELP = (
     "Data set: 'digits:anomaly=N' (scikit-learn digits), 'fmnist:anomaly=N|NAME' (Fashion-MNIST "
     "from Debian's dataset-fashion-mnist), or an image folder (one sub-folder per normal "
@@ -248,14 +251,7 @@ def export(
     out: Annotated[
         Path | None, typer.Option(help=f"Bundle folder (default: {MODELS_DIR}/<run name>).")
     ] = None,
-    format: Annotated[
-        str,
-        typer.Option(
-            help="Formats, comma-separated: 'onnx' (the ONNX graphs of --precisions, opset 17, "
-            "dynamic batch) and 'engine' (also build TensorRT engines for this machine's GPU "
-            "into <bundle>/engines)."
-        ),
-    ] = "onnx",
+    format: Annotated[str, typer.Option(help=format_help())] = "onnx",
     data: Annotated[
         str | None,
         typer.Option(help="Held-out normal data for parity and threshold (default: training's)."),
@@ -271,15 +267,7 @@ def export(
             "without it FP32. Recorded in the card: devices that build on first use follow it.",
         ),
     ] = False,
-    precisions: Annotated[
-        str,
-        typer.Option(
-            help="Graphs to write, comma-separated: fp32 (always written), fp16 (the "
-            "mixed-precision twin <stage>.fp16.onnx that TensorRT FP16 engines and "
-            "--backend onnxruntime:fp16 use; refused if its scores move against FP32), int8 "
-            "(see --int8). Leave fp16 out to skip it, e.g. --precisions fp32,int8.",
-        ),
-    ] = "fp32,fp16",
+    precisions: Annotated[str, typer.Option(help=precisions_help())] = ",".join(DEFAULT_GRAPHS),
     int8: Annotated[
         bool,
         typer.Option(
@@ -302,32 +290,14 @@ def export(
 ) -> None:
     """Prune a checkpoint to its scoring subgraph and write a bundle (ONNX + adedge.json)."""
     info = get_method(method)
-    formats = tuple(dict.fromkeys(f.strip().lower() for f in format.split(",") if f.strip()))
-    unknown = [f for f in formats if f not in EXPORT_FORMATS]
-    if unknown or not formats:
-        raise AdedgeError(
-            f"format(s) {', '.join(unknown) or '(none)'} not supported",
-            f"choose from: {', '.join(EXPORT_FORMATS)}, e.g. --format onnx,engine",
-        )
+    targets = check_export(
+        format, precisions, half=half, int8=int8, max_batch=max_batch, workspace_mib=workspace
+    )
     if not 0.5 <= threshold_quantile < 1.0:
         raise AdedgeError("--threshold-quantile must be in [0.5, 1)", "e.g. 0.99")
-    if max_batch is not None and max_batch < 1:
-        raise AdedgeError("--max-batch must be at least 1", "e.g. --max-batch 8")
-    if workspace < 16:
-        raise AdedgeError("--workspace is in MiB and must be at least 16", "e.g. 1024")
-    graphs = tuple(dict.fromkeys(p.strip().lower() for p in precisions.split(",")))
-    unknown = [p or "(empty)" for p in graphs if p not in ("fp32", "fp16", "int8")]
-    if unknown:
-        raise AdedgeError(
-            f"unknown precision(s) in --precisions: {', '.join(unknown)}",
-            "choose from: fp32, fp16, int8 (fp32 is always written), e.g. --precisions fp32,int8",
-        )
-    if half and "fp16" not in graphs:
-        raise AdedgeError(
-            "--half builds the TensorRT engine from the FP16 graph, which --precisions leaves out",
-            "add fp16 to --precisions (e.g. --precisions fp32,fp16), or drop --half",
-        )
-    if "engine" in formats:
+    from adedge.export.options import check_engine_machine
+
+    if Format.ENGINE in targets.formats:
         check_engine_machine()
     if not checkpoint:
         checkpoint = [newest_run(info.name)]
@@ -352,36 +322,15 @@ def export(
             info.name,
             data,
             threshold_quantile=threshold_quantile,
-            formats=tuple(sorted(set(formats) | {"onnx"})),
-            half=half,
+            formats=targets.formats,
+            half=targets.half,
             int8=int8,
-            precisions=graphs,
-            max_batch=max_batch,
+            precisions=targets.graphs,
+            max_batch=targets.max_batch,
             workspace_mib=workspace,
         ),
         log=say,
     )
-
-
-def check_engine_machine() -> None:
-    """``--format engine`` needs TensorRT and a GPU here: say so before any work."""
-    from adedge.runtime.backends.engines import (
-        TensorRTUnavailable,
-        device_capability,
-        import_tensorrt,
-    )
-
-    try:
-        import_tensorrt()
-        device_capability()
-    except TensorRTUnavailable as exc:
-        reason = exc.message.split(": ", 1)[-1]
-        raise AdedgeError(
-            f"--format engine not supported on this machine: {reason}",
-            "export with --format onnx here (the bundle carries the FP16 graph) and build "
-            "the engine on the GPU: `adedge export --format onnx,engine` there, or let "
-            "`adedge stream --backend tensorrt` build it on first use",
-        ) from None
 
 
 @app.command("eval", cls=Command)

@@ -1,5 +1,6 @@
 """What an export is asked to do (:class:`ExportOptions`), checked before any checkpoint is
-loaded: formats, precisions, and a bundle folder this process can write.
+loaded: formats and precisions (by :func:`adedge.formats.check_export`, as the CLI checks
+them), TensorRT where engines are asked for, and a bundle folder this process can write.
 """
 
 from __future__ import annotations
@@ -14,16 +15,9 @@ from adedge.bundle import (
 from adedge.errors import AdedgeError, ExportError
 from adedge.export import int8 as int8_graph
 from adedge.export.trace import OPSET
+from adedge.formats import DEFAULT_GRAPHS, ExportTargets, Format, Precision, check_export
 from adedge.outputs import check_creatable
 from adedge.runtime.backends import engines
-
-FORMATS = ("onnx", "engine")
-
-
-PRECISIONS = ("fp32", "fp16", "int8")  # graphs a stage can carry; fp32 is always written
-
-
-DEFAULT_PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass
@@ -34,10 +28,10 @@ class ExportOptions:
     data: str | None = None  # where held-out normal images come from; default: the training data
     threshold_quantile: float = 0.99
     opset: int = OPSET
-    formats: tuple[str, ...] = ("onnx",)  # "engine": also build TensorRT engines here
+    formats: tuple[str, ...] | str = (Format.ONNX,)  # "engine": also build TensorRT engines here
     half: bool = False  # engines in FP16 (the card's engine precision; else FP32)
     int8: bool = False  # shorthand: adds "int8" to ``precisions``
-    precisions: tuple[str, ...] | str = DEFAULT_PRECISIONS  # fp32 is written whatever this says
+    precisions: tuple[str, ...] | str = DEFAULT_GRAPHS  # fp32 is written whatever this says
     max_batch: int | None = None  # engine profile max for whole-frame stages (default 8)
     workspace_mib: int = DEFAULT_WORKSPACE_MIB
     int8_options: int8_graph.Int8Options = field(default_factory=int8_graph.Int8Options)
@@ -48,43 +42,46 @@ class ExportOptions:
         return [Path(item) for item in items]
 
     @property
-    def precision_names(self) -> list[str]:
-        """``precisions`` as given (a sequence, or one comma-separated string), lower case."""
-        items = self.precisions.split(",") if isinstance(self.precisions, str) else self.precisions
-        return [item.strip().lower() for item in items]
+    def targets(self) -> ExportTargets:
+        """The formats, graphs and engine settings, checked (a one-line ExportError)."""
+        return check_export(
+            self.formats,
+            self.precisions,
+            half=self.half,
+            int8=self.int8,
+            max_batch=self.max_batch,
+            workspace_mib=self.workspace_mib,
+        )
 
     @property
-    def graphs(self) -> tuple[str, ...]:
-        """The precisions written, in ``PRECISIONS`` order: fp32, what ``precisions`` names,
-        and int8 where ``int8`` is set (unknown names are ``check_options``' business)."""
-        wanted = {"fp32", *self.precision_names}
-        if self.int8:
-            wanted.add("int8")
-        return tuple(p for p in PRECISIONS if p in wanted)
+    def graphs(self) -> tuple[Precision, ...]:
+        """The precisions written, in table order: fp32, what ``precisions`` names, and
+        int8 where ``int8`` is set."""
+        return self.targets.graphs
 
 
 def check_options(options: ExportOptions) -> None:
-    """Everything that can be checked before any work: formats (and TensorRT where engines are
-    asked for), precisions, and a bundle folder that can be written."""
-    check_formats(options)
-    check_precisions(options)
+    """Everything that can be checked before any work: formats, precisions and engine
+    settings, TensorRT and a GPU where engines are asked for, and a bundle folder that
+    can be written."""
+    if Format.ENGINE in options.targets.formats:
+        check_engine_machine()
     check_output_folder(Path(options.out))
 
 
-def check_precisions(options: ExportOptions) -> None:
-    names = options.precision_names
-    unknown = [p or "(empty)" for p in names if p not in PRECISIONS]
-    if unknown or not names:
+def check_engine_machine() -> None:
+    """``--format engine`` needs TensorRT and a GPU here: say so before any work."""
+    try:
+        engines.import_tensorrt()
+        engines.device_capability()
+    except engines.TensorRTUnavailable as exc:
+        reason = exc.message.split(": ", 1)[-1]
         raise ExportError(
-            f"unknown precision(s) in --precisions: {', '.join(unknown) or '(none given)'}",
-            f"choose from: {', '.join(PRECISIONS)} (fp32 is always written), "
-            "e.g. --precisions fp32,int8",
-        )
-    if options.half and "fp16" not in options.graphs:
-        raise ExportError(
-            "--half builds the TensorRT engine from the FP16 graph, which --precisions leaves out",
-            "add fp16 to --precisions (e.g. --precisions fp32,fp16), or drop --half",
-        )
+            f"--format engine not supported on this machine: {reason}",
+            "export with --format onnx here (the bundle carries the FP16 graph) and build "
+            "the engine on the GPU: `adedge export --format onnx,engine` there, or let "
+            "`adedge stream --backend tensorrt` build it on first use",
+        ) from None
 
 
 def check_output_folder(out: Path) -> None:
@@ -106,21 +103,3 @@ def check_output_folder(out: Path) -> None:
         check_creatable(out, "--out")
     except AdedgeError as exc:
         raise ExportError(exc.message, exc.hint) from None
-
-
-def check_formats(options: ExportOptions) -> None:
-    """Unknown formats, and engines where TensorRT or a GPU is missing, fail before any work."""
-    unknown = [f for f in options.formats if f not in FORMATS]
-    if unknown or not options.formats:
-        raise ExportError(
-            f"unknown format(s): {', '.join(unknown) or '(none)'}",
-            f"choose from: {', '.join(FORMATS)} (e.g. --format onnx,engine)",
-        )
-    if "onnx" not in options.formats:
-        raise ExportError(
-            "every bundle holds its ONNX graphs: --format must include onnx",
-            "use --format onnx,engine",
-        )
-    if "engine" in options.formats:
-        engines.import_tensorrt()
-        engines.device_capability()

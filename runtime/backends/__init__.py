@@ -7,6 +7,9 @@ A backend is named ``NAME[:PRECISION]``:
   ``adedge export --int8``, for CPU edge boxes);
 * ``tensorrt`` (an engine of the card's engine precision, FP16 unless the export said
   otherwise), ``tensorrt:fp16``, ``tensorrt:fp32``; engines are built on first use.
+
+The backends, the precisions each runs and ``--backend``'s help are one table,
+:mod:`adedge.formats` (``BACKENDS``), and :func:`parse_backend` reads the name there.
 """
 
 from __future__ import annotations
@@ -16,18 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from adedge.bundle import ENGINE_PRECISIONS, PRECISIONS, StageSpec, precision_graph
-from adedge.errors import AdedgeError
-
-BACKENDS = ("onnxruntime", "tensorrt")
-BACKEND_CHOICES = (
-    "onnxruntime",
-    "onnxruntime:fp16",
-    "onnxruntime:int8",
-    "tensorrt",
-    "tensorrt:fp16",
-    "tensorrt:fp32",
-)
+from adedge.bundle import StageSpec, precision_graph
+from adedge.formats import parse_backend
 
 
 class Backend(Protocol):
@@ -36,20 +29,6 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """float32 (N, C, H, W) -> named outputs, each with N in its first axis."""
         ...
-
-
-def parse_backend(spec: str) -> tuple[str, str | None]:
-    """``NAME[:PRECISION]`` -> (name, precision or None for the backend's default)."""
-    name, _, precision = spec.strip().lower().partition(":")
-    if name not in BACKENDS:
-        raise AdedgeError(f"unknown backend '{spec}'", f"choose one of: {', '.join(BACKENDS)}")
-    allowed = PRECISIONS if name == "onnxruntime" else ENGINE_PRECISIONS
-    if precision and precision not in allowed:
-        raise AdedgeError(
-            f"backend '{name}' has no precision '{precision}'",
-            f"choose one of: {', '.join(f'{name}:{p}' for p in allowed)}",
-        )
-    return name, precision or None
 
 
 def create_backend(name: str, onnx_path: Path, stage: StageSpec, threads: int = 0) -> Backend:

@@ -1,0 +1,328 @@
+"""Export formats, graph precisions and inference backends: one table each, with the flags
+valid for each, checked by one function that the CLI and the export library both call,
+and the CLI's help text written from the same tables (as Ultralytics' ``export_formats()``).
+
+The enums mix in ``str`` rather than using ``enum.StrEnum``, which Python 3.10 (JetPack 6)
+lacks: a member equals its spelling, hashes like it and is written to JSON as it, so cards,
+file names and messages stay plain strings. Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import NamedTuple
+
+from adedge.errors import AdedgeError, ExportError
+
+
+class Choice(str, Enum):
+    """A spelling the user types: ``str()`` and f-strings give the value on every Python
+    (3.11 changed what ``format()`` of a mixed-in enum gives)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    @classmethod
+    def spellings(cls) -> tuple[str, ...]:
+        return tuple(member.value for member in cls)
+
+
+class Format(Choice):
+    """What ``adedge export --format`` writes (ONNX always)."""
+
+    ONNX = "onnx"
+    ENGINE = "engine"
+
+
+class Precision(Choice):
+    """The precision of a stage's graph (``<stage>.onnx``, ``.fp16.onnx``, ``.int8.onnx``)
+    or of a TensorRT engine."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class BackendKind(Choice):
+    """What runs a stage's graph: ``--backend NAME[:PRECISION]``."""
+
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+
+
+class ExportFlag(Choice):
+    """The ``adedge export`` options whose meaning depends on the formats written."""
+
+    PRECISIONS = "--precisions"
+    INT8 = "--int8"
+    HALF = "--half"
+    MAX_BATCH = "--max-batch"
+    WORKSPACE = "--workspace"
+
+
+# --- the tables ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One export format: what it writes (the help) and the flags it takes. The engine
+    settings (--half, --max-batch, --workspace) belong to ONNX too: the card records them,
+    and a device that builds its engine on first use follows them."""
+
+    format: Format
+    help: str
+    flags: frozenset[ExportFlag]
+
+
+FORMATS: dict[Format, FormatSpec] = {
+    spec.format: spec
+    for spec in (
+        FormatSpec(
+            Format.ONNX,
+            "the ONNX graphs of --precisions, opset 17, dynamic batch",
+            frozenset(ExportFlag),
+        ),
+        FormatSpec(
+            Format.ENGINE,
+            "also build TensorRT engines for this machine's GPU into <bundle>/engines",
+            frozenset({ExportFlag.HALF, ExportFlag.MAX_BATCH, ExportFlag.WORKSPACE}),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """One graph precision a stage can carry, and what ``--precisions`` says of it."""
+
+    precision: Precision
+    help: str
+
+
+GRAPHS: dict[Precision, PrecisionSpec] = {
+    spec.precision: spec
+    for spec in (
+        PrecisionSpec(Precision.FP32, "always written"),
+        PrecisionSpec(
+            Precision.FP16,
+            "the mixed-precision twin <stage>.fp16.onnx that TensorRT FP16 engines and "
+            "--backend onnxruntime:fp16 use; refused if its scores move against FP32",
+        ),
+        PrecisionSpec(Precision.INT8, "see --int8"),
+    )
+}
+DEFAULT_GRAPHS = (Precision.FP32, Precision.FP16)  # --precisions' default
+ALWAYS_WRITTEN = Precision.FP32  # every stage carries its FP32 graph
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One backend: the precisions it runs (in the order messages list them), the one its
+    bare name means (None: the card says, for TensorRT engines), and the help text of the
+    bare name and of each other precision."""
+
+    kind: BackendKind
+    precisions: tuple[Precision, ...]
+    default: Precision | None
+    help: str
+    precision_help: dict[Precision, str]
+
+
+BACKENDS: dict[BackendKind, BackendSpec] = {
+    spec.kind: spec
+    for spec in (
+        BackendSpec(
+            BackendKind.ONNXRUNTIME,
+            (Precision.FP32, Precision.FP16, Precision.INT8),
+            Precision.FP32,
+            "CPU, FP32 graph",
+            {Precision.FP16: "the FP16 graph", Precision.INT8: "the graph of `export --int8`"},
+        ),
+        BackendSpec(
+            BackendKind.TENSORRT,
+            (Precision.FP16, Precision.FP32),
+            None,
+            "NVIDIA GPU; engine precision from the card, built on first use",
+            {},
+        ),
+    )
+}
+ENGINE_PRECISIONS = BACKENDS[BackendKind.TENSORRT].precisions  # what an engine can be built in
+MIN_WORKSPACE_MIB = 16
+
+
+# --- backends --------------------------------------------------------------------------------
+
+
+class BackendChoice(NamedTuple):
+    """A parsed ``--backend``: the backend and the precision asked for (None: its default)."""
+
+    kind: BackendKind
+    precision: Precision | None
+
+    def __str__(self) -> str:
+        return str(self.kind) if self.precision is None else f"{self.kind}:{self.precision}"
+
+
+def parse_backend(spec: str) -> BackendChoice:
+    """``NAME[:PRECISION]`` (any case) -> BackendChoice; a one-line AdedgeError otherwise."""
+    name, _, precision = spec.strip().lower().partition(":")
+    if name not in BackendKind.spellings():
+        raise AdedgeError(
+            f"unknown backend '{spec}'", f"choose one of: {', '.join(BackendKind.spellings())}"
+        )
+    backend = BACKENDS[BackendKind(name)]
+    if not precision:
+        return BackendChoice(backend.kind, None)
+    if precision not in backend.precisions:
+        raise AdedgeError(
+            f"backend '{name}' has no precision '{precision}'",
+            f"choose one of: {', '.join(f'{name}:{p}' for p in backend.precisions)}",
+        )
+    return BackendChoice(backend.kind, Precision(precision))
+
+
+def backend_help() -> str:
+    """``--backend``'s help: each backend, then its other precisions."""
+    parts = []
+    for backend in BACKENDS.values():
+        parts.append(f"{backend.kind} ({backend.help})")
+        for precision in backend.precisions:
+            if precision is not backend.default:
+                note = backend.precision_help.get(precision)
+                parts.append(f"{backend.kind}:{precision}" + (f" ({note})" if note else ""))
+    return ", ".join(parts) + "."
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportTargets:
+    """What an export writes, checked: the formats (ONNX first, always), the graphs of every
+    stage (FP32 first, always) and how its TensorRT engines are built."""
+
+    formats: tuple[Format, ...]
+    graphs: tuple[Precision, ...]
+    half: bool = False
+    max_batch: int | None = None  # None: the card's default for whole-frame stages
+    workspace_mib: int | None = None  # None: the card's default
+
+    @property
+    def engine_precision(self) -> Precision:
+        """The precision of the stages' engines, recorded in the card (--half: FP16)."""
+        return Precision.FP16 if self.half else Precision.FP32
+
+
+def spelled_items(value: str | Iterable[str]) -> list[str]:
+    """A comma-separated option (or its items) as lower-case items, stripped, in order,
+    each once; empty items are kept (as '') for the caller to name."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return list(dict.fromkeys(str(item).strip().lower() for item in items))
+
+
+def parse_formats(value: str | Iterable[str]) -> tuple[Format, ...]:
+    """``--format`` (``onnx,engine``) -> the formats in table order. ONNX is always written
+    (every bundle holds its graphs), so ``engine`` alone means ``onnx,engine``."""
+    names = [name for name in spelled_items(value) if name]
+    unknown = [name for name in names if name not in Format.spellings()]
+    if unknown or not names:
+        raise ExportError(
+            f"format(s) {', '.join(unknown) or '(none)'} not supported",
+            f"choose from: {', '.join(Format.spellings())}, e.g. --format onnx,engine",
+        )
+    wanted = {Format.ONNX, *map(Format, names)}
+    return tuple(f for f in Format if f in wanted)
+
+
+def parse_graphs(value: str | Iterable[str], *, int8: bool = False) -> tuple[Precision, ...]:
+    """``--precisions`` (``fp32,fp16``), plus int8 with ``--int8`` -> the graphs written, in
+    table order, FP32 always among them."""
+    names = spelled_items(value)
+    unknown = [name or "(empty)" for name in names if name not in Precision.spellings()]
+    if unknown or not names:
+        raise ExportError(
+            f"unknown precision(s) in --precisions: {', '.join(unknown) or '(none given)'}",
+            f"choose from: {', '.join(Precision.spellings())} "
+            f"({ALWAYS_WRITTEN} is always written), e.g. --precisions fp32,int8",
+        )
+    wanted = {ALWAYS_WRITTEN, *map(Precision, names), *([Precision.INT8] if int8 else [])}
+    return tuple(p for p in Precision if p in wanted)
+
+
+def check_flags(formats: Collection[Format], flags: Iterable[ExportFlag]) -> None:
+    """Each flag given must be taken by one of the formats written (see ``FORMATS``)."""
+    for flag in flags:
+        if not any(flag in FORMATS[f].flags for f in formats):
+            takers = [str(f) for f in Format if flag in FORMATS[f].flags]
+            raise ExportError(
+                f"{flag} does nothing for --format {','.join(map(str, formats))}",
+                f"add {' or '.join(takers)} to --format, or drop {flag}",
+            )
+
+
+def check_export(
+    formats: str | Iterable[str] = (Format.ONNX,),
+    precisions: str | Iterable[str] = DEFAULT_GRAPHS,
+    *,
+    half: bool = False,
+    int8: bool = False,
+    max_batch: int | None = None,
+    workspace_mib: int | None = None,
+) -> ExportTargets:
+    """Every export option that can be checked before any work, as the CLI and
+    ``export_bundle`` both check them: a one-line ExportError naming the option."""
+    targets = ExportTargets(
+        parse_formats(formats),
+        parse_graphs(precisions, int8=int8),
+        half,
+        max_batch,
+        workspace_mib,
+    )
+    given = {
+        ExportFlag.PRECISIONS: _spelled(precisions) != _spelled(DEFAULT_GRAPHS),
+        ExportFlag.INT8: int8,
+        ExportFlag.HALF: half,
+        ExportFlag.MAX_BATCH: max_batch is not None,
+        ExportFlag.WORKSPACE: workspace_mib is not None,
+    }
+    check_flags(targets.formats, (flag for flag, yes in given.items() if yes))
+    if half and Precision.FP16 not in targets.graphs:
+        raise ExportError(
+            "--half builds the TensorRT engine from the FP16 graph, which --precisions leaves out",
+            "add fp16 to --precisions (e.g. --precisions fp32,fp16), or drop --half",
+        )
+    if max_batch is not None and max_batch < 1:
+        raise ExportError("--max-batch must be at least 1", "e.g. --max-batch 8")
+    if workspace_mib is not None and workspace_mib < MIN_WORKSPACE_MIB:
+        raise ExportError(
+            f"--workspace is in MiB and must be at least {MIN_WORKSPACE_MIB}", "e.g. 1024"
+        )
+    return targets
+
+
+def _spelled(value: str | Iterable[str]) -> list[str]:
+    return sorted(spelled_items(value))
+
+
+# --- help text -------------------------------------------------------------------------------
+
+
+def format_help() -> str:
+    """``--format``'s help, from ``FORMATS``."""
+    described = " and ".join(f"'{spec.format}' ({spec.help})" for spec in FORMATS.values())
+    return f"Formats, comma-separated: {described}."
+
+
+def precisions_help() -> str:
+    """``--precisions``' help, from ``GRAPHS``."""
+    described = ", ".join(f"{spec.precision} ({spec.help})" for spec in GRAPHS.values())
+    return (
+        f"Graphs to write, comma-separated: {described}. Leave fp16 out to skip it, "
+        "e.g. --precisions fp32,int8."
+    )
