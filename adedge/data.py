@@ -38,6 +38,7 @@ import numpy as np
 
 from adedge.defects import DEFECT_KINDS, REAL_TEXTURES, draw_defect, read_texture
 from adedge.errors import DataError
+from adedge.uri import parse_key_values, split_items
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 FMNIST_DIR_ENV = "ADEDGE_FMNIST_DIR"
@@ -129,24 +130,24 @@ def parse_spec(spec: str) -> tuple[str, DataOptions]:
     head, sep, tail = spec.partition(":")
     if sep and (head in ("digits", "fmnist", "mnist", "texture") or "=" in tail):
         source, options_text = head, tail
-    values: dict[str, str] = {}
-    items = [part.strip() for part in options_text.split(",") if part.strip()]
+    items = split_items(options_text)
+    texture = None
     if source == "texture":
         if not items or "=" in items[0]:
             raise DataError(
                 f"'{spec}' does not name a texture",
                 f"use texture:NAME with NAME one of {', '.join(REAL_TEXTURES)}",
             )
-        values["texture"] = items.pop(0)
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in OPTION_KEYS:
-            raise DataError(
-                f"data option '{item}' in '{spec}' is not understood",
-                "use anomaly=N, normal=N, seed=N, val=FRACTION, limit=N or frame=N, "
-                "e.g. fmnist:anomaly=3",
-            )
-        values[key] = value
+        texture = items.pop(0)
+
+    def not_understood(item: str) -> DataError:
+        return DataError(
+            f"data option '{item}' in '{spec}' is not understood",
+            "use anomaly=N, normal=N, seed=N, val=FRACTION, limit=N or frame=N, "
+            "e.g. fmnist:anomaly=3",
+        )
+
+    values = parse_key_values(items, problem=not_understood, known=OPTION_KEYS)
     try:
         options = DataOptions(
             anomaly=values.get("anomaly"),
@@ -154,7 +155,7 @@ def parse_spec(spec: str) -> tuple[str, DataOptions]:
             seed=int(values.get("seed", 0)),
             val=float(values.get("val", 0.1)),
             limit=int(values["limit"]) if "limit" in values else None,
-            texture=values.get("texture"),
+            texture=texture,
             frame=int(values.get("frame", TEXTURE_FRAME)),
         )
     except ValueError:

@@ -50,7 +50,7 @@ from adedge.runtime.sinks.files import (
     segment_path,
 )
 from adedge.runtime.sinks.tally import DetectionTally
-from adedge.runtime.sources import file_uri_path
+from adedge.uri import parse_uri
 
 SINK_SCHEMES = ("file", "jsonl", "display")
 
@@ -91,26 +91,25 @@ class SinkSettings:
     log: Log | None = None
 
 
-def parse_sink(uri: str) -> SinkSpec:
+def parse_sink(text: str) -> SinkSpec:
     """``--sink`` text -> SinkSpec; a one-line AdedgeError for anything not understood."""
-    text = uri.strip()
-    if not text:
+    uri = parse_uri(text)
+    if not uri.text:
         raise AdedgeError("a --sink is empty", SINK_HINT)
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return _path_sink(text, text)
-    scheme = scheme.lower()
-    if scheme == "display":
-        number = rest.strip("/") or "0"
-        if not number.isdigit():
-            raise AdedgeError(f"sink '{text}' does not name a display number", "use display://0")
-        return SinkSpec(SinkKind.DISPLAY, number, text)
-    if scheme not in SINK_SCHEMES:
-        raise AdedgeError(f"sink scheme '{scheme}://' in '{text}' is not supported", SINK_HINT)
-    path = file_uri_path(text)
-    if not path:
-        raise AdedgeError(f"sink '{text}' names no file", SINK_HINT)
-    return SinkSpec(SinkKind.JSONL, path, text) if scheme == "jsonl" else _path_sink(path, text)
+    if not uri.scheme:
+        return _path_sink(uri.text, uri.text)
+    if uri.scheme == "display":
+        number = uri.location.strip("/") or "0"
+        if not number.isdigit() or uri.query:
+            raise AdedgeError(f"sink '{uri}' does not name a display number", "use display://0")
+        return SinkSpec(SinkKind.DISPLAY, number, uri.text)
+    if uri.scheme not in SINK_SCHEMES:
+        raise AdedgeError(f"sink scheme '{uri.scheme}://' in '{uri}' is not supported", SINK_HINT)
+    if not uri.path:
+        raise AdedgeError(f"sink '{uri}' names no file", SINK_HINT)
+    if uri.scheme == "jsonl":
+        return SinkSpec(SinkKind.JSONL, uri.path, uri.text)
+    return _path_sink(uri.path, uri.text)
 
 
 def _path_sink(path: str, uri: str) -> SinkSpec:

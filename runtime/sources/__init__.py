@@ -26,6 +26,7 @@ folders, and for live sources the stream's own timestamps where the capture repo
 else the time since the source opened. ``resize=(W, H)`` resizes every frame as it leaves
 the source, so the detector and every sink see the same image.
 
+A spelling is read once, by :func:`adedge.uri.parse_uri` (the parser ``--sink`` uses too).
 The sources live in ``base`` (the contract), ``files``, ``live`` and ``synthetic``; the
 names they export are importable from here.
 """
@@ -33,6 +34,7 @@ names they export are importable from here.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from adedge.errors import SourceError
 from adedge.runtime.frames import conform_image, resize_frame
@@ -49,7 +51,6 @@ from adedge.runtime.sources.files import (
     ImageFolderSource,
     VideoFileSource,
     _open_path,
-    file_uri_path,
 )
 from adedge.runtime.sources.live import (
     FFMPEG_OPTIONS_ENV,
@@ -64,10 +65,10 @@ from adedge.runtime.sources.live import (
     csi_pipeline,
     ffmpeg_capture_options,
     parse_csi,
-    redact_url,
     split_transport,
 )
 from adedge.runtime.sources.synthetic import (
+    SYNTHETIC,
     SYNTHETIC_FPS,
     SceneOptions,
     SyntheticSource,
@@ -76,6 +77,10 @@ from adedge.runtime.sources.synthetic import (
     parse_synthetic,
     surface_texture,
 )
+from adedge.uri import Uri, parse_uri, redact_url
+
+CAMERA = re.compile(r"(?:camera)?(\d*)")  # camera0, camera, 0: a USB camera's index
+V4L2_DEVICE = re.compile(r"/dev/video\d+")
 
 
 def open_source(
@@ -86,52 +91,72 @@ def open_source(
     every: int = 1,
     fps: float | None = None,
     resize: tuple[int, int] | None = None,
+    truth: Mapping[int, bool] | None = None,
 ) -> FrameSource:
     """Open the source a user typed (see the module docstring for the spellings).
 
     ``every=N`` keeps every N-th frame; ``max_frames`` ends the source after that many
     frames; ``fps`` caps the rate of files, folders and the synthetic scene (live sources
     run at their own rate); ``loop`` restarts files and folders at their end; ``resize``
-    (W, H) resizes every frame before anything else sees it.
+    (W, H) resizes every frame before anything else sees it; ``truth`` gives known labels
+    by frame index (a ground-truth CSV) to frames that carry none of their own.
     Raises SourceError (one line: what and how to fix) where the source cannot be opened.
     """
-    _check_options(every, max_frames, fps)
-    if resize is not None:
-        check_resize(resize)
+    check_source_options(every, max_frames, fps, resize)
     options = {
         "every": every,
         "max_frames": max_frames,
         "fps": fps,
         "loop": loop,
         "resize": resize,
+        "truth": truth,
     }
-    text = str(spec).strip()
-    if not text:
+    uri = spec if isinstance(spec, Uri) else parse_uri(spec, named=(SYNTHETIC,))
+    if not uri.text:
         raise SourceError(
             "the source is empty", "pass camera0, a video file, a folder or synthetic"
         )
-    if text == "synthetic" or text.startswith("synthetic:"):
-        return SyntheticSource(text, parse_synthetic(text), **options)
-    camera = re.fullmatch(r"(?:camera)?(\d*)", text)
-    if camera and (text.startswith("camera") or camera.group(1)):
-        return _open_camera(text, int(camera.group(1) or 0), **options)
-    if text.startswith("v4l2://"):
-        return _open_camera(text, text[len("v4l2://") :], **options)
-    if re.fullmatch(r"/dev/video\d+", text):
-        return _open_camera(text, text, **options)
-    if text.startswith("csi://"):
-        return _open_csi(text, **options)
-    scheme = text.partition("://")[0].lower() if "://" in text else ""
-    if scheme in NETWORK_SCHEMES:
-        return _open_network(text, **options)
-    if scheme == "file":
-        text = file_uri_path(text)
-    elif scheme:
+    if uri.scheme == SYNTHETIC:
+        return SyntheticSource(uri.text, parse_synthetic(uri), **options)
+    if not uri.scheme:  # a path, or a camera's name
+        camera = CAMERA.fullmatch(uri.text)
+        if camera and (uri.text.startswith("camera") or camera.group(1)):
+            return _open_camera(uri.text, int(camera.group(1) or 0), **options)
+        if V4L2_DEVICE.fullmatch(uri.text):
+            return _open_camera(uri.text, uri.text, **options)
+        return _open_path(uri.text, **options)
+    if uri.scheme == "v4l2":
+        _refuse_options(uri)
+        return _open_camera(uri.text, uri.location, **options)
+    if uri.scheme == "csi":
+        return _open_csi(uri, **options)
+    if uri.scheme in NETWORK_SCHEMES:
+        return _open_network(uri, **options)
+    if uri.scheme == "file":
+        return _open_path(uri.path, **options)
+    raise SourceError(
+        f"source scheme '{uri.scheme}://' in '{uri}' is not supported",
+        "use camera0, /dev/video0, csi://0, rtsp://, http(s)://, file://, a path or synthetic",
+    )
+
+
+def check_source_options(
+    every: int = 1,
+    max_frames: int | None = None,
+    fps: float | None = None,
+    resize: tuple[int, int] | None = None,
+) -> None:
+    """The options every source takes, checked before any source (or model) is opened."""
+    _check_options(every, max_frames, fps)
+    if resize is not None:
+        check_resize(resize)
+
+
+def _refuse_options(uri: Uri) -> None:
+    if uri.query:
         raise SourceError(
-            f"source scheme '{scheme}://' in '{text}' is not supported",
-            "use camera0, /dev/video0, csi://0, rtsp://, http(s)://, file://, a path or synthetic",
+            f"source '{uri}' takes no options (?{uri.query})", "leave out what follows '?'"
         )
-    return _open_path(text, **options)
 
 
 __all__ = [
@@ -140,6 +165,7 @@ __all__ = [
     "LOW_LATENCY_FFMPEG",
     "NETWORK_SCHEMES",
     "RTSP_TRANSPORTS",
+    "SYNTHETIC",
     "SYNTHETIC_FPS",
     "CsiOptions",
     "Frame",
@@ -151,10 +177,10 @@ __all__ = [
     "SyntheticSource",
     "VideoFileSource",
     "check_resize",
+    "check_source_options",
     "conform_image",
     "csi_pipeline",
     "ffmpeg_capture_options",
-    "file_uri_path",
     "fit_texture",
     "load_real_texture",
     "open_source",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +63,7 @@ class FrameSource:
         fps: float | None = None,
         loop: bool = False,
         resize: tuple[int, int] | None = None,
+        truth: Mapping[int, bool] | None = None,
     ) -> None:
         _check_options(every, max_frames, fps)
         self.label = label
@@ -76,7 +77,8 @@ class FrameSource:
         self.left_out = 0  # frames passed over by ``every``
         self.closed = False
         self.gaps: list[Gap] = []  # live sources: stretches without frames (see LiveSource)
-        self.truth: dict[int, bool] = {}  # known labels by frame index (e.g. `adedge video` CSV)
+        # known labels by frame index (e.g. the CSV `adedge video` writes)
+        self.truth: dict[int, bool] = dict(truth or {})
         # what the stream should record, in order (appended by the reading thread)
         self.events: deque[StreamEvent] = deque()
 

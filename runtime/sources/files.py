@@ -11,7 +11,6 @@ import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
@@ -173,13 +172,6 @@ def _open_video(path: str) -> cv2.VideoCapture:
             "check the path and codec, or re-encode it, e.g. `ffmpeg -i IN -c:v mjpeg out.avi`",
         )
     return cap
-
-
-def file_uri_path(uri: str) -> str:
-    """``file:///abs/x.mp4`` -> ``/abs/x.mp4``; ``file://rel/x.mp4`` -> ``rel/x.mp4``."""
-    parts = urlsplit(uri)
-    host = "" if parts.netloc in ("", "localhost") else parts.netloc
-    return unquote(host + parts.path)
 
 
 def _open_path(path: str, **options: Any) -> FrameSource:

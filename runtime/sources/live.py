@@ -15,10 +15,9 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -26,8 +25,11 @@ import numpy as np
 from adedge.errors import SourceError
 from adedge.runtime.records import GapEnded, GapStarted, Reconnect, StreamEvent
 from adedge.runtime.sources.base import Frame, FrameSource, Gap
+from adedge.uri import Uri, parse_uri, redact_url
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
+RTSP_SCHEMES = ("rtsp", "rtsps")
+TRANSPORT_OPTION = "transport"  # ours (FFmpeg's rtsp_transport): taken out of the URL
 
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
@@ -240,39 +242,35 @@ def _open_camera(spec: str, target: int | str, **options: Any) -> LiveSource:
 _FFMPEG_ENV_LOCK = threading.Lock()
 
 
-def split_transport(url: str) -> tuple[str, str | None]:
+def split_transport(url: str | Uri) -> tuple[str, str | None]:
     """``rtsp://host/path?transport=udp`` -> (the URL without it, "udp"); the parameter is
     ours (FFmpeg's ``rtsp_transport``), so the camera never sees it. Other URLs and other
-    query parameters pass unchanged."""
-    parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    transport = [value for key, value in pairs if key == "transport"]
+    query parameters pass unchanged, as typed."""
+    uri = url if isinstance(url, Uri) else parse_uri(url)
+    rest, transport = uri.take_option(TRANSPORT_OPTION)
     if not transport:
-        return url, None
+        return uri.text, None
     value = transport[-1].lower()
-    scheme = parts.scheme.lower()
-    if scheme not in ("rtsp", "rtsps") or value not in RTSP_TRANSPORTS:
+    if uri.scheme not in RTSP_SCHEMES or value not in RTSP_TRANSPORTS:
         raise SourceError(
-            f"'transport={transport[-1]}' in '{redact_url(url)}' is not understood",
+            f"'{TRANSPORT_OPTION}={transport[-1]}' in '{uri}' is not understood",
             f"use rtsp://...?transport={'|'.join(RTSP_TRANSPORTS)} (RTSP sources only)",
         )
-    query = "&".join(f"{k}={v}" if v else k for k, v in pairs if k != "transport")
-    return urlunsplit(parts._replace(query=query)), value
+    return rest.text, value
 
 
 def ffmpeg_capture_options(transport: str | None, scheme: str) -> str:
     """The FFmpeg options a network source opens with (OPENCV_FFMPEG_CAPTURE_OPTIONS)."""
-    if scheme.lower() in ("rtsp", "rtsps"):
+    if scheme.lower() in RTSP_SCHEMES:
         return f"rtsp_transport;{transport or 'tcp'}|{LOW_LATENCY_FFMPEG}"
     return LOW_LATENCY_FFMPEG
 
 
-def _open_network(url: str, **options: Any) -> LiveSource:
-    url, transport = split_transport(url)
-    scheme = urlsplit(url).scheme
+def _open_network(uri: Uri, **options: Any) -> LiveSource:
+    url, transport = split_transport(uri)
     label = redact_url(url)
     user_options = os.environ.get(FFMPEG_OPTIONS_ENV)
-    ffmpeg_options = user_options or ffmpeg_capture_options(transport, scheme)
+    ffmpeg_options = user_options or ffmpeg_capture_options(transport, uri.scheme)
     if user_options and transport:
         raise SourceError(
             f"'transport={transport}' in '{label}' and {FFMPEG_OPTIONS_ENV} both set FFmpeg's "
@@ -313,26 +311,30 @@ class CsiOptions:
     flip: int = 0  # nvvidconv flip-method: 0 none, 2 rotate 180, ...
 
 
-def parse_csi(spec: str) -> CsiOptions:
+CSI_OPTIONS = tuple(f.name for f in fields(CsiOptions) if f.name != "sensor")
+CSI_HINT = "use csi://SENSOR?width=1280&height=720&framerate=30&flip=0 (integers)"
+
+
+def parse_csi(spec: str | Uri) -> CsiOptions:
     """Read ``csi://0?width=1920&height=1080&framerate=30&flip=2`` (all but the sensor optional)."""
-    parts = urlsplit(spec)
-    sensor_text = (parts.netloc + parts.path).strip("/") or "0"
-    values: dict[str, int] = {}
+    uri = spec if isinstance(spec, Uri) else parse_uri(spec)
+
+    def not_understood(item: str) -> SourceError:
+        return SourceError(
+            f"cannot read the CSI source '{uri}' (option '{item}' is not understood)", CSI_HINT
+        )
+
     try:
-        values["sensor"] = int(sensor_text)
-        for key, value in parse_qsl(parts.query, strict_parsing=bool(parts.query)):
-            if key not in ("width", "height", "framerate", "flip"):
-                raise KeyError(key)
-            values[key] = int(value)
-    except (ValueError, KeyError) as exc:
+        sensor = int(uri.location.strip("/") or "0")
+        values = {k: int(v) for k, v in uri.values(not_understood, CSI_OPTIONS).items()}
+    except ValueError as exc:
         raise SourceError(
-            f"cannot read the CSI source '{spec}' ({type(exc).__name__}: {exc})",
-            "use csi://SENSOR?width=1280&height=720&framerate=30&flip=0 (integers)",
+            f"cannot read the CSI source '{uri}' ({type(exc).__name__}: {exc})", CSI_HINT
         ) from None
-    csi = CsiOptions(**values)
+    csi = CsiOptions(sensor=sensor, **values)
     if min(csi.width, csi.height, csi.framerate) <= 0 or not 0 <= csi.flip <= 7:
         raise SourceError(
-            f"CSI options in '{spec}' are out of range",
+            f"CSI options in '{uri}' are out of range",
             "width, height and framerate must be positive, flip 0-7",
         )
     return csi
@@ -354,17 +356,17 @@ def csi_pipeline(csi: CsiOptions) -> str:
     )
 
 
-def _open_csi(spec: str, **options: Any) -> LiveSource:
-    csi = parse_csi(spec)
+def _open_csi(uri: Uri, **options: Any) -> LiveSource:
+    csi = parse_csi(uri)
     if not re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()):
         raise SourceError(
-            f"'{spec}' needs OpenCV built with GStreamer and this OpenCV has none",
+            f"'{uri}' needs OpenCV built with GStreamer and this OpenCV has none",
             "on a Jetson use JetPack's OpenCV (uninstall opencv-python-headless from the venv, "
             "create it with --system-site-packages)",
         )
     pipeline = csi_pipeline(csi)
     fail = SourceError(
-        f"cannot open CSI camera {csi.sensor} ('{spec}')",
+        f"cannot open CSI camera {csi.sensor} ('{uri}')",
         "check the ribbon cable and `nvargus-daemon` (sudo systemctl restart nvargus-daemon)",
     )
     return LiveSource(
@@ -373,14 +375,3 @@ def _open_csi(spec: str, **options: Any) -> LiveSource:
         fail=fail,
         **options,
     )
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, so it can be logged and written to events."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

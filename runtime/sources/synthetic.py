@@ -12,10 +12,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from adedge.defects import DEFECT_KINDS, REAL_TEXTURES, add_defect, read_texture
+from adedge.defects import DEFECT_KINDS, REAL_TEXTURES, add_defect, load_texture
 from adedge.errors import SourceError
 from adedge.runtime.sources.base import Frame, FrameSource
+from adedge.uri import Uri, parse_uri
 
+SYNTHETIC = "synthetic"  # the source's name: synthetic[:key=value,...]
 SYNTHETIC_FPS = 25.0  # timestamps are index / fps (the --fps cap where one is given)
 SYNTHETIC_OPTIONS = ("seed", "size", "frames", "defect_every", "defect_first", "texture")
 DRIFT_PERIODS = (53.0, 71.0)  # frames per sway along x and y: slow, and never in step
@@ -110,21 +112,12 @@ class SyntheticSource(FrameSource):
 
 def load_real_texture(name: str) -> np.ndarray:
     """scikit-image's bundled photograph ``name`` (512x512 grey uint8), or a SourceError."""
-    if name not in REAL_TEXTURES:
-        raise SourceError(
-            f"synthetic texture '{name}' is not known", f"use one of {', '.join(REAL_TEXTURES)}"
-        )
-    try:
-        return read_texture(name)
-    except ImportError:
-        raise SourceError(
-            f"synthetic texture '{name}' needs scikit-image, which is not installed",
-            "pip install scikit-image (or leave out texture= for the procedural surface)",
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise SourceError(
-            f"scikit-image cannot load its texture '{name}' ({exc})", "reinstall scikit-image"
-        ) from None
+    return load_texture(
+        name,
+        SourceError,
+        f"synthetic texture '{name}'",
+        "or leave out texture= for the procedural surface",
+    )
 
 
 def fit_texture(grey: np.ndarray, scene: SceneOptions, margin: int) -> np.ndarray:
@@ -161,13 +154,21 @@ def surface_texture(height: int, width: int, seed: int) -> np.ndarray:
     return (grey[:, :, None] * tint).astype(np.float32)
 
 
-def parse_synthetic(spec: str) -> SceneOptions:
+def parse_synthetic(spec: str | Uri) -> SceneOptions:
     """``synthetic[:key=value,...]`` -> SceneOptions; a bad option is a SourceError."""
-    values = _synthetic_values(spec)
+    uri = spec if isinstance(spec, Uri) else parse_uri(spec, named=(SYNTHETIC,))
+
+    def not_understood(item: str) -> SourceError:
+        return SourceError(
+            f"synthetic option '{item}' in '{uri}' is not understood",
+            f"use {', '.join(SYNTHETIC_OPTIONS)}, e.g. synthetic:seed=1,size=256,texture=brick",
+        )
+
+    values = uri.values(not_understood, SYNTHETIC_OPTIONS)
     texture = values.get("texture")
     if texture is not None and texture not in REAL_TEXTURES:
         raise SourceError(
-            f"synthetic texture '{texture}' in '{spec}' is not known",
+            f"synthetic texture '{texture}' in '{uri}' is not known",
             f"use texture={'|'.join(REAL_TEXTURES)}, or leave it out for the procedural surface",
         )
     try:
@@ -183,29 +184,14 @@ def parse_synthetic(spec: str) -> SceneOptions:
         )
     except ValueError:
         raise SourceError(
-            f"synthetic options in '{spec}' have a value of the wrong type",
+            f"synthetic options in '{uri}' have a value of the wrong type",
             "seed, frames, defect_every, defect_first take integers; size takes N or WxH",
         ) from None
     if min(width, height) < 16 or (scene.frames is not None and scene.frames < 0):
         raise SourceError(
-            f"synthetic options in '{spec}' are out of range", "use size >= 16 and frames >= 0"
+            f"synthetic options in '{uri}' are out of range", "use size >= 16 and frames >= 0"
         )
     return scene
-
-
-def _synthetic_values(spec: str) -> dict[str, str]:
-    """The ``key=value`` pairs after ``synthetic:``, each key checked against the known ones."""
-    _, _, text = spec.partition(":")
-    values: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or key not in SYNTHETIC_OPTIONS:
-            raise SourceError(
-                f"synthetic option '{item}' in '{spec}' is not understood",
-                f"use {', '.join(SYNTHETIC_OPTIONS)}, e.g. synthetic:seed=1,size=256,texture=brick",
-            )
-        values[key] = value.strip()
-    return values
 
 
 def _parse_size(text: str) -> tuple[int, int]:
