@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from adedge.errors import AdedgeError
+
 DEFECT_KINDS = ("scratch", "dark blob", "stain", "missing patch")
 REAL_TEXTURES = ("brick", "grass", "gravel")  # scikit-image's bundled 512x512 grey photographs
 
@@ -26,6 +28,21 @@ def read_texture(name: str) -> np.ndarray:
 
     image = np.asarray(getattr(data, name)())
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def load_texture(name: str, error: type[AdedgeError], asked: str, instead: str = "") -> np.ndarray:
+    """:func:`read_texture`, its failures raised as one line of type ``error`` naming what
+    the user asked for (``asked``, e.g. "synthetic texture 'brick'") and the fix; ``instead``
+    adds another way to the scikit-image install hint (e.g. leaving the option out)."""
+    if name not in REAL_TEXTURES:
+        raise error(f"{asked} is not known", f"use one of {', '.join(REAL_TEXTURES)}")
+    try:
+        return read_texture(name)
+    except ImportError:
+        install = f"pip install scikit-image ({instead})" if instead else "pip install scikit-image"
+        raise error(f"{asked} needs scikit-image, which is not installed", install) from None
+    except (OSError, ValueError) as exc:
+        raise error(f"scikit-image cannot load {asked} ({exc})", "reinstall scikit-image") from None
 
 
 def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
