@@ -21,8 +21,7 @@ import numpy as np
 
 from adedge.bundle import Bundle, Card, StageSpec, TilingSpec, check_threshold, load_bundle
 from adedge.errors import BundleError
-from adedge.preprocess import bgr_to_rgb, prepare_batch
-from adedge.runtime import kernels
+from adedge.runtime import frames, kernels
 from adedge.runtime.backends import Backend, create_backend
 from adedge.runtime.tiling import TilingPlan, plan_tiles, reduce_scores, resize_map
 
@@ -58,12 +57,7 @@ class StageResult:
 
 def run_chunked(backend: Backend, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     """Run ``batch`` in chunks of the backend's ``max_batch`` (if it has one), joined again."""
-    limit = getattr(backend, "max_batch", None)
-    if not limit or len(batch) <= limit:
-        out = backend.run(batch)
-        return {name: out[name] for name in names}
-    parts = [backend.run(batch[i : i + limit]) for i in range(0, len(batch), limit)]
-    return {name: np.concatenate([part[name] for part in parts]) for name in names}
+    return frames.run_in_chunks(backend.run, batch, getattr(backend, "max_batch", None), names)
 
 
 class Stage:
@@ -86,23 +80,17 @@ class Stage:
             plan = self._plans[frame_hw] = plan_tiles(frame_hw, tiling)
         return plan
 
-    def prepare(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[TilingPlan | None]]:
-        """The batch for all images, and each image's plan (None: the image is one row)."""
+    def prepare(
+        self, images: list[np.ndarray], order: str = "rgb"
+    ) -> tuple[np.ndarray, list[TilingPlan | None]]:
+        """The batch for all images (channel order ``order``), and each image's plan (None:
+        the image is one row): :func:`adedge.runtime.frames.to_batch`."""
         tiling = self.spec.tiling
-        if tiling is None:
-            return prepare_batch(images, self.spec.input), [None] * len(images)
-        plans = [self.plan(tuple(image.shape[:2]), tiling) for image in images]
-        batch = [self.tile_batch(image, plan) for image, plan in zip(images, plans, strict=True)]
-        return np.concatenate(batch), plans
-
-    def tile_batch(self, image: np.ndarray, plan: TilingPlan) -> np.ndarray:
-        """The normalised (N, C, t, t) tiles of one image.
-
-        :func:`adedge.runtime.kernels.preprocess_tiles`: the fused C++ kernel (resize, colour,
-        normalisation and tiling in one pass) when it is built, else its numpy twin, which
-        normalises the padded frame once and cuts the tiles from it.
-        """
-        return kernels.preprocess_tiles(image, plan, self.spec.input)
+        plans: list[TilingPlan | None] = [
+            None if tiling is None else self.plan(tuple(image.shape[:2]), tiling)
+            for image in images
+        ]
+        return frames.to_batch(images, self.spec.input, plans, order), plans
 
     def aggregate(
         self,
@@ -112,7 +100,7 @@ class Stage:
         want_maps: bool,
     ) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """Per-image scores (reduced over tiles) and frame-size maps from the batch outputs."""
-        rows = np.cumsum([0] + [1 if p is None else p.count for p in plans])
+        rows = np.cumsum([0, *frames.batch_rows(plans)])
         spans = list(zip(plans, rows[:-1], rows[1:], strict=True))
         raw = out["score"].reshape(-1).astype(np.float64)
         if raw.size != rows[-1]:
@@ -147,9 +135,11 @@ class Stage:
             )
         return amap
 
-    def run(self, images: list[np.ndarray], want_maps: bool = False) -> StageResult:
+    def run(
+        self, images: list[np.ndarray], want_maps: bool = False, order: str = "rgb"
+    ) -> StageResult:
         start = time.perf_counter()
-        batch, plans = self.prepare(images)
+        batch, plans = self.prepare(images, order)
         prepared = time.perf_counter()
         names = ["score", AMAP] if want_maps and self.has_map else ["score"]
         out = run_chunked(self.backend, batch, names)
@@ -247,7 +237,7 @@ class Detector:
 
     def score_frames(self, frames_bgr: list[np.ndarray]) -> list[FrameScore]:
         """One FrameScore per BGR frame; ``amap`` filled when the bundle has heatmaps."""
-        scores, maps, latency = self._score([bgr_to_rgb(f) for f in frames_bgr], want_maps=True)
+        scores, maps, latency = self._score(frames_bgr, want_maps=True, order="bgr")
         share = {k: v / max(len(frames_bgr), 1) for k, v in latency.items()}
         per_frame: list[np.ndarray | None] = list(maps) if maps else [None] * len(scores)
         return [
@@ -256,7 +246,7 @@ class Detector:
         ]
 
     def _score(
-        self, images: list[np.ndarray], want_maps: bool
+        self, images: list[np.ndarray], want_maps: bool, order: str = "rgb"
     ) -> tuple[np.ndarray, list[np.ndarray] | None, dict[str, float]]:
         if not images:
             empty = {"preprocess_ms": 0.0, "infer_ms": 0.0}
@@ -265,7 +255,7 @@ class Detector:
         maps: list[np.ndarray] | None = None
         latency = {"preprocess_ms": 0.0, "infer_ms": 0.0, "aggregate_ms": 0.0}
         for stage in self.stages:
-            result = stage.run(images, want_maps)
+            result = stage.run(images, want_maps, order)
             total += stage.spec.weight * result.scores
             if result.maps is not None:
                 maps = self._add_maps(maps, result.maps, stage.spec.weight)

@@ -29,7 +29,6 @@ tile-sized (tiles resized again to the input), non-uint8 frames, resize policies
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import numpy as np
 
@@ -38,8 +37,9 @@ from adedge.preprocess import (
     COLOURS,
     RESIZE_POLICY,
     InputSpec,
-    bgr_to_rgb,
-    prepare_batch,
+    normalisation,
+    normalise,
+    prepare_image,
     to_colour,
 )
 from adedge.runtime.tiling import (
@@ -58,7 +58,6 @@ except ImportError:  # pragma: no cover - depends on the install
 MODES = ("auto", "cpp", "numpy")
 ENV_MODE = "ADEDGE_KERNELS"
 ENV_THREADS = "ADEDGE_KERNEL_THREADS"
-ORDERS = ("rgb", "bgr")
 OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 # What "auto" picks when the extension is there: the faster one in the benchmark.
 AUTO_PREFERS_CPP = True
@@ -137,14 +136,6 @@ def configure_from_environment() -> None:
 # --- preprocessing ------------------------------------------------------------------------
 
 
-def normalisation(spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-    """float32 (scale, shift) with value = u8 * scale - shift, computed like prepare_batch."""
-    std = np.asarray(spec.std, np.float32)
-    scale = 1.0 / (255.0 * std)
-    shift = np.asarray(spec.mean, np.float32) / std
-    return scale.astype(np.float32), shift.astype(np.float32)
-
-
 def fused_supported(spec: InputSpec, plan: TilingPlan) -> bool:
     """Whether the fused kernel covers this stage: tile-sized input, known colour and policy."""
     return (
@@ -155,13 +146,20 @@ def fused_supported(spec: InputSpec, plan: TilingPlan) -> bool:
     )
 
 
-def _out_buffer(out: np.ndarray | None, plan: TilingPlan, channels: int, dtype) -> np.ndarray:
-    if out is not None:
-        return out
-    dtype = np.dtype(dtype)
-    if dtype not in OUT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float16, got {dtype}")
-    return np.empty((plan.count, channels, plan.tile, plan.tile), dtype)
+def _out_buffer(out: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """``out`` checked like the C++ kernel checks it (same error types), or a new buffer."""
+    if out is None:
+        dtype = np.dtype(dtype)
+        if dtype not in OUT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float16, got {dtype}")
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.dtype not in OUT_DTYPES:
+        raise TypeError(f"out must be float32 or float16, got {out.dtype}")
+    if out.ndim != 4 or out.shape[1:] != shape[1:] or out.shape[0] < shape[0]:
+        raise ValueError(f"out must be (N >= {shape[0]}, {shape[1:]}), got {out.shape}")
+    return out
 
 
 def preprocess_tiles_numpy(
@@ -172,33 +170,23 @@ def preprocess_tiles_numpy(
     order: str = "rgb",
     dtype=np.float32,
 ) -> np.ndarray:
-    """The twin: the runtime's numpy/OpenCV path (to_colour, resize, pad, normalise, cut)."""
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got '{order}'")
-    image = np.asarray(image)
-    if order == "bgr" and image.ndim == 3 and image.shape[2] in (3, 4):
-        image = bgr_to_rgb(np.ascontiguousarray(image[:, :, :3]))
-    padded = pad_to_plan(to_colour(image, spec.colour), plan)
-    if (spec.height, spec.width) != (plan.tile, plan.tile):  # the graph wants other sizes
-        tiles = prepare_batch(tiles_from_padded(padded, plan), spec)
-    else:
-        whole = replace(spec, height=plan.padded_hw[0], width=plan.padded_hw[1])
-        tiles = tiles_from_padded(prepare_batch([padded], whole)[0], plan, channels_first=True)
-    if out is None:
-        return tiles if np.dtype(dtype) == tiles.dtype else tiles.astype(dtype)
-    _check_out(out, tiles.shape)
-    out[: plan.count] = tiles
-    return out[: plan.count]
+    """The twin: :mod:`adedge.preprocess`'s steps with numpy and OpenCV (colour, resize,
+    pad, normalise, cut), the tiles written into ``out`` when given.
 
-
-def _check_out(out: np.ndarray, shape: tuple[int, ...]) -> None:
-    """The twin's checks of a caller's buffer, with the C++ kernel's error types."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
-    if out.dtype not in OUT_DTYPES:
-        raise TypeError(f"out must be float32 or float16, got {out.dtype}")
-    if out.ndim != 4 or out.shape[1:] != shape[1:] or out.shape[0] < shape[0]:
-        raise ValueError(f"out must be (N >= {shape[0]}, {shape[1:]}), got {out.shape}")
+    A tile-sized graph input normalises the padded frame once and copies its tiles out; a
+    graph of another size gets each tile resized to its input, as training prepares tiles.
+    """
+    padded = pad_to_plan(to_colour(np.asarray(image), spec.colour, order), plan)
+    if (spec.height, spec.width) != (plan.tile, plan.tile):
+        shape = (plan.count, spec.channels, spec.height, spec.width)
+        buffer = _out_buffer(out, shape, dtype)
+        for row, tile in zip(buffer, tiles_from_padded(padded, plan), strict=False):
+            prepare_image(tile, spec, row)
+        return buffer[: plan.count]
+    shape = (plan.count, spec.channels, plan.tile, plan.tile)
+    buffer = _out_buffer(out, shape, dtype)
+    whole = normalise(padded, spec)  # (C, Hp, Wp)
+    return tiles_from_padded(whole, plan, channels_first=True, out=buffer[: plan.count])
 
 
 def preprocess_tiles(
@@ -227,7 +215,8 @@ def preprocess_tiles(
     )
     if not fused:
         return preprocess_tiles_numpy(image, plan, spec, out, order, dtype)
-    buffer = _out_buffer(out, plan, spec.channels, dtype)
+    shape = (plan.count, spec.channels, plan.tile, plan.tile)
+    buffer = _out_buffer(None, shape, dtype) if out is None else out  # the kernel checks out
     scale, shift = normalisation(spec)
     _cpp.preprocess_tiles(
         image if image.strides[-1] == image.itemsize else np.ascontiguousarray(image),

@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from adedge.bundle import PADDINGS, REDUCTIONS, TilingSpec
-from adedge.preprocess import resize
+from adedge.preprocess import resize, tile_axis
 
 ORDER = "row-major"
 _NUMPY_PAD = {"reflect": "reflect", "constant": "constant", "replicate": "edge"}
@@ -70,14 +70,6 @@ class TilingPlan:
         return len(self.origins)
 
 
-def _axis(length: int, tile: int, stride: int) -> tuple[int, int]:
-    """(tile count, padded length) for one axis: the fewest tiles that cover ``length``."""
-    if length <= tile:
-        return 1, tile
-    count = -(-(length - tile) // stride) + 1
-    return count, (count - 1) * stride + tile
-
-
 def plan_tiles(frame_hw: tuple[int, int], tiling: TilingSpec) -> TilingPlan:
     """The tiling plan for frames of ``frame_hw`` (height, width) under the card's spec."""
     height, width = (int(v) for v in frame_hw)
@@ -91,8 +83,8 @@ def plan_tiles(frame_hw: tuple[int, int], tiling: TilingSpec) -> TilingPlan:
     if tiling.order != ORDER:
         raise ValueError(f"only '{ORDER}' tile order is supported, got '{tiling.order}'")
     resized = (int(tiling.resize_to[0]), int(tiling.resize_to[1]))
-    rows, padded_h = _axis(resized[0], tile, stride)
-    cols, padded_w = _axis(resized[1], tile, stride)
+    rows, padded_h = tile_axis(resized[0], tile, stride)
+    cols, padded_w = tile_axis(resized[1], tile, stride)
     origins = tuple((r * stride, c * stride) for r in range(rows) for c in range(cols))
     return TilingPlan(
         frame_hw=(height, width),
@@ -103,6 +95,22 @@ def plan_tiles(frame_hw: tuple[int, int], tiling: TilingSpec) -> TilingPlan:
         padding=tiling.padding,
         grid=(rows, cols),
         origins=origins,
+    )
+
+
+@lru_cache(maxsize=64)
+def whole_frame_plan(frame_hw: tuple[int, int], side: int) -> TilingPlan:
+    """A whole-frame stage with a square input as a plan of one tile: the frame resized to
+    ``side`` x ``side``, nothing padded. The tile kernels then prepare whole frames too."""
+    return TilingPlan(
+        frame_hw=(int(frame_hw[0]), int(frame_hw[1])),
+        resized_hw=(side, side),
+        padded_hw=(side, side),
+        tile=side,
+        stride=side,
+        padding="constant",  # never used: nothing is padded
+        grid=(1, 1),
+        origins=((0, 0),),
     )
 
 
@@ -125,10 +133,14 @@ def cut_tiles(image_hwc: np.ndarray, plan: TilingPlan) -> np.ndarray:
 
 
 def tiles_from_padded(
-    padded: np.ndarray, plan: TilingPlan, channels_first: bool = False
+    padded: np.ndarray,
+    plan: TilingPlan,
+    channels_first: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Row-major tiles of an already padded frame: (N, t, t, C) from (Hp, Wp, C), or
-    (N, C, t, t) from (C, Hp, Wp) with ``channels_first`` (a normalised NCHW frame)."""
+    (N, C, t, t) from (C, Hp, Wp) with ``channels_first`` (a normalised NCHW frame); copied
+    straight into ``out`` (of that shape, any dtype the values cast to) when given."""
     axes = (1, 2) if channels_first else (0, 1)
     if tuple(padded.shape[a] for a in axes) != plan.padded_hw:
         raise ValueError(f"padded frame is {padded.shape}, the plan needs {plan.padded_hw}")
@@ -139,7 +151,13 @@ def tiles_from_padded(
     else:  # (rows, cols, C, t, t) -> (rows, cols, t, t, C)
         windows = windows[:: plan.stride, :: plan.stride].transpose(0, 1, 3, 4, 2)
         shape = (-1, plan.tile, plan.tile, padded.shape[2])
-    return np.ascontiguousarray(windows).reshape(shape)
+    if out is None:
+        return np.ascontiguousarray(windows).reshape(shape)
+    if out.flags.c_contiguous:  # a view of out in the windows' layout: one copy, no temporary
+        np.copyto(out.reshape(windows.shape), windows)
+    else:
+        out[...] = np.ascontiguousarray(windows).reshape(out.shape)
+    return out
 
 
 def _check_count(values: np.ndarray, plan: TilingPlan, what: str) -> None:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from adedge.bundle import TilingSpec
 from adedge.paths import find_vtest
-from adedge.preprocess import InputSpec
+from adedge.preprocess import InputSpec, normalisation
 from adedge.runtime import kernels
 from adedge.runtime.tiling import plan_tiles, reduce_scores
 from adedge.runtime.tiling import stitch as stitch_twin
@@ -59,7 +59,7 @@ def fused(frame, plan, spec, order="rgb", dtype=np.float32, threads=0) -> np.nda
     from adedge import _cpp
 
     out = np.full((plan.count, spec.channels, plan.tile, plan.tile), np.nan, dtype)
-    scale, shift = kernels.normalisation(spec)
+    scale, shift = normalisation(spec)
     written = _cpp.preprocess_tiles(
         frame,
         out,
@@ -86,7 +86,7 @@ def assert_within_one_lsb(got: np.ndarray, want: np.ndarray, spec: InputSpec) ->
     two are bit-equal almost everywhere."""
     assert got.shape == want.shape and got.dtype == want.dtype
     assert not np.isnan(got).any()
-    lsb = float(kernels.normalisation(spec)[0].max())
+    lsb = float(normalisation(spec)[0].max())
     want64 = want.astype(np.float64)
     rounding = 2.0**-10 * np.abs(want64) if got.dtype == np.float16 else 0.0
     excess = np.abs(got.astype(np.float64) - want64) - (lsb * 1.0001 + 2 * rounding)

@@ -349,7 +349,8 @@ def test_normalising_the_padded_frame_once_equals_normalising_each_tile(tmp_path
     stage = detector.stages[0]
     image = np.random.default_rng(3).integers(0, 256, (90, 130, 3), np.uint8)
     plan = stage.plan(image.shape[:2], tiling)
-    batch = stage.tile_batch(image, plan)
+    batch, plans = stage.prepare([image])
+    assert plans == [plan]
     assert batch.shape == (plan.count, 3, TILE, TILE) and batch.flags.c_contiguous
     expected = prepare_batch(cut_tiles(to_colour(image, "rgb"), plan), colour)
     np.testing.assert_array_equal(batch, expected)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from adedge.preprocess import tile_count
 from adedge.train.methods.base import StagePlan, TrainView
 
 
@@ -42,11 +43,10 @@ def grid_tiles(images: torch.Tensor, plan: StagePlan) -> torch.Tensor:
 
 
 def tiles_per_image(size: int, plan: StagePlan) -> int:
+    """Tiles of a ``size`` x ``size`` image, as the runtime's plan counts them."""
     if not plan.tiled:
         return 1
-    stride = plan.stride or plan.tile
-    per_axis = (padded_length(size, plan.tile, stride) - plan.tile) // stride + 1
-    return per_axis * per_axis
+    return tile_count((size, size), plan.tile, plan.stride or plan.tile)
 
 
 def random_views(images: torch.Tensor, view: TrainView) -> torch.Tensor:
