@@ -5,16 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def _rank_average(values: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties sharing their mean rank."""
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of the flattened values (float64), ties sharing their mean rank (equal
+    infinities tie too); one vectorised pass, so millions of heatmap pixels rank quickly."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
     order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
+    ordered = values[order]
+    starts_mask = np.r_[True, ordered[1:] != ordered[:-1]]
+    group = np.cumsum(starts_mask) - 1
+    starts = np.flatnonzero(starts_mask)
+    ends = np.r_[starts[1:], len(values)]
     ranks = np.empty(len(values), dtype=np.float64)
-    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(values)]])
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = 0.5 * (start + end - 1) + 1.0
+    ranks[order] = ((starts + ends - 1) / 2.0 + 1.0)[group]
     return ranks
 
 
@@ -25,7 +27,7 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     positives, negatives = int(labels.sum()), int((~labels).sum())
     if positives == 0 or negatives == 0:
         raise ValueError("AUROC needs both normal and anomalous samples")
-    ranks = _rank_average(scores)
+    ranks = average_ranks(scores)
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
