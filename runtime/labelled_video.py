@@ -18,21 +18,9 @@ import numpy as np
 from adedge.atomic import atomic_path, write_text
 from adedge.data import DataSet
 from adedge.errors import AdedgeError, DataError
+from adedge.runtime.sinks.files import VIDEO_CODECS, video_codec
 
-CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "FFV1"}
-
-
-def video_codec(path: Path) -> str:
-    """The codec of the video ``path`` names (by its suffix); a one-line error naming the
-    user's path otherwise."""
-    codec = CODECS.get(path.suffix.lower())
-    if codec is None:
-        raise AdedgeError(
-            f"cannot write video '{path}': '{path.suffix or '(no suffix)'}' is not a video "
-            "type adedge writes",
-            f"use one of: {', '.join(CODECS)}",
-        )
-    return codec
+CODECS = VIDEO_CODECS  # the name runtime/render.py re-exports
 
 
 def video_writer(

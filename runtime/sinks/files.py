@@ -43,7 +43,7 @@ from adedge.runtime.sinks.annotate import HeatmapScale, annotate
 from adedge.runtime.sinks.base import Log
 from adedge.runtime.sources import Frame
 
-VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "FFV1"}
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "FFV1"}  # every video adedge writes
 # .avi through OpenCV's own MJPEG writer: it writes each frame as it comes (FFmpeg's AVI
 # muxer holds up to a megabyte, which a kill -9 loses); the others through FFmpeg
 VIDEO_BACKENDS = {".avi": cv2.CAP_OPENCV_MJPEG}
@@ -208,6 +208,18 @@ class JsonlSink:
         self.close()
 
 
+def video_codec(path: Path) -> str:
+    """The codec of the video ``path`` names (by its suffix), or a one-line error naming it."""
+    codec = VIDEO_CODECS.get(path.suffix.lower())
+    if codec is None:
+        raise AdedgeError(
+            f"cannot write video '{path}': '{path.suffix or '(no suffix)'}' is not a video "
+            "type adedge writes",
+            f"use one of {', '.join(f'{s} ({c})' for s, c in VIDEO_CODECS.items())}",
+        )
+    return codec
+
+
 def open_video_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int]):
     """An OpenCV writer for ``path`` through the backend its suffix writes best with."""
     code = cv2.VideoWriter_fourcc(*fourcc)
@@ -254,11 +266,7 @@ class VideoSink:
         self.path = Path(path)
         self.option = option
         suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_CODECS:
-            raise AdedgeError(
-                f"video output '{self.path}' has an unsupported suffix '{suffix}'",
-                f"use one of {', '.join(VIDEO_CODECS)} (MJPG, mp4v, FFV1)",
-            )
+        self.fourcc = video_codec(self.path)
         if not (fps > 0 and math.isfinite(fps)):
             raise AdedgeError(f"video fps must be positive (got {fps})", "pass e.g. 25")
         if segment_seconds is not None and not (segment_seconds > 0):
@@ -289,7 +297,6 @@ class VideoSink:
                 )
         self.fps = float(fps)
         self.threshold = threshold
-        self.fourcc = VIDEO_CODECS[suffix]
         self.heat = HeatmapScale()
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
