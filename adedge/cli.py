@@ -25,7 +25,7 @@ from adedge.formats import (
     format_help,
     precisions_help,
 )
-from adedge.paths import MODELS_DIR, RUNS_DIR, new_run_dir, newest_bundle, newest_run
+from adedge.paths import MODELS_DIR, RUNS_DIR, new_run_dir, newest_run
 from adedge.registry import METHODS, get_method
 
 if TYPE_CHECKING:
@@ -360,6 +360,7 @@ def evaluate(
     from adedge.outputs import check_writable
     from adedge.runtime.detector import Detector
     from adedge.runtime.evaluate import evaluate as run_eval
+    from adedge.runtime.stream.wiring import check_threads
 
     threshold = check_threshold_option(threshold)
     check_threads(threads)
@@ -402,12 +403,6 @@ def check_threshold_option(value: float | None) -> float | None:
     from adedge.bundle import check_threshold
 
     return None if value is None else check_threshold(value, "--threshold")
-
-
-def check_threads(threads: int) -> int:
-    if threads < 0:
-        raise AdedgeError(f"--threads {threads} is negative", "pass 0 (every core) or more")
-    return threads
 
 
 @app.command(cls=Command)
@@ -481,87 +476,46 @@ def stream(
     scored is written either way), 2 for a bad option, a source that gives no frame, or
     a video that was never written.
     """
-    from adedge.outputs import STDOUT, Existing, check_writable, existing_policy
-    from adedge.runtime.detector import Detector
-    from adedge.runtime.labelled_video import read_truth
-    from adedge.runtime.sinks import (
-        ConsoleSink,
-        DetectionTally,
-        ProgressSink,
-        Sink,
-        SinkKind,
-        SinkSettings,
-        SinkSpec,
-        discard_sinks,
-        open_sinks,
-        parse_sinks,
-        progress_wanted,
-    )
-    from adedge.runtime.sources import open_source, parse_resize
-    from adedge.runtime.stream import StreamOptions, run_stream
+    from adedge.outputs import existing_policy
+    from adedge.runtime.sinks import SinkKind, SinkSpec
+    from adedge.runtime.sources import parse_resize
+    from adedge.runtime.stream.wiring import StreamConfig, open_pipeline
 
-    # Ctrl-C/SIGTERM still write every result already scored: nothing produced is lost.
-    options = StreamOptions(batch=batch, alarm_frames=alarm_frames, drain_on_interrupt=True)
-    threshold = check_threshold_option(threshold)
-    check_threads(threads)
-    if segment_minutes is not None and not (math.isfinite(segment_minutes) and segment_minutes > 0):
-        raise AdedgeError(
-            f"--segment-minutes {segment_minutes} is not a positive number", "e.g. 10"
+    shortcuts = [
+        SinkSpec(kind, str(path), option)
+        for kind, path, option in (
+            (SinkKind.JSONL, jsonl, "--jsonl"),
+            (SinkKind.VIDEO, save_video, "--save-video"),
         )
-    size = parse_resize(resize) if resize else None
-    existing = existing_policy(overwrite, append)
-    if summary_json is not None:
-        summary_target = check_writable(summary_json, "--summary-json")
-        if summary_target.exists() and existing is Existing.REFUSE:
-            raise AdedgeError(
-                f"--summary-json '{summary_json}' already exists",
-                "pass --overwrite to replace it, or choose another name",
-            )
-    labels = {index: bool(label) for index, label in read_truth(truth).items()} if truth else {}
-    targets: list[str | SinkSpec] = list(sink or [])
-    if jsonl:
-        targets.append(SinkSpec(SinkKind.JSONL, str(jsonl), "--jsonl"))
-    if save_video:
-        targets.append(SinkSpec(SinkKind.VIDEO, str(save_video), "--save-video"))
-    records_on_stdout = any(
-        spec.kind is SinkKind.JSONL and spec.target == STDOUT for spec in parse_sinks(targets)
+        if path
+    ]
+    config = StreamConfig(
+        source=source,
+        model=model,
+        backend=backend,
+        threshold=threshold,
+        sinks=(*(sink or []), *shortcuts),
+        existing=existing_policy(overwrite, append),
+        segment_minutes=segment_minutes,
+        resize=parse_resize(resize) if resize else None,
+        batch=batch,
+        max_frames=max_frames,
+        every=every,
+        fps=fps,
+        loop=loop,
+        quiet=quiet,
+        headless=headless,
+        truth=truth,
+        summary_json=summary_json,
+        threads=threads,
+        alarm_frames=alarm_frames,
     )
-    settings = SinkSettings(
-        fps=fps or 25.0,
-        existing=existing,
-        segment_seconds=None if segment_minutes is None else 60.0 * segment_minutes,
-        log=say,
-    )
-    outputs = open_sinks(targets, settings, headless=headless)  # checked, nothing written yet
-    try:
-        model = pick_model(model)
-        detector = Detector(model, backend=backend, threshold=threshold, threads=threads)
-        warn_unknown_method(detector.card)
-        frames = open_source(
-            source, loop=loop, max_frames=max_frames, every=every, fps=fps, resize=size
-        )
-    except BaseException:
-        discard_sinks(outputs)
-        raise
-    frames.truth = labels
-    tally = DetectionTally()
-    console = sys.stderr if records_on_stdout else sys.stdout
-    sinks: list[Sink] = [ConsoleSink(quiet=quiet, stream=console), tally, *outputs]
-    if progress_wanted(frames) and not records_on_stdout:
-        sinks.append(ProgressSink(frames.expected_frames()))
-    say(f"streaming {frames.describe()} through {model} ({detector.card.method}, {backend})")
-    summary = run_stream(detector, frames, sinks, options)
-    typer.echo(summary.render(), err=records_on_stdout)
-    if tally.truths:
-        typer.echo(tally.render(), err=records_on_stdout)
-    for output in outputs:
-        for path in getattr(output, "written", [getattr(output, "path", None)]):
-            if path is not None and str(path) != STDOUT and Path(path).exists():
-                say(f"wrote {path}")
-    if summary_json:
-        from adedge.atomic import write_json
-
-        write_json(summary_json, {**summary.to_dict(), "detection": tally.summary()})
+    pipeline = open_pipeline(config, log=say)
+    summary = pipeline.run()
+    typer.echo(summary.render(), err=pipeline.records_on_stdout)
+    if pipeline.tally.truths:
+        typer.echo(pipeline.tally.render(), err=pipeline.records_on_stdout)
+    pipeline.finish(summary)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
     check_stream_produced(summary)
@@ -669,10 +623,9 @@ def engines_build(
 
 
 def pick_model(model: Path | None) -> Path:
-    if model is None:
-        model = newest_bundle()
-        say(f"using the newest bundle: {model} (pick another with --model)")
-    return model
+    from adedge.runtime.stream.wiring import resolve_model
+
+    return resolve_model(model, say)
 
 
 @app.command(cls=Command)

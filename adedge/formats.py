@@ -297,13 +297,27 @@ def check_export(
             "--half builds the TensorRT engine from the FP16 graph, which --precisions leaves out",
             "add fp16 to --precisions (e.g. --precisions fp32,fp16), or drop --half",
         )
+    check_engine_settings(max_batch=max_batch, workspace_mib=workspace_mib)
+    return targets
+
+
+def check_engine_settings(
+    precision: str | None = None, max_batch: int | None = None, workspace_mib: int | None = None
+) -> Precision | None:
+    """How a TensorRT engine is to be built (``--precision``, ``--max-batch``,
+    ``--workspace``; None: the card's), checked wherever engines are asked for."""
+    if precision is not None and precision not in ENGINE_PRECISIONS:
+        raise ExportError(
+            f"--precision {precision} is not an engine precision",
+            f"choose one of: {', '.join(ENGINE_PRECISIONS)}",
+        )
     if max_batch is not None and max_batch < 1:
         raise ExportError("--max-batch must be at least 1", "e.g. --max-batch 8")
     if workspace_mib is not None and workspace_mib < MIN_WORKSPACE_MIB:
         raise ExportError(
             f"--workspace is in MiB and must be at least {MIN_WORKSPACE_MIB}", "e.g. 1024"
         )
-    return targets
+    return None if precision is None else Precision(precision)
 
 
 def _spelled(value: str | Iterable[str]) -> list[str]:

@@ -22,6 +22,7 @@ from adedge.formats import (
     Format,
     Precision,
     backend_help,
+    check_engine_settings,
     check_export,
     check_flags,
     format_help,
@@ -195,3 +196,17 @@ def test_the_cli_and_the_library_refuse_with_the_same_line(monkeypatch, capsys, 
         export_bundle(ExportOptions(checkpoint, out, **options), log=lambda _: None)
     assert_one_line_error(code, err, info.value.one_line())
     assert not Path(out).exists()
+
+
+def test_engine_settings_are_checked_by_one_function():
+    """Export and a command that builds engines on the device check them alike."""
+    assert check_engine_settings("fp16", 8, 512) is Precision.FP16
+    assert check_engine_settings() is None
+    for kwargs, words in [
+        ({"precision": "int8"}, "--precision int8 is not an engine precision. choose one of: fp16"),
+        ({"max_batch": 0}, "--max-batch must be at least 1"),
+        ({"workspace_mib": 15}, "--workspace is in MiB and must be at least 16"),
+    ]:
+        with pytest.raises(ExportError) as info:
+            check_engine_settings(**kwargs)
+        assert words in info.value.one_line()
