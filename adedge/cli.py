@@ -23,6 +23,7 @@ from adedge.formats import (
     backend_help,
     check_export,
     format_help,
+    parse_backend,
     precisions_help,
 )
 from adedge.paths import MODELS_DIR, RUNS_DIR, new_run_dir, newest_run
@@ -364,6 +365,7 @@ def evaluate(
 
     threshold = check_threshold_option(threshold)
     check_threads(threads)
+    parse_backend(backend)
     model = pick_model(model)
     target = check_writable(out or Path(model) / "eval.json", "--out")  # before the work
     detector = Detector(model, backend=backend, threshold=threshold, threads=threads)
@@ -664,8 +666,6 @@ def bench(
 ) -> None:
     """Latency and throughput of a bundle's graphs, or (--papers) of every method at the
     papers' sizes, beside the papers' per-image times."""
-    from adedge.runtime.backends import parse_backend
-
     if papers:
         bench_papers(seconds, threads, cases, report, video)
         return

@@ -210,3 +210,13 @@ def test_engine_settings_are_checked_by_one_function():
         with pytest.raises(ExportError) as info:
             check_engine_settings(**kwargs)
         assert words in info.value.one_line()
+
+
+@pytest.mark.parametrize("command", ["eval", "bench", "stream"])
+def test_a_bad_backend_is_refused_before_the_model_is_looked_for(
+    monkeypatch, capsys, tmp_path, command
+):
+    extra = ["--data", "digits:anomaly=0"] if command == "eval" else []
+    args = [command, "--model", tmp_path / "no-bundle", "--backend", "cuda", *extra]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_line_error(code, err, "unknown backend 'cuda'", "onnxruntime, tensorrt")
