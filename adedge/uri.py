@@ -108,8 +108,9 @@ class Uri:
         if not taken:
             return self, []
         query = self.separator.join(kept)
-        head = self.text.partition("?")[0]
-        text = f"{head}?{query}" if query else head
+        head = self.text[: len(self.text) - len(self.query) - 1]  # without "?options"
+        mark = "?" if self.separator == QUERY_SEPARATOR else ":"
+        text = f"{head}{mark}{query}" if query else head
         return Uri(text, self.scheme, self.location, query, self.separator), taken
 
     @property

@@ -172,3 +172,11 @@ def test_the_module_imports_nothing_heavy():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_take_option_on_named_options():
+    uri = parse_uri("synthetic:seed=1,size=64", named=(SYNTHETIC,))
+    rest, taken = uri.take_option("seed")
+    assert taken == ["1"] and rest.text == "synthetic:size=64" and rest.options == ["size=64"]
+    alone, _ = rest.take_option("size")
+    assert alone.text == "synthetic" and alone.query == ""
