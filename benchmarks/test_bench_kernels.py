@@ -10,6 +10,14 @@ faster one here (runtime/kernels.py, AUTO_PREFERS_CPP); compare within a group, 
 
 The twin includes OpenCV's own threads (cv2.getNumThreads()); the kernel is run with one
 thread and with every core (threads=0).
+
+The "batch" groups time what a Detector call does before inference, for 8 BGR video frames:
+``before`` is the path the Detector took until the frame path was folded into
+``runtime.frames.to_batch`` (a cvtColor BGR->RGB copy of every frame, then whole frames
+through ``prepare_batch`` and tiled frames through the kernel into one array per frame,
+joined by ``np.concatenate``); ``to_batch-cpp`` and ``to_batch-numpy`` are the one path
+now, with the kernel (BGR read directly, every frame written into one batch) and with the
+numpy twins. All three give the same batch (asserted); no speed is asserted.
 """
 
 from __future__ import annotations
@@ -20,8 +28,8 @@ import pytest
 
 from adedge.bundle import TilingSpec
 from adedge.paths import find_vtest
-from adedge.preprocess import InputSpec
-from adedge.runtime import kernels
+from adedge.preprocess import InputSpec, bgr_to_rgb, prepare_batch
+from adedge.runtime import frames, kernels
 from adedge.runtime.tiling import plan_tiles
 
 pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
@@ -34,14 +42,24 @@ STAGES = {  # name: (frame (H, W), tiling)
 needs_cpp = pytest.mark.skipif(not kernels.available(), reason="adedge._cpp is not built")
 
 
+def video_frames(count: int) -> list[np.ndarray]:
+    """The first ``count`` BGR frames of vtest.avi (768x576); fewer when it is missing."""
+    capture = cv2.VideoCapture(str(VTEST)) if VTEST is not None else None
+    out: list[np.ndarray] = []
+    while capture is not None and len(out) < count:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        out.append(frame)
+    if capture is not None:
+        capture.release()
+    return out
+
+
 def frame_of(height: int, width: int) -> np.ndarray:
     """A BGR frame: vtest.avi's first frame when it fits, else smooth noise (same cost)."""
-    if VTEST is not None and (height, width) == (576, 768):
-        capture = cv2.VideoCapture(str(VTEST))
-        ok, frame = capture.read()
-        capture.release()
-        if ok:
-            return frame
+    if (height, width) == (576, 768) and (first := video_frames(1)):
+        return first[0]
     noise = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     return cv2.GaussianBlur(noise, (5, 5), 2.0)
 
@@ -110,3 +128,39 @@ def test_stitch_fused(benchmark, name, threads):
     score, amap = benchmark(kernels.stitch_max_mean, scores, maps, plan, "max")
     assert score == plan.count - 1
     assert np.array_equal(amap, kernels.stitch_max_mean_numpy(scores, maps, plan)[1])
+
+
+BATCH_FRAMES = 8
+BATCH_STAGES = {  # name: (InputSpec, tiling or None); frames are vtest.avi's 768x576
+    "whole-768x576-64-rgb": (InputSpec(64, 64, "rgb", (0.5,) * 3, (0.5,) * 3), None),
+    "whole-768x576-32-gray": (InputSpec(32, 32, "gray"), None),
+    "igd-768x576-256-t32s16": (InputSpec(32, 32, "gray"), STAGES["igd-768x576-256-t32s16"][1]),
+}
+
+
+def batch_before(images: list[np.ndarray], spec: InputSpec, plans: list) -> np.ndarray:
+    """The Detector's preprocessing before ``frames.to_batch`` (kept here to compare)."""
+    rgb = [bgr_to_rgb(image) for image in images]
+    if plans[0] is None:
+        return prepare_batch(rgb, spec)
+    pairs = zip(rgb, plans, strict=True)
+    return np.concatenate([kernels.preprocess_tiles(image, plan, spec) for image, plan in pairs])
+
+
+@pytest.mark.parametrize("path", ["before", "to_batch-cpp", "to_batch-numpy"])
+@pytest.mark.parametrize("name", list(BATCH_STAGES))
+def test_batch(benchmark, name, path):
+    if path != "to_batch-numpy" and not kernels.available():
+        pytest.skip("adedge._cpp is not built")
+    spec, tiling = BATCH_STAGES[name]
+    images = video_frames(BATCH_FRAMES) or [frame_of(576, 768)] * BATCH_FRAMES
+    plans = [None if tiling is None else plan_tiles(i.shape[:2], tiling) for i in images]
+    kernels.use("numpy" if path == "to_batch-numpy" else "cpp")
+    benchmark.group = f"batch {name} x{BATCH_FRAMES}"
+    benchmark.extra_info.update(rows=len(plans) * (plans[0].count if tiling else 1))
+    if path == "before":
+        batch = benchmark(batch_before, images, spec, plans)
+    else:
+        batch = benchmark(frames.to_batch, images, spec, plans, "bgr")
+    kernels.use("numpy")
+    assert np.array_equal(batch, batch_before(images, spec, plans))
