@@ -110,12 +110,33 @@ def method_names() -> str:
     return ", ".join(sorted(METHODS))
 
 
-# the config field a method's locally supplied pretrained weights go to (--backbone-weights)
-PRETRAINED_FIELD = {"panda": "perceptual_weights"}  # PANDA's PL_g: a VGG-19 state dict
+def pretrained_help() -> str:
+    """--backbone-weights' help: what each method that uses pretrained weights takes."""
+    takes = [
+        f"{info.name}: {info.pretrained_weights}"
+        for info in (METHODS[name] for name in sorted(METHODS))
+        if info.pretrained_weights
+    ]
+    return (
+        "Local pretrained weights where a paper uses ImageNet ones ("
+        + "; ".join(takes)
+        + "). Without it every method trains from scratch."
+    )
+
+
+def modes_help() -> str:
+    """--mode's help: each method's modes and what they do."""
+    described = [
+        f"{info.name} " + " or ".join(f"'{mode}' ({what})" for mode, what in info.modes.items())
+        for info in (METHODS[name] for name in sorted(METHODS))
+        if info.modes
+    ]
+    return "Method mode: " + "; ".join(described) + "."
 
 
 def parse_settings(items: list[str], backbone_weights: Path | None, method: str) -> dict[str, str]:
-    """``--set KEY=VALUE`` items (and --backbone-weights) as a dict of strings."""
+    """``--set KEY=VALUE`` items (and --backbone-weights, under the config field the method
+    registers for its pretrained weights) as a dict of strings."""
     settings = {}
     for item in items:
         key, eq, value = item.partition("=")
@@ -123,12 +144,19 @@ def parse_settings(items: list[str], backbone_weights: Path | None, method: str)
             raise AdedgeError(f"--set '{item}' is not KEY=VALUE", "e.g. --set alpha=1e-5")
         settings[key.strip()] = value.strip()
     if backbone_weights is not None:
+        info = get_method(method)
+        if info.pretrained_field is None:
+            raise AdedgeError(
+                f"--backbone-weights: {info.name} uses no pretrained weights (it trains from "
+                "scratch)",
+                "leave out --backbone-weights",
+            )
         if not backbone_weights.is_file():
             raise AdedgeError(
                 f"--backbone-weights '{backbone_weights}' is not a file",
-                "pass a local ResNet-18 state dict saved with torch.save",
+                f"pass {info.pretrained_weights}, saved with torch.save",
             )
-        settings[PRETRAINED_FIELD.get(method, "backbone_weights")] = str(backbone_weights.resolve())
+        settings[info.pretrained_field] = str(backbone_weights.resolve())
     return settings
 
 
@@ -151,24 +179,9 @@ def train(
             "then cut it into tiles. Default: the data's own size."
         ),
     ] = None,
-    mode: Annotated[
-        str | None,
-        typer.Option(
-            help="Method mode: cbigan 'object' (whole image) or 'texture' (64px tiles, max over "
-            "tiles; the default for texture: data); igd 'global' (whole image) or 'local' (32px "
-            "patches at stride 16, local max-pooling). Export a global and a local igd run "
-            "together with two --checkpoint options."
-        ),
-    ] = None,
+    mode: Annotated[str | None, typer.Option(help=modes_help())] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: preset).")] = None,
-    backbone_weights: Annotated[
-        Path | None,
-        typer.Option(
-            help="Local pretrained weights where a paper uses ImageNet ones: a ResNet-18 state "
-            "dict (torchvision names) for IGD's encoder, a VGG-19 one for PANDA's general "
-            "perceptual loss (--set loss=pl_g). Without it every method trains from scratch."
-        ),
-    ] = None,
+    backbone_weights: Annotated[Path | None, typer.Option(help=pretrained_help())] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(

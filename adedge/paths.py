@@ -15,6 +15,8 @@ from adedge.errors import AdedgeError
 RUNS_DIR = Path("runs")
 MODELS_DIR = Path("models")
 RUN_INFO = "run.json"
+BEST = "best.pt"  # lowest validation loss on held-out normal images
+LAST = "last.pt"  # the latest state: what --resume continues
 
 
 def new_run_dir(method: str, root: Path = RUNS_DIR) -> Path:
@@ -30,6 +32,11 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def run_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a run folder stands for: best.pt, else last.pt; None if it has neither."""
+    return next((run_dir / name for name in (BEST, LAST) if (run_dir / name).is_file()), None)
+
+
 def newest_run(method: str, root: Path = RUNS_DIR) -> Path:
     """The most recently written checkpoint of ``method`` under ``root`` (best.pt, else last.pt)."""
     candidates = []
@@ -37,11 +44,9 @@ def newest_run(method: str, root: Path = RUNS_DIR) -> Path:
         info = _read_json(info_file)
         if not info or info.get("method") != method:
             continue
-        for name in ("best.pt", "last.pt"):
-            checkpoint = info_file.parent / name
-            if checkpoint.is_file():
-                candidates.append((checkpoint.stat().st_mtime, checkpoint))
-                break
+        checkpoint = run_checkpoint(info_file.parent)
+        if checkpoint is not None:
+            candidates.append((checkpoint.stat().st_mtime, checkpoint))
     if not candidates:
         raise AdedgeError(
             f"no {method} training run found under '{root}/'",

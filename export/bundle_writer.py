@@ -57,17 +57,16 @@ from adedge.export.trace import (
     graph_parameter_count,
     output_names,
     rebuild_model,
-    stage_plan_of,
     stage_spec,
     trace_to_onnx,
 )
 from adedge.metrics import quantile_threshold
-from adedge.preprocess import InputSpec
+from adedge.registry import get_method
 from adedge.runtime.backends import engines
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import detection_quality
-from adedge.train.checkpoint import load_checkpoint
+from adedge.train.checkpoint import Checkpoint, load_checkpoint
 from adedge.train.methods.base import score_of
 
 
@@ -76,15 +75,15 @@ class ExportedStage:
     """One checkpoint traced into one stage of the bundle."""
 
     spec: StageSpec
-    checkpoint: dict[str, Any]
+    checkpoint: Checkpoint
     facts: dict[str, Any]
     parity: ParityReport
     parameters: int
     precision: dict[str, PrecisionCheck] = field(default_factory=dict)
 
 
-def calibration_data(checkpoint: dict[str, Any], data: str | None) -> DataSet:
-    spec = data or checkpoint["data"]["data"]
+def calibration_data(checkpoint: Checkpoint, data: str | None) -> DataSet:
+    spec = data or checkpoint.data_spec
     try:
         return load(spec)
     except AdedgeError as exc:
@@ -101,7 +100,7 @@ def score_onnx(backend: OnnxRuntimeBackend, batch: np.ndarray, chunk: int = 256)
 
 
 def export_stage(
-    checkpoint: dict[str, Any],
+    checkpoint: Checkpoint,
     dataset: DataSet,
     folder: Path,
     options: ExportOptions,
@@ -111,8 +110,7 @@ def export_stage(
     """Trace one checkpoint into ``folder``, check its parity on held-out inputs, and write
     its FP16 and INT8 graphs (as ``options.graphs`` asks) with their parity checks."""
     method, config, model = rebuild_model(checkpoint)
-    plan = stage_plan_of(checkpoint)
-    spec = InputSpec.from_dict(checkpoint["input_spec"])
+    plan, spec = checkpoint.stage_plan, checkpoint.input_spec
     inputs = calibration_inputs(dataset.val.images, checkpoint)
     what = "tiles" if plan.tiled else "images"
     log(f"stage '{plan.name}': export constants from {len(inputs)} held-out {what}")
@@ -150,19 +148,19 @@ def stage_parity(
     return parity_check(torch_scores, score_onnx(backend, batch.numpy()))
 
 
-def load_checkpoints(options: ExportOptions, log=print) -> list[dict[str, Any]]:
+def load_checkpoints(options: ExportOptions, log=print) -> list[Checkpoint]:
     """The checkpoints, checked to be one method with distinct stage names."""
     states = []
     for path in options.checkpoints:
         log(f"loading checkpoint {path}")
         states.append(load_checkpoint(path, options.method))
-    methods = {state["method"] for state in states}
+    methods = {state.method for state in states}
     if len(methods) > 1:
         raise ExportError(
             f"the checkpoints are of different methods ({', '.join(sorted(methods))})",
             "a bundle holds the stages of one method: export them separately",
         )
-    names = [stage_plan_of(state).name for state in states]
+    names = [state.stage_plan.name for state in states]
     if len(set(names)) < len(names):
         raise ExportError(
             f"two checkpoints are both stage '{names[0]}'",
@@ -175,7 +173,7 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
     check_options(options)
     started = time.perf_counter()
     states = load_checkpoints(options, log)
-    spec = options.data or states[0]["data"]["data"]
+    spec = options.data or states[0].data_spec
     log(f"reading held-out data '{spec}'")
     dataset = calibration_data(states[0], options.data)
     test = len(dataset.test) if dataset.test is not None else 0
@@ -209,7 +207,7 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
             log("engines: building TensorRT engines for this GPU")
             card.metrics["engines"] = build_engines(folder, card, log)
         write_json(folder / CARD_NAME, card.to_dict())
-    method = states[0]["method"]
+    method = states[0].method
     count = len(dataset.val)
     log(f"threshold {threshold.value:.6g} ({threshold.method} of {count} held-out normal images)")
     graphs = ", ".join(options.graphs)
@@ -218,17 +216,22 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
 
 
 def training_summary(exported: ExportedStage) -> dict[str, Any]:
+    """The card's ``training`` section: the checkpoint and what it was trained on, and the
+    paper's per-image times of the method (`adedge bench` quotes them from here, so the
+    runtime needs nothing from the method's file)."""
     checkpoint = exported.checkpoint
+    path = checkpoint.path or Path("checkpoint")
     return {
-        "checkpoint": str(Path(checkpoint["path"]).resolve()),
-        "checkpoint_sha256": sha256_file(checkpoint["path"]),
-        "epoch": checkpoint["epoch"],
-        "preset": checkpoint.get("preset"),
-        "config": checkpoint["config"],
-        "data": checkpoint["data"],
-        "class_names": checkpoint["class_names"],
-        "labels": checkpoint.get("labels"),
+        "checkpoint": str(path.resolve()),
+        "checkpoint_sha256": sha256_file(path),
+        "epoch": checkpoint.epoch,
+        "preset": checkpoint.preset,
+        "config": checkpoint.config,
+        "data": checkpoint.data,
+        "class_names": checkpoint.class_names,
+        "labels": checkpoint.labels,
         "export": exported.facts,
+        "paper_ms_per_image": get_method(checkpoint.method).paper_ms_per_image,
     }
 
 
@@ -238,7 +241,7 @@ def make_card(stages: list[ExportedStage], threshold: ThresholdSpec) -> Card:
     if len(stages) > 1:
         training["stages"] = {s.spec.name: training_summary(s) for s in stages}
     return Card(
-        method=stages[0].checkpoint["method"],
+        method=stages[0].checkpoint.method,
         stages=tuple(s.spec for s in stages),
         threshold=threshold,
         training=training,

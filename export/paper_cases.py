@@ -24,7 +24,7 @@ from adedge.preprocess import InputSpec
 from adedge.runtime.bench.flops import count_flops
 from adedge.runtime.bench.papers import FULL, PRUNED, BenchStage, Case, StageCase
 from adedge.train.methods import load_method
-from adedge.train.methods.base import Method, score_of
+from adedge.train.methods.base import CommonConfig, Method, score_of
 from adedge.train.views import tiles_per_image
 
 
@@ -43,13 +43,17 @@ def eager(forward: Callable[[torch.Tensor], Any]) -> Callable[[np.ndarray], Call
     return on
 
 
+def paper_config(method: Method, stage: StageCase) -> CommonConfig:
+    """The paper preset at the stage's input size, channels and mode (if it names one)."""
+    mode = {} if stage.mode is None else {"mode": stage.mode}
+    return method.make_config("paper", image_size=stage.image_size, channels=stage.channels, **mode)
+
+
 def build_stage(method_name: str, case: StageCase, bundle: Path) -> BenchStage:
     """Paper-preset model (random weights), traced to FP32, FP16 and INT8 graphs in ``bundle``."""
     method = load_method(method_name)
     torch.manual_seed(0)
-    config = method.make_config(
-        "paper", image_size=case.image_size, channels=case.channels, mode=case.mode
-    )
+    config = paper_config(method, case)
     model = method.build(config, 9).eval()
     plan = method.stage_plan(config)
     scorer = method.inference_module(model).eval()
@@ -122,13 +126,10 @@ def count_torch_flops(forward: Callable[[torch.Tensor], Any], spec: InputSpec) -
 
 def inputs_per_frame(case: Case) -> int:
     """Network inputs one frame of ``case`` needs (its tiles, over all stages), unbuilt."""
+    method = load_method(case.method)
     total = 0
     for stage in case.stages:
-        method = load_method(case.method)
-        config = method.make_config(
-            "paper", image_size=stage.image_size, channels=stage.channels, mode=stage.mode
-        )
-        plan = method.stage_plan(config)
+        plan = method.stage_plan(paper_config(method, stage))
         total += tiles_per_image(plan.frame_size, plan)
     return total
 

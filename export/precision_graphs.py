@@ -28,6 +28,7 @@ from adedge.runtime.evaluate import score_split
 
 if TYPE_CHECKING:  # the bundle writer imports this module
     from adedge.export.bundle_writer import ExportedStage
+    from adedge.train.checkpoint import Checkpoint
 
 PRECISION_PARITY_INPUTS = 512  # network inputs (images or tiles) for the FP16/INT8 checks
 
@@ -63,7 +64,7 @@ class PrecisionCheck:
         return data
 
 
-def precision_parity_inputs(dataset: DataSet, checkpoint: dict[str, Any]) -> np.ndarray:
+def precision_parity_inputs(dataset: DataSet, checkpoint: Checkpoint) -> np.ndarray:
     """Real inputs for the FP16/INT8 checks: held-out normal and test images (normal and
     anomalous: the score range a deployment sees), as the stage's network sees them."""
     images = list(dataset.val.images[:PARITY_IMAGES])
@@ -86,7 +87,7 @@ def compare_graphs(
 
 
 def write_precision_graphs(
-    checkpoint: dict[str, Any],
+    checkpoint: Checkpoint,
     dataset: DataSet,
     folder: Path,
     stage: StageSpec,
@@ -107,7 +108,7 @@ def write_precision_graphs(
         return _with_engine(stage, options, folder), checks
     inputs = precision_parity_inputs(dataset, checkpoint)
     if "fp16" in graphs:
-        stage, checks = write_fp16_graph(checkpoint["method"], folder, stage, inputs, log, scratch)
+        stage, checks = write_fp16_graph(checkpoint.method, folder, stage, inputs, log, scratch)
     if "int8" in graphs:
         stage, checks["int8"] = write_int8(checkpoint, dataset, folder, stage, options, inputs, log)
         log_precision(log, stage.name, checks["int8"])
@@ -176,7 +177,7 @@ def fail_on_fp16_parity(method: str, stage: str, check: PrecisionCheck) -> None:
 
 
 def write_int8(
-    checkpoint: dict[str, Any],
+    checkpoint: Checkpoint,
     dataset: DataSet,
     folder: Path,
     stage: StageSpec,
@@ -221,7 +222,7 @@ def precision_metrics(
     """Per-stage parity of the FP16 and INT8 graphs, and their test AUROC through the
     runtime (tiling, reduction, stage sum) against FP32's: FP16 must stay within
     ``fp16.MAX_AUROC_DELTA``, INT8 may not drop by more than ``settings.max_auroc_drop``."""
-    method = stages[0].checkpoint["method"]
+    method = stages[0].checkpoint.method
     test = dataset.test
     labelled = test is not None and 0 < test.labels.sum() < len(test)
     reference = score_split(detector, test.images) if labelled else None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -17,9 +16,9 @@ from adedge.bundle import GraphFile, StageSpec, TilingSpec, sha256_file
 from adedge.errors import CheckpointError
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.detector import AMAP
-from adedge.train.checkpoint import load_weights
+from adedge.train.checkpoint import Checkpoint, load_weights
 from adedge.train.methods import load_method
-from adedge.train.methods.base import Method, StagePlan, TrainView
+from adedge.train.methods.base import CommonConfig, Method, StagePlan
 from adedge.train.views import grid_tiles
 
 OPSET = 17
@@ -29,22 +28,22 @@ PARITY_IMAGES = 256  # held-out inputs the parity checks run on
 INPUT_NAME = "image"
 
 
-def rebuild_model(checkpoint: dict[str, Any]) -> tuple[Method, Any, torch.nn.Module]:
+def rebuild_model(checkpoint: Checkpoint) -> tuple[Method, CommonConfig, torch.nn.Module]:
     """The method, its config and the full training model with the checkpoint's weights."""
-    method = load_method(checkpoint["method"])
-    config = method.config_from_dict(checkpoint["config"])
+    method = load_method(checkpoint.method)
+    config = method.config_from_dict(checkpoint.config)
     try:
-        model = method.build(config, len(checkpoint["class_names"]))
+        model = method.build(config, len(checkpoint.class_names))
     except ValueError as exc:
         raise CheckpointError(
-            f"checkpoint '{checkpoint['path']}' holds a config {method.name} cannot build: {exc}",
+            f"checkpoint '{checkpoint.path}' holds a config {method.name} cannot build: {exc}",
             "use a checkpoint written by `adedge train`",
         ) from None
     load_weights(model, checkpoint)  # weights that do not fit are one line, not a traceback
     return method, config, model.eval()
 
 
-def rebuild_scorer(checkpoint: dict[str, Any]) -> torch.nn.Module:
+def rebuild_scorer(checkpoint: Checkpoint) -> torch.nn.Module:
     """The method's inference module with the checkpoint's weights, in eval mode."""
     method, _, model = rebuild_model(checkpoint)
     return method.inference_module(model).eval()
@@ -82,21 +81,10 @@ def graph_parameter_count(path: Path) -> int:
     return int(sum(np.prod(t.dims) for t in model.graph.initializer))
 
 
-def stage_plan_of(checkpoint: dict[str, Any]) -> StagePlan:
-    """The checkpoint's stage plan (older checkpoints: one whole-image 'global' stage)."""
-    plan = dict(checkpoint.get("stage_plan") or {})
-    if not plan:
-        return StagePlan(frame_size=int(checkpoint["input_spec"]["height"]))
-    plan["view"] = TrainView(**plan.get("view", {}))
-    return StagePlan(**plan)
-
-
-def calibration_inputs(images: list[np.ndarray], checkpoint: dict[str, Any]) -> torch.Tensor:
+def calibration_inputs(images: list[np.ndarray], checkpoint: Checkpoint) -> torch.Tensor:
     """Held-out normal images as the stage's network sees them (grid tiles if tiled)."""
-    plan = stage_plan_of(checkpoint)
-    frame = checkpoint.get("frame_spec") or checkpoint["input_spec"]
-    batch = torch.from_numpy(prepare_batch(images, InputSpec.from_dict(frame)))
-    return grid_tiles(batch, plan)
+    batch = torch.from_numpy(prepare_batch(images, checkpoint.frame_spec))
+    return grid_tiles(batch, checkpoint.stage_plan)
 
 
 def spread(rows: torch.Tensor, limit: int) -> torch.Tensor:

@@ -32,9 +32,7 @@ class Plant:
 
 def our_state(run: Path) -> dict:
     """The payload of one of our own checkpoints, as a plain dict."""
-    state = load_checkpoint(run / "last.pt", "ygan")
-    state.pop("path")
-    return state
+    return load_checkpoint(run / "last.pt", "ygan").to_payload()
 
 
 def crafted_checkpoint(path: Path, state: dict, marker: Path, legacy: bool = False) -> Path:
@@ -162,7 +160,7 @@ def test_a_checkpoint_written_before_plain_values_still_loads(trained_run, tmp_p
     state["torch_version"] = torch.torch_version.TorchVersion("2.5.1")
     torch.save(state, tmp_path / "old.pt")
     loaded = load_checkpoint(tmp_path / "old.pt", "ygan")
-    assert loaded["torch_version"] == "2.5.1" and type(loaded["torch_version"]) is str
+    assert loaded.torch_version == "2.5.1" and type(loaded.torch_version) is str
 
 
 def test_an_older_checkpoint_with_numpy_numbers_says_train_again(trained_run, tmp_path):
@@ -343,4 +341,4 @@ def test_resume_keeps_the_runs_preset(run_copy):
     options = TrainOptions("ygan", "digits:anomaly=0", run_copy, epochs=3, resume=True)
     trainer_module.train(options, log=lambda _: None)
     state = load_checkpoint(run_copy / "last.pt", "ygan")
-    assert state["epoch"] == 3 and state["preset"] == "tiny"
+    assert state.epoch == 3 and state.preset == "tiny"

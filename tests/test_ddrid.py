@@ -446,7 +446,7 @@ def test_trainer_and_export_end_to_end(tmp_path):
     assert history[0]["phase"] == 0.0 and history[0]["val_loss"] == float("inf")
     assert history[1]["phase"] == 1.0 and np.isfinite(history[1]["val_loss"])
     best = load_checkpoint(run / "best.pt", "ddrid")
-    assert best["epoch"] == 2 and bool(best["model"]["center_fixed"])
+    assert best.epoch == 2 and bool(best.model["center_fixed"])
     out = export_bundle(ExportOptions(run, tmp_path / "bundle"), log=lambda _: None)
     card = json.loads((out / "adedge.json").read_text())
     facts = find_facts(card)

@@ -26,7 +26,7 @@ from adedge.export.bundle_writer import export_bundle
 from adedge.export.options import ExportOptions
 from adedge.export.trace import rebuild_scorer
 from adedge.metrics import auroc
-from adedge.preprocess import InputSpec, prepare_batch
+from adedge.preprocess import prepare_batch
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.runtime.detector import Detector
 from adedge.runtime.tiling import plan_tiles
@@ -116,21 +116,15 @@ def test_runtime_frame_scores_are_the_max_of_torch_tile_scores(cbigan_brick):
     run, model = cbigan_brick
     state = load_checkpoint(run / "best.pt")
     frames = load(BRICK).test.images[:6]
-    batch = torch.from_numpy(prepare_batch(frames, InputSpec.from_dict(state["frame_spec"])))
+    batch = torch.from_numpy(prepare_batch(frames, state.frame_spec))
     plan = load_bundle(model).card.stages[0]
-    tiles = grid_tiles(batch, _plan_of(state))
+    tiles = grid_tiles(batch, state.stage_plan)
     with torch.no_grad():
         tile_scores = rebuild_scorer(state)(tiles)[0].numpy().reshape(len(frames), -1)
     scores, maps, _ = Detector(model).score_images_with_maps(frames)
     assert tile_scores.shape[1] == plan_tiles((128, 128), plan.tiling).count == 16
     np.testing.assert_allclose(scores, tile_scores.max(axis=1), rtol=1e-4, atol=1e-5)
     assert all(m.shape == (128, 128) and m.dtype == np.float32 for m in maps)
-
-
-def _plan_of(state):
-    from adedge.export.trace import stage_plan_of
-
-    return stage_plan_of(state)
 
 
 def test_eval_reports_the_auroc_of_the_detectors_own_scores(
@@ -249,8 +243,8 @@ def test_igd_bundle_sums_a_global_and_a_max_pooled_local_stage(igd_two_stage):
     expected = np.zeros(len(frames))
     for run in (global_run, local_run):
         state = load_checkpoint(run / "best.pt")
-        batch = prepare_batch(frames, InputSpec.from_dict(state["frame_spec"]))
-        inputs = grid_tiles(torch.from_numpy(batch), _plan_of(state))
+        batch = prepare_batch(frames, state.frame_spec)
+        inputs = grid_tiles(torch.from_numpy(batch), state.stage_plan)
         with torch.no_grad():
             scores = rebuild_scorer(state)(inputs)[0].numpy().reshape(len(frames), -1)
         assert scores.shape[1] == (IGD_PATCHES[side] if run == local_run else 1)

@@ -36,13 +36,13 @@ def test_run_folder_contents(trained_run):
 
 def test_checkpoint_carries_what_export_needs(trained_run):
     state = load_checkpoint(trained_run / "last.pt", "ygan")
-    assert state["config"]["image_size"] == 32 and state["config"]["base_channels"] == 8
-    assert state["class_names"] == [str(d) for d in range(1, 10)]
-    assert state["input_spec"]["colour"] == "gray" and state["input_spec"]["mean"] == [0.5]
-    assert state["data"]["data"] == "digits:anomaly=0"
+    assert state.config["image_size"] == 32 and state.config["base_channels"] == 8
+    assert state.class_names == [str(d) for d in range(1, 10)]
+    assert state.input_spec.colour == "gray" and state.input_spec.mean == (0.5,)
+    assert state.data_spec == "digits:anomaly=0"
     best = load_checkpoint(trained_run / "best.pt")
-    val_losses = [h["val_loss"] for h in state["history"]]
-    assert best["epoch"] == int(np.argmin(val_losses)) + 1
+    val_losses = [h["val_loss"] for h in state.history]
+    assert best.epoch == int(np.argmin(val_losses)) + 1
 
 
 def test_resume_continues_the_history(trained_run, tmp_path):
@@ -102,7 +102,7 @@ def test_graph_is_pruned_to_encoder_s_and_classifier(ygan_bundle, trained_run):
     folded = kept - sum(m.num_features for m in batchnorms)  # (γ, β) -> one conv bias each
     graph = trace.graph_parameter_count(ygan_bundle / "global.onnx")
     assert graph == folded
-    method_params = sum(v.numel() for k, v in state["model"].items() if "running" not in k)
+    method_params = sum(v.numel() for k, v in state.model.items() if "running" not in k)
     assert graph < 0.3 * method_params  # E_r, decoder and D_s are gone
 
 
@@ -118,13 +118,13 @@ def test_runtime_scores_match_torch_on_raw_images(ygan_bundle, trained_run):
     """The card's preprocessing in the runtime reproduces training's tensors and scores."""
     from adedge.data import load
     from adedge.export.trace import rebuild_scorer
-    from adedge.preprocess import InputSpec, prepare_batch
+    from adedge.preprocess import prepare_batch
 
     state = load_checkpoint(trained_run / "best.pt")
     images = load("digits:anomaly=0").test.images[:50]
     with torch.no_grad():
         expected = rebuild_scorer(state)(
-            torch.from_numpy(prepare_batch(images, InputSpec.from_dict(state["input_spec"])))
+            torch.from_numpy(prepare_batch(images, state.input_spec))
         ).numpy()
     scores, _ = Detector(ygan_bundle).score_images(images)
     assert np.abs(scores - expected).max() < 1e-5
@@ -186,10 +186,10 @@ def test_resume_mid_epoch_reproduces_an_uninterrupted_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(options(tmp_path / "cut"), log=stop_after_some_steps)
     interrupted = load_checkpoint(tmp_path / "cut" / "last.pt")
-    assert interrupted["epoch"] == 1 and 0 < interrupted["step_in_epoch"] < 10
+    assert interrupted.epoch == 1 and 0 < interrupted.step_in_epoch < 10
     train(options(tmp_path / "cut", resume=True), log=lambda _: None)
 
-    whole = load_checkpoint(reference.last)["model"]
-    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    whole = load_checkpoint(reference.last).model
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt").model
     for name, tensor in whole.items():
         assert torch.allclose(tensor.float(), resumed[name].float(), atol=1e-6), name

@@ -1,5 +1,9 @@
 """Checkpoints: weights plus everything needed to rebuild, resume and export the model.
 
+:class:`Checkpoint` is what the trainer writes and export, resume and the benchmarks read:
+typed fields, saved as a dict of the same names (:meth:`Checkpoint.to_payload`; the files
+of earlier versions have those names too, and still load).
+
 A checkpoint is data, never code. It holds tensors and plain values only (dict, list, tuple,
 str, int, float, bool, None): :func:`save_checkpoint` turns numpy scalars and subclasses of
 str/int/float into plain values and refuses anything else, and :func:`load_checkpoint` reads
@@ -20,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
-from dataclasses import fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +34,81 @@ from torch.torch_version import TorchVersion
 
 from adedge.atomic import atomic_path
 from adedge.errors import CheckpointError
+from adedge.paths import LAST, run_checkpoint
+from adedge.preprocess import InputSpec
+from adedge.train.methods.base import StagePlan, TrainView
 
 CHECKPOINT_FORMAT = 1
-LAST = "last.pt"
-BEST = "best.pt"
 TRAIN_AGAIN = "use a checkpoint written by `adedge train`"
 SAFE_OLD_GLOBALS = [TorchVersion]  # str subclass in checkpoints of earlier versions
+
+
+@dataclass
+class Checkpoint:
+    """One run's state after a training step: what resume restores, and what export and the
+    benchmarks read (the method and its config, data and preprocessing, the weights).
+
+    ``config`` is the method's config as a dict (the method turns it back into its config
+    class); ``data`` is the data set's summary, ``data["data"]`` the ``--data`` it was
+    trained on (:attr:`data_spec`). ``path``: the file it was read from (not saved).
+    """
+
+    method: str
+    config: dict[str, Any]
+    class_names: list[str]
+    input_spec: InputSpec
+    frame_spec: InputSpec  # what the whole image is resized to (tiled stages cut it)
+    stage_plan: StagePlan
+    data: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    optimizers: dict[str, dict[str, Any]]
+    epoch: int
+    step_in_epoch: int
+    loss_sums: dict[str, float]
+    loss_count: int
+    history: list[dict[str, Any]]
+    best_val: float
+    rng: torch.Tensor
+    preset: str | None = None
+    labels: dict[str, Any] | None = None
+    epoch_seconds: float = 0.0
+    saved: str | None = None
+    adedge_version: str | None = None
+    torch_version: str | None = None
+    path: Path | None = None
+
+    @property
+    def data_spec(self) -> str:
+        return self.data["data"]
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain values under the field names, as ``torch.save`` writes them."""
+        payload = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}
+        payload["input_spec"] = self.input_spec.to_dict()
+        payload["frame_spec"] = self.frame_spec.to_dict()
+        payload["stage_plan"] = asdict(self.stage_plan)
+        return {"adedge_checkpoint": CHECKPOINT_FORMAT, **payload}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], file: Path) -> Checkpoint:
+        """The checkpoint a loaded payload holds, every field checked first (one
+        CheckpointError naming what is wrong). Files of earlier versions lack frame_spec and
+        stage_plan: they held one whole-image stage at the input size."""
+        check_payload(payload, file)
+        input_spec = spec_of(payload, "input_spec", file)
+        frame_spec = spec_of(payload, "frame_spec", file) or input_spec
+        values = {f.name: payload[f.name] for f in fields(cls) if f.name in payload}
+        values.update(
+            input_spec=input_spec,
+            frame_spec=frame_spec,
+            stage_plan=plan_of(payload, file) or StagePlan(frame_size=input_spec.height),
+            epoch_seconds=payload.get("epoch_seconds") or 0.0,
+            path=file,
+        )
+        return cls(**values)
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.to_payload())
 
 
 class DamagedCheckpoint(CheckpointError):
@@ -91,7 +164,8 @@ def plain(value: Any, where: str = "") -> Any:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary name and rename: a crash never leaves a broken checkpoint."""
+    """Write ``payload`` (:meth:`Checkpoint.to_payload`) as plain values to a temporary name
+    and rename: a crash never leaves a broken checkpoint."""
     data = plain({"adedge_checkpoint": CHECKPOINT_FORMAT, **payload})
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
@@ -101,11 +175,11 @@ def checkpoint_file(path: str | os.PathLike[str]) -> Path:
     """The file a --checkpoint names: the file itself, or a run folder's best.pt (or last.pt)."""
     file = Path(path)
     if file.is_dir():
-        file = file / BEST if (file / BEST).is_file() else file / LAST
+        file = run_checkpoint(file) or file / LAST
     return file
 
 
-def load_checkpoint(path: str | os.PathLike[str], method: str | None = None) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], method: str | None = None) -> Checkpoint:
     """Read a checkpoint; a CheckpointError names a missing, foreign, damaged, crafted or
     other-method file, or the fields it lacks or holds with a wrong type."""
     file = checkpoint_file(path)
@@ -129,9 +203,7 @@ def load_checkpoint(path: str | os.PathLike[str], method: str | None = None) -> 
             f"checkpoint '{file}' is a {named} model, not {method}",
             f"use --method {named} or a {method} checkpoint",
         )
-    check_payload(payload, file)
-    payload["path"] = str(file)
-    return payload
+    return Checkpoint.from_payload(payload, file)
 
 
 def read_plain(file: Path) -> Any:
@@ -258,8 +330,9 @@ OPTIONAL: dict[str, tuple[Any, str]] = {
 
 
 def check_payload(payload: dict[str, Any], file: Path) -> None:
-    """Every field export and resume read is there and of its type; the config and stage
-    plan rebuild. Raises one CheckpointError naming what is wrong."""
+    """Every field export and resume read is there and of its type, and the config rebuilds
+    (the specs and the stage plan are checked as they are read). Raises one CheckpointError
+    naming what is wrong."""
     missing = [key for key in REQUIRED if key not in payload]
     if missing:
         raise invalid(file, f"it lacks {', '.join(missing)} (adedge checkpoints hold them all)")
@@ -269,31 +342,32 @@ def check_payload(payload: dict[str, Any], file: Path) -> None:
             raise invalid(file, f"its field '{key}' is {describe(payload[key])}, not {kind}")
     if not isinstance(payload["data"].get("data"), str):
         raise invalid(file, "its field 'data' lacks 'data' (the --data the run was trained on)")
-    check_specs(payload, file)
     check_config(payload, file)
 
 
-def check_specs(payload: dict[str, Any], file: Path) -> None:
-    from adedge.preprocess import InputSpec
-    from adedge.train.methods.base import StagePlan, TrainView
+def spec_of(payload: dict[str, Any], key: str, file: Path) -> InputSpec | None:
+    """The input spec under ``key`` (None where an older file lacks it)."""
+    if payload.get(key) is None:
+        return None
+    try:
+        spec = InputSpec.from_dict(payload[key])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise invalid(file, f"its field '{key}' is no input spec ({problem(exc)})") from None
+    if min(spec.height, spec.width) < 1 or len(spec.mean) != len(spec.std):
+        raise invalid(file, f"its field '{key}' has a bad size or normalisation")
+    return spec
 
-    for key in ("input_spec", "frame_spec"):
-        if payload.get(key) is not None:
-            try:
-                spec = InputSpec.from_dict(payload[key])
-            except (KeyError, TypeError, ValueError) as exc:
-                what = f"its field '{key}' is no input spec ({problem(exc)})"
-                raise invalid(file, what) from None
-            if min(spec.height, spec.width) < 1 or len(spec.mean) != len(spec.std):
-                raise invalid(file, f"its field '{key}' has a bad size or normalisation")
+
+def plan_of(payload: dict[str, Any], file: Path) -> StagePlan | None:
+    """The stage plan (None where an older file lacks it)."""
     plan = payload.get("stage_plan")
-    if plan:
-        try:
-            view = plan.get("view") or {}
-            StagePlan(**{**plan, "view": TrainView(**view)})
-        except (TypeError, ValueError) as exc:
-            what = f"its field 'stage_plan' is no stage plan ({problem(exc)})"
-            raise invalid(file, what) from None
+    if not plan:
+        return None
+    try:
+        view = plan.get("view") or {}
+        return StagePlan(**{**plan, "view": TrainView(**view)})
+    except (TypeError, ValueError) as exc:
+        raise invalid(file, f"its field 'stage_plan' is no stage plan ({problem(exc)})") from None
 
 
 def check_config(payload: dict[str, Any], file: Path) -> None:
@@ -341,12 +415,12 @@ def problem(exc: Exception) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def load_weights(model: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
+def load_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
     """Load the checkpoint's weights into ``model``, built from its own config; weights that
     do not fit (names or shapes) are one CheckpointError, not torch's RuntimeError."""
-    file = checkpoint.get("path", "checkpoint")
+    file = checkpoint.path or Path("checkpoint")
     wanted = model.state_dict()
-    given = checkpoint["model"]
+    given = checkpoint.model
     missing = [k for k in wanted if k not in given]
     extra = [k for k in given if k not in wanted]
     shapes = [k for k in wanted if k in given and given[k].shape != wanted[k].shape]
@@ -357,8 +431,8 @@ def load_weights(model: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
             if names
         ]
         raise invalid(
-            Path(file),
-            f"its weights do not fit the {checkpoint['method']} model its config builds "
+            file,
+            f"its weights do not fit the {checkpoint.method} model its config builds "
             f"({'; '.join(parts)})",
         )
     model.load_state_dict(given)

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -36,21 +37,18 @@ from adedge.atomic import write_json, write_text
 from adedge.data import DataSet, load
 from adedge.errors import AdedgeError, DataError
 from adedge.metrics import auroc
-from adedge.paths import RUN_INFO
+from adedge.paths import BEST, LAST, RUN_INFO
 from adedge.preprocess import InputSpec, prepare_batch
-from adedge.registry import get_method
 from adedge.train.checkpoint import (
-    BEST,
-    LAST,
+    Checkpoint,
     DamagedCheckpoint,
     invalid,
     load_checkpoint,
     load_weights,
     problem,
-    save_checkpoint,
 )
 from adedge.train.methods import load_method
-from adedge.train.methods.base import Method, StagePlan, score_of
+from adedge.train.methods.base import CommonConfig, Method, StagePlan, score_of
 from adedge.train.views import grid_tiles, iterate_inputs, random_views, tiles_per_image
 from adedge.train.weak_labels import weak_labels
 
@@ -173,26 +171,25 @@ def pick_device(name: str) -> torch.device:
 
 
 def subclass_labels(
-    method: str, dataset: DataSet, use_weak: bool, images: np.ndarray, seed: int
+    method: Method, dataset: DataSet, use_weak: bool, images: np.ndarray, seed: int
 ) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """Labels for the method's latent classifier: ground truth, or weak k-means labels."""
-    needs = get_method(method).needs_subclasses
     labels = np.concatenate([dataset.train.labels, dataset.val.labels])
     if use_weak:
         clusters = weak_labels(images, seed=seed)
         names = [f"cluster{i}" for i in range(clusters.clusters)]
         return clusters.labels, names, {"source": "weak (k-means)", **clusters.summary()}
-    if needs and not dataset.has_subclasses:
+    if method.info.needs_subclasses and not dataset.has_subclasses:
         raise DataError(
             f"'{dataset.spec}' has a single normal class ({', '.join(dataset.class_names)}), but "
-            f"{method} learns sub-classes of the normal data",
+            f"{method.name} learns sub-classes of the normal data",
             "add --weak-labels to derive them by k-means clustering (the paper's Y-GAN*), "
             "or give one sub-folder per normal sub-class",
         )
     return labels, list(dataset.class_names), {"source": "ground truth sub-classes"}
 
 
-def prepare(dataset: DataSet, options: TrainOptions, method: str, plan: StagePlan) -> Prepared:
+def prepare(dataset: DataSet, options: TrainOptions, method: Method, plan: StagePlan) -> Prepared:
     channels = 1 if dataset.colour == "gray" else 3
     norm = {"colour": dataset.colour, "mean": (0.5,) * channels, "std": (0.5,) * channels}
     frame_spec = InputSpec(plan.frame_size, plan.frame_size, **norm)
@@ -239,8 +236,14 @@ def parse_overrides(config_type: type, overrides: dict[str, str]) -> dict[str, A
 
 
 def _typed(key: str, text: str, kind: str) -> Any:
+    """``text`` as the config field's declared type (its annotation string): bool, int,
+    float, str, or a list/tuple of int or float written comma-separated (``2,2,2,2``)."""
     if text.lower() in ("none", "null") and "None" in kind:
         return None
+    sequence = re.match(r"(list|tuple)\[(int|float)\b", kind)
+    if sequence:
+        items = [_typed(key, item.strip(), sequence[2]) for item in text.split(",")]
+        return items if sequence[1] == "list" else tuple(items)
     try:
         if kind.startswith("bool"):
             if text.lower() not in ("true", "false", "1", "0"):
@@ -306,7 +309,7 @@ class Trainer:
         if options.threads:
             torch.set_num_threads(options.threads)
 
-    def _check_run_dir(self) -> dict[str, Any] | None:
+    def _check_run_dir(self) -> Checkpoint | None:
         last = self.run_dir / LAST
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise AdedgeError(
@@ -325,9 +328,9 @@ class Trainer:
                     f"if {BEST} in '{self.run_dir}' is sound, copy it over {LAST} to resume from "
                     "the best epoch, or start a new run with another --out",
                 ) from None
-            if state["data"]["data"] != self.options.data:
+            if state.data_spec != self.options.data:
                 raise AdedgeError(
-                    f"--resume: '{self.run_dir}' was trained on '{state['data']['data']}', "
+                    f"--resume: '{self.run_dir}' was trained on '{state.data_spec}', "
                     f"not '{self.options.data}'",
                     "pass the same --data or start a new run with another --out",
                 )
@@ -346,23 +349,23 @@ class Trainer:
                 f"unknown preset '{self.options.preset}'",
                 f"choose one of: {', '.join(self.method.presets)}",
             )
-        has_modes = "mode" in {f.name for f in fields(self.method.config_type)}
-        if self.options.mode and not has_modes:
+        if self.options.mode and not self.method.info.modes:
             raise AdedgeError(
                 f"{self.method.name} has no modes (--mode {self.options.mode})",
                 "leave out --mode for this method",
             )
-        values = {
+        values: dict[str, Any] = {
             "image_size": image_size,
             "channels": channels,
             "epochs": self.options.epochs,
             "batch_size": self.options.batch_size,
             "lr": self.options.lr,
-            "mode": mode,
         }
+        if self.method.info.modes:
+            values["mode"] = mode
         return {**values, **parse_overrides(self.method.config_type, self.options.overrides)}
 
-    def dry_build(self, config: Any, num_classes: int = 2) -> ValueError | None:
+    def dry_build(self, config: CommonConfig, num_classes: int = 2) -> ValueError | None:
         """The method's own checks of ``config``: its stage plan and its networks, built on
         the meta device (no memory, no data). The ValueError they raise, or None. An op meta
         tensors lack is no setting's fault: the real build after loading the data decides."""
@@ -403,10 +406,10 @@ class Trainer:
             f"{self.method.name} cannot train with this setting: {first}", SETTING_HINT
         )
 
-    def check_resume(self, state: dict[str, Any]) -> None:
+    def check_resume(self, state: Checkpoint) -> None:
         """A resumed run keeps its settings: options that disagree with them, or a config it
         cannot build, fail here (before the data is loaded)."""
-        saved = state["config"]
+        saved = state.config
         given = {
             "image_size": self.options.image_size,
             "batch_size": self.options.batch_size,
@@ -430,24 +433,24 @@ class Trainer:
                 f"leave out {flag.rstrip('=')} (a resumed run keeps its settings; only --epochs "
                 "may change) or start a new run with another --out",
             )
-        weak = str((state.get("labels") or {}).get("source", "")).startswith("weak")
+        weak = str((state.labels or {}).get("source", "")).startswith("weak")
         if weak != self.options.weak_labels:
             raise AdedgeError(
                 f"--resume: the run in '{self.run_dir}' was trained "
                 f"{'with' if weak else 'without'} --weak-labels",
                 f"{'add' if weak else 'leave out'} --weak-labels to continue it",
             )
-        error = self.dry_build(self.method.config_from_dict(saved), len(state["class_names"]))
+        error = self.dry_build(self.method.config_from_dict(saved), len(state.class_names))
         if error is not None:
             raise invalid(
                 self.run_dir / LAST,
                 f"its config is not one {self.method.name} can build ({problem(error)})",
             )
 
-    def make_config(self, dataset: DataSet, resumed: dict[str, Any] | None) -> Any:
+    def make_config(self, dataset: DataSet, resumed: Checkpoint | None) -> CommonConfig:
         """The preset with the user's overrides (a resumed run keeps its own config)."""
         if resumed:
-            config = self.method.config_from_dict(resumed["config"])
+            config = self.method.config_from_dict(resumed.config)
             if self.options.epochs:
                 config.epochs = self.options.epochs
             return config
@@ -466,11 +469,11 @@ class Trainer:
             ) from None
         return config
 
-    def build(self, config: Any, data: Prepared, resumed: dict[str, Any] | None) -> nn.Module:
-        if resumed and data.class_names != resumed["class_names"]:
+    def build(self, config: CommonConfig, data: Prepared, resumed: Checkpoint | None) -> nn.Module:
+        if resumed and data.class_names != resumed.class_names:
             raise AdedgeError(
                 f"--resume: the run in '{self.run_dir}' learned the classes "
-                f"{', '.join(resumed['class_names'])}, the data now gives "
+                f"{', '.join(resumed.class_names)}, the data now gives "
                 f"{', '.join(data.class_names)}",
                 "pass the --data, --seed and --weak-labels the run was started with",
             )
@@ -496,7 +499,7 @@ class Trainer:
         resumed = self._check_run_dir()
         if resumed:
             self.check_resume(resumed)
-            self.preset = resumed.get("preset") or self.preset
+            self.preset = resumed.preset or self.preset
         else:
             self.check_settings()
         torch.manual_seed(self.options.seed)
@@ -504,7 +507,7 @@ class Trainer:
         self.log(f"data: {dataset.spec} ({dataset.protocol}): {json.dumps(dataset.summary())}")
         config = self.make_config(dataset, resumed)
         plan = self.method.stage_plan(config)
-        data = prepare(dataset, self.options, self.method.name, plan)
+        data = prepare(dataset, self.options, self.method, plan)
         self.log(self.describe_plan(plan))
         model = self.build(config, data, resumed)
         optimizers = self.method.make_optimizers(model, config)
@@ -531,7 +534,7 @@ class _Loop:
         trainer: Trainer,
         dataset: DataSet,
         data: Prepared,
-        config: Any,
+        config: CommonConfig,
         model: torch.nn.Module,
         optimizers: dict[str, torch.optim.Optimizer],
     ) -> None:
@@ -558,57 +561,57 @@ class _Loop:
     def steps_per_epoch(self) -> int:
         return max(self.samples_per_epoch // self.config.batch_size, 1)
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: Checkpoint) -> None:
         """The run as last.pt left it; state that does not fit the rebuilt run is one
         CheckpointError (load_checkpoint checked the fields' presence and types)."""
-        file = Path(state["path"])
+        file = state.path or self.trainer.run_dir / LAST
         load_weights(self.model, state)
         for name, opt in self.optimizers.items():
-            if name not in state["optimizers"]:
+            if name not in state.optimizers:
                 raise invalid(file, f"it lacks the state of optimizer '{name}'")
             try:
-                opt.load_state_dict(state["optimizers"][name])
+                opt.load_state_dict(state.optimizers[name])
             except (KeyError, TypeError, ValueError, RuntimeError) as exc:
                 raise invalid(
                     file, f"the state of optimizer '{name}' does not fit ({problem(exc)})"
                 ) from None
         try:
-            torch.set_rng_state(state["rng"])
+            torch.set_rng_state(state.rng)
         except RuntimeError as exc:
             raise invalid(file, f"its field 'rng' is no RNG state ({problem(exc)})") from None
-        self.epoch = state["epoch"]
-        self.step_in_epoch = state["step_in_epoch"]
-        self.sums = dict(state["loss_sums"])
-        self.count = state["loss_count"]
-        self.history = list(state["history"])
-        self.best_val = state["best_val"]
-        self.epoch_seconds = state.get("epoch_seconds") or 0.0
+        self.epoch = state.epoch
+        self.step_in_epoch = state.step_in_epoch
+        self.sums = dict(state.loss_sums)
+        self.count = state.loss_count
+        self.history = list(state.history)
+        self.best_val = state.best_val
+        self.epoch_seconds = state.epoch_seconds
 
-    def payload(self) -> dict[str, Any]:
-        return {
-            "method": self.trainer.method.name,
-            "config": self.trainer.method.config_to_dict(self.config),
-            "preset": self.trainer.preset,
-            "input_spec": self.data.spec.to_dict(),
-            "frame_spec": self.data.frame_spec.to_dict(),
-            "stage_plan": asdict(self.data.plan),
-            "class_names": self.data.class_names,
-            "labels": self.data.label_source,
-            "data": {**self.dataset.summary(), "seed": self.trainer.options.seed},
-            "model": self.model.state_dict(),
-            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "loss_sums": self.sums,
-            "loss_count": self.count,
-            "history": self.history,
-            "best_val": self.best_val,
-            "epoch_seconds": self.epoch_seconds,
-            "rng": torch.get_rng_state(),
-            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "adedge_version": __version__,
-            "torch_version": str(torch.__version__),
-        }
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            method=self.trainer.method.name,
+            config=self.trainer.method.config_to_dict(self.config),
+            preset=self.trainer.preset,
+            input_spec=self.data.spec,
+            frame_spec=self.data.frame_spec,
+            stage_plan=self.data.plan,
+            class_names=self.data.class_names,
+            labels=self.data.label_source,
+            data={**self.dataset.summary(), "seed": self.trainer.options.seed},
+            model=self.model.state_dict(),
+            optimizers={k: v.state_dict() for k, v in self.optimizers.items()},
+            epoch=self.epoch,
+            step_in_epoch=self.step_in_epoch,
+            loss_sums=self.sums,
+            loss_count=self.count,
+            history=self.history,
+            best_val=self.best_val,
+            epoch_seconds=self.epoch_seconds,
+            rng=torch.get_rng_state(),
+            saved=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            adedge_version=__version__,
+            torch_version=str(torch.__version__),
+        )
 
     def epoch_order(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.trainer.options.seed * 100_003 + self.epoch)
@@ -660,7 +663,7 @@ class _Loop:
                     self.log_progress(total_steps)
                     last_log = now
                 if now - last_save > 60 * self.trainer.options.checkpoint_minutes:
-                    save_checkpoint(self.trainer.run_dir / LAST, self.payload())
+                    self.checkpoint().save(self.trainer.run_dir / LAST)
                     last_save = now
             self.finish_epoch()
             last_save = time.monotonic()
@@ -709,16 +712,21 @@ class _Loop:
         self.epoch += 1
         self.step_in_epoch = 0
         self.sums, self.count, self.epoch_seconds = {}, 0, 0.0
-        save_checkpoint(self.trainer.run_dir / LAST, self.payload())
+        self.checkpoint().save(self.trainer.run_dir / LAST)
         if improved:
             shutil.copyfile(self.trainer.run_dir / LAST, self.trainer.run_dir / f".{BEST}.partial")
             (self.trainer.run_dir / f".{BEST}.partial").replace(self.trainer.run_dir / BEST)
         self.write_history()
         left = (self.config.epochs - self.epoch) * record["seconds"]
         monitor = record.get("test_auroc_monitor")
+        headline = "".join(
+            f"  {key} {record[key]:.4g}"
+            for key in self.trainer.method.info.headline_losses
+            if key in record
+        )
         self.trainer.log(
             f"epoch {self.epoch}/{self.config.epochs} done in {format_duration(record['seconds'])}"
-            f"  L_G {record.get('L_G', float('nan')):.4g}  val_loss {val_loss:.4f}"
+            f"{headline}  val_loss {val_loss:.4f}"
             + ("  (best)" if improved else "")
             + (f"  test AUROC {monitor:.4f} (monitor only)" if monitor is not None else "")
             + f"  ~{format_duration(left)} left"

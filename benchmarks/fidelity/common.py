@@ -23,10 +23,10 @@ def train_resuming(options: TrainOptions, tag: str) -> list[dict[str, Any]]:
     """Train ``options.out`` up to ``options.epochs``, resuming a run folder that exists (a
     killed script picks up where it stopped); the run's per-epoch history."""
     done = options.out / "last.pt"
-    if not (done.is_file() and load_checkpoint(done)["epoch"] >= options.epochs):
+    if not (done.is_file() and load_checkpoint(done).epoch >= options.epochs):
         options.resume = done.is_file()
         train(options, log=lambda line: print(f"[{tag}] {line}", flush=True))
-    return load_checkpoint(done)["history"]
+    return load_checkpoint(done).history
 
 
 def finished_rows(report: Path, same_budget: Callable[[dict], bool]) -> list[dict]:

@@ -33,12 +33,12 @@ from common import parse_classes, run_units, train_resuming
 from adedge.data import load
 from adedge.export.bundle_writer import export_bundle
 from adedge.export.options import ExportOptions
+from adedge.export.trace import rebuild_model
 from adedge.metrics import auroc
-from adedge.preprocess import InputSpec, prepare_batch
+from adedge.preprocess import prepare_batch
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import evaluate
 from adedge.train.checkpoint import load_checkpoint
-from adedge.train.methods import load_method
 from adedge.train.methods.ddrid import validation_norms
 from adedge.train.trainer import TrainOptions
 
@@ -78,13 +78,10 @@ def write_one_class_folder(
 def both_score_aurocs(run_dir: Path, spec: str) -> dict[str, float]:
     """Test AUROC of AS_l and AS_r from best.pt (information: nothing is chosen by it)."""
     state = load_checkpoint(run_dir / "best.pt", "ddrid")
-    method = load_method("ddrid")
-    config = method.config_from_dict(state["config"])
-    model = method.build(config, 1)
-    model.load_state_dict(state["model"])
+    _, _, model = rebuild_model(state)
     test = load(spec).test
-    batch = torch.from_numpy(prepare_batch(test.images, InputSpec.from_dict(state["input_spec"])))
-    latent, recon = validation_norms(model.eval(), batch)
+    batch = torch.from_numpy(prepare_batch(test.images, state.input_spec))
+    latent, recon = validation_norms(model, batch)
     return {
         "AS_l": auroc(test.labels, latent.numpy()),
         "AS_r": auroc(test.labels, recon.numpy()),
@@ -130,7 +127,7 @@ def run_class(index: int, images: np.ndarray, labels: np.ndarray, args) -> dict:
         "val_mean_AS_l": facts.get("val_mean_AS_l"),
         "val_mean_AS_r": facts.get("val_mean_AS_r"),
         "info_auroc_both": both_score_aurocs(run_dir, spec),
-        "best_epoch": best["epoch"],
+        "best_epoch": best.epoch,
         "epochs": len(history),
         "n_test": result["n_test"],
         "n_anomalous": result["n_anomalous"],

@@ -74,7 +74,7 @@ def run_class(index: int, seed: int, args: argparse.Namespace) -> dict:
         "seed": seed,
         "preset": args.preset,
         "auroc": result["auroc"],
-        "best_epoch": load_checkpoint(run_dir / "best.pt")["epoch"],
+        "best_epoch": load_checkpoint(run_dir / "best.pt").epoch,
         "epochs": len(history),
         "train_minutes": sum(h["seconds"] for h in history) / 60,
         "last_epoch_test_auroc_monitor": history[-1].get("test_auroc_monitor"),

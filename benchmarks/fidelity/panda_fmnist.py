@@ -28,12 +28,12 @@ from common import parse_classes, run_units, train_resuming
 from adedge.data import FMNIST_CLASSES, load
 from adedge.export.bundle_writer import export_bundle
 from adedge.export.options import ExportOptions
+from adedge.export.trace import rebuild_scorer
 from adedge.metrics import auroc
-from adedge.preprocess import InputSpec, prepare_batch
+from adedge.preprocess import prepare_batch
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import score_split
 from adedge.train.checkpoint import load_checkpoint
-from adedge.train.methods import load_method
 from adedge.train.trainer import TrainOptions
 
 
@@ -58,17 +58,10 @@ def auprc(labels: np.ndarray, scores: np.ndarray) -> float:
 @torch.no_grad()
 def term_aurocs(run_dir: Path, spec: str) -> dict[str, float]:
     """AUROC of each raw Eq. 3 term of best.pt on the test split (information only)."""
-    checkpoint = load_checkpoint(run_dir / "best.pt")
-    method = load_method("panda")
-    config = method.config_from_dict(checkpoint["config"])
-    model = method.build(config, len(checkpoint["class_names"]))
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
-    scorer = method.inference_module(model).eval()
+    checkpoint = load_checkpoint(run_dir / "best.pt", "panda")
+    scorer = rebuild_scorer(checkpoint)
     data = load(spec)
-    images = torch.from_numpy(
-        prepare_batch(data.test.images, InputSpec.from_dict(checkpoint["input_spec"]))
-    )
+    images = torch.from_numpy(prepare_batch(data.test.images, checkpoint.input_spec))
     terms = [scorer.raw_terms(chunk)[:3] for chunk in images.split(512)]
     names = ("recon_mse", "C_x", "C_x_prime")
     return {
@@ -113,7 +106,7 @@ def run_class(index: int, args: argparse.Namespace) -> dict:
         "auprc": auprc(labels, scores),
         "auprc_chance": float(labels.mean()),
         "term_auroc_information_only": term_aurocs(run_dir, spec),
-        "best_epoch": best["epoch"],
+        "best_epoch": best.epoch,
         "epochs": len(history),
         "train_images": data.summary().get("n_train"),
         "train_minutes": sum(h["seconds"] for h in history) / 60,

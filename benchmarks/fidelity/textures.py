@@ -66,14 +66,14 @@ def run_texture(texture: str, args: argparse.Namespace) -> dict:
     ]
     bundle = export_bundle(ExportOptions(runs, args.work / f"bundle-{texture}"), log=print)
     result = evaluate(Detector(bundle), load(spec))
-    histories = [load_checkpoint(run / "last.pt")["history"] for run in runs]
+    histories = [load_checkpoint(run / "last.pt").history for run in runs]
     return {
         "texture": texture,
         "seed": args.seed,
         "auroc": result["auroc"],
         "pixel_auroc": result.get("pixel_auroc"),
         "auroc_per_kind": result.get("auroc_per_kind"),
-        "best_epochs": [load_checkpoint(run / "best.pt")["epoch"] for run in runs],
+        "best_epochs": [load_checkpoint(run / "best.pt").epoch for run in runs],
         "epochs": [len(h) for h in histories],
         "train_minutes": sum(sum(e["seconds"] for e in h) for h in histories) / 60,
         "wall_minutes": (time.time() - started) / 60,

@@ -52,7 +52,7 @@ def run_class(index: int, args: argparse.Namespace) -> dict:
         "name": FMNIST_CLASSES[index],
         "auroc": result["auroc"],
         "paper": PAPER_TABLE_II[index],
-        "best_epoch": best["epoch"],
+        "best_epoch": best.epoch,
         "epochs": len(history),
         "train_minutes": sum(h["seconds"] for h in history) / 60,
         "last_epoch_test_auroc_monitor": history[-1].get("test_auroc_monitor"),

@@ -1,7 +1,8 @@
 """`adedge bench`: latency and throughput of a bundle's graphs on this machine's backend.
 
 Inputs are the card's own shapes filled with noise: speed does not depend on pixel values.
-The paper's per-image time (its hardware, its batch) is shown beside ours, not as a goal.
+The paper's per-image time (its hardware, its batch) is shown beside ours, not as a goal:
+export writes it into the card (``training.paper_ms_per_image``); older cards have none.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from adedge.bundle import load_bundle
-from adedge.registry import METHODS
 from adedge.runtime.backends import create_backend
 from adedge.runtime.bench.timing import machine, time_call
 
@@ -48,7 +48,6 @@ def bench_bundle(
                     "images_per_second": float(size / np.median(times)),
                 }
             )
-    info = METHODS.get(card.method)
     return {
         "model": str(bundle.path),
         "method": card.method,
@@ -56,8 +55,18 @@ def bench_bundle(
         + (" (CPU)" if backend_name.startswith("onnxruntime") else " (NVIDIA GPU)"),
         "machine": machine(),
         "rows": rows,
-        "paper_ms_per_image": info.paper_ms_per_image if info else None,
+        "paper_ms_per_image": paper_times(card.training),
     }
+
+
+def paper_times(training: dict[str, Any]) -> dict[str, float] | None:
+    """The card's paper times (label -> ms); None where it has none or they are not numbers."""
+    times = training.get("paper_ms_per_image") if isinstance(training, dict) else None
+    if not isinstance(times, dict) or not times:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in times.values()):
+        return None
+    return {str(label): float(ms) for label, ms in times.items()}
 
 
 def render(result: dict[str, Any]) -> str:

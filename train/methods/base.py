@@ -3,18 +3,39 @@
 A method owns its networks, losses, one training step, its validation criterion (computed
 on held-out *normal* images only) and the inference module that export traces: a plain
 ``nn.Module`` mapping a normalised image batch to ``score`` (N,) (and ``amap`` where the
-method localises).
+method localises). Its config extends :class:`CommonConfig`, and its Method class carries
+``@register_method(...)``: adding that one file is all a new method takes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
+
+from adedge.registry import MethodInfo
+
+
+@dataclass
+class CommonConfig:
+    """The fields every method's config has: what the trainer and the command line set
+    (``--image-size``, ``--epochs``, ``--batch-size``, ``--lr``, and the data's channels).
+
+    A method's config redeclares each of them with its paper's default (a config that leaves
+    one out fails when its class is defined)."""
+
+    image_size: int
+    channels: int
+    epochs: int
+    batch_size: int
+    lr: float
+
+
+ConfigT = TypeVar("ConfigT", bound=CommonConfig)
 
 
 @dataclass(frozen=True)
@@ -61,27 +82,36 @@ class StagePlan:
         return self.tile if self.tile is not None else self.frame_size
 
 
-class Method(ABC):
-    name: str
-    config_type: type
+class Method(ABC, Generic[ConfigT]):
+    """One paper's method. ``info`` and ``name`` come from its ``@register_method``."""
+
+    info: ClassVar[MethodInfo]
+    name: ClassVar[str]
+    config_type: type[ConfigT]
     presets: dict[str, dict[str, Any]]
 
-    def make_config(self, preset: str = "paper", **overrides: Any) -> Any:
+    def make_config(self, preset: str = "paper", **overrides: Any) -> ConfigT:
+        """The preset with ``overrides`` (None: the preset's value). A field the config does
+        not have is a TypeError, never dropped."""
         if preset not in self.presets:
             raise KeyError(preset)
-        known = {f.name for f in fields(self.config_type)}
-        given = {k: v for k, v in overrides.items() if v is not None and k in known}
+        unknown = sorted(set(overrides) - {f.name for f in fields(self.config_type)})
+        if unknown:
+            raise TypeError(f"the {self.name} config has no field {', '.join(unknown)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
         return self.config_type(**{**self.presets[preset], **given})
 
-    def config_from_dict(self, data: dict[str, Any]) -> Any:
+    def config_from_dict(self, data: dict[str, Any]) -> ConfigT:
+        """A saved config; fields this version no longer has are left out, so the
+        checkpoints of earlier runs still load."""
         known = {f.name for f in fields(self.config_type)}
         return self.config_type(**{k: v for k, v in data.items() if k in known})
 
     @staticmethod
-    def config_to_dict(config: Any) -> dict[str, Any]:
+    def config_to_dict(config: CommonConfig) -> dict[str, Any]:
         return asdict(config)
 
-    def stage_plan(self, config: Any) -> StagePlan:
+    def stage_plan(self, config: ConfigT) -> StagePlan:
         """Whole images at ``config.image_size``, one 'global' stage: override to tile."""
         return StagePlan(frame_size=config.image_size)
 
@@ -93,7 +123,7 @@ class Method(ABC):
     def epoch_start(
         self,
         model: nn.Module,
-        config: Any,
+        config: ConfigT,
         epoch: int,
         training_inputs: Callable[[int], Iterator[torch.Tensor]],
     ) -> None:
@@ -109,7 +139,7 @@ class Method(ABC):
     def epoch_end(
         self,
         model: nn.Module,
-        config: Any,
+        config: ConfigT,
         epoch: int,
         training_inputs: Callable[[int], Iterator[torch.Tensor]],
     ) -> None:
@@ -118,7 +148,7 @@ class Method(ABC):
         return None
 
     def prepare_export(
-        self, model: nn.Module, config: Any, calibration: torch.Tensor
+        self, model: nn.Module, config: ConfigT, calibration: torch.Tensor
     ) -> dict[str, Any]:
         """Called by export before tracing, with held-out normal inputs at the stage's input
         size (tiles for tiled stages). A method may fix constants its score needs here (e.g.
@@ -127,12 +157,12 @@ class Method(ABC):
         return {}
 
     @abstractmethod
-    def build(self, config: Any, num_classes: int) -> nn.Module:
+    def build(self, config: ConfigT, num_classes: int) -> nn.Module:
         """The full training model (every network the paper trains)."""
 
     @abstractmethod
     def make_optimizers(
-        self, model: nn.Module, config: Any
+        self, model: nn.Module, config: ConfigT
     ) -> dict[str, torch.optim.Optimizer]: ...
 
     @abstractmethod
@@ -143,7 +173,7 @@ class Method(ABC):
         images: torch.Tensor,
         labels: torch.Tensor,
         progress: float,
-        config: Any,
+        config: ConfigT,
     ) -> dict[str, float]:
         """One optimisation step; ``progress`` runs from 0 to 1 over the whole training."""
 
@@ -167,6 +197,56 @@ class Method(ABC):
         buys. The default is the pruned scorer, for methods whose test pass needs no more.
         """
         return score_of(self.inference_module(model)(images))
+
+
+REGISTERED: dict[str, Method] = {}  # name -> the method, filled as method files are imported
+
+MethodT = TypeVar("MethodT", bound=type[Method])
+
+
+def register_method(**declared: Any) -> Callable[[MethodT], MethodT]:
+    """Register the decorated Method class under ``declared['name']`` (see
+    :class:`adedge.registry.MethodInfo` for the arguments).
+
+    The registry reads these arguments from the file's text before anything imports it, so
+    give them as literal values. Registering checks that the class fits them: its config
+    extends CommonConfig, its presets name config fields and include 'paper', a ``mode``
+    field exists exactly when modes are declared and takes each of them, and the pretrained
+    field is a config field.
+    """
+
+    def register(cls: MethodT) -> MethodT:
+        info = MethodInfo(module=cls.__module__, **declared)
+        check_registration(cls, info)
+        cls.info, cls.name = info, info.name
+        REGISTERED[info.name] = cls()
+        return cls
+
+    return register
+
+
+def check_registration(cls: type[Method], info: MethodInfo) -> None:
+    config = cls.config_type
+    where = f"@register_method(name='{info.name}') on {cls.__qualname__}"
+    if not (isinstance(config, type) and issubclass(config, CommonConfig)):
+        raise TypeError(f"{where}: its config_type must extend CommonConfig")
+    names = {f.name: f for f in fields(config)}
+    for preset, values in cls.presets.items():
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise TypeError(f"{where}: preset '{preset}' sets unknown fields {unknown}")
+    if "paper" not in cls.presets:
+        raise TypeError(f"{where}: a method needs a 'paper' preset (the CLI's default)")
+    if bool(info.modes) != ("mode" in names):
+        raise TypeError(f"{where}: declare modes exactly when the config has a 'mode' field")
+    if info.modes:
+        default = names["mode"].default
+        if default is MISSING or default not in info.modes:
+            raise TypeError(f"{where}: the config's default mode must be one of its modes")
+        for mode in info.modes:
+            config(**{**cls.presets["paper"], "mode": mode})  # raises if a mode is refused
+    if info.pretrained_field is not None and info.pretrained_field not in names:
+        raise TypeError(f"{where}: pretrained_field '{info.pretrained_field}' is no config field")
 
 
 def score_of(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -80,7 +80,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adedge.train.methods.base import Method, StagePlan, TrainView
+from adedge.train.methods.base import CommonConfig, Method, StagePlan, TrainView, register_method
 from adedge.train.nets.residual import (
     ResidualDecoder,
     ResidualTrunk,
@@ -93,7 +93,7 @@ SCORE_SCALES = ("paper", "mean")
 
 
 @dataclass
-class CBiGANConfig:
+class CBiGANConfig(CommonConfig):
     """Defaults are the paper's (Sections IV and V-B); see the module docstring."""
 
     image_size: int = 128  # whole-image side (objects) or frame side (textures: 512)
@@ -329,8 +329,17 @@ def to_tiles(images: torch.Tensor, tile: int) -> torch.Tensor:
     return tiles.permute(0, 2, 4, 1, 3, 5).reshape(-1, c, tile, tile)
 
 
-class CBiGANMethod(Method):
-    name = "cbigan"
+@register_method(
+    name="cbigan",
+    title="CBiGAN: consistency-regularised BiGAN (Carrara et al.)",
+    paper="shared/papers/cbigan.txt",
+    modes={
+        "object": "whole image",
+        "texture": "64px tiles, max over tiles; the default for texture: data",
+    },
+    headline_losses=("L_G",),
+)
+class CBiGANMethod(Method[CBiGANConfig]):
     config_type = CBiGANConfig
     presets: dict[str, dict[str, Any]] = {
         "paper": {},
@@ -478,6 +487,3 @@ class CBiGANMethod(Method):
             "f_D": f"critic image trunk, {trunk.out_features} features",
             "mode": config.mode,
         }
-
-
-METHOD = CBiGANMethod()

@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adedge.errors import ExportError
-from adedge.train.methods.base import Method
+from adedge.train.methods.base import CommonConfig, Method, register_method
 from adedge.train.nets.conv_ae import ConvDecoder, ConvEncoder, MLPDiscriminator, init_conv_weights
 
 SCORES = ("AS_l", "AS_r")
@@ -81,7 +81,7 @@ CHUNK = 256
 
 
 @dataclass
-class DDRIDConfig:
+class DDRIDConfig(CommonConfig):
     """Defaults are the paper's (Section 4.1, Table 1)."""
 
     image_size: int = 32
@@ -268,8 +268,13 @@ def choose_score(mean_latent: float, mean_recon: float) -> str:
     return "AS_l" if mean_latent < mean_recon else "AS_r"
 
 
-class DDRIDMethod(Method):
-    name = "ddrid"
+@register_method(
+    name="ddrid",
+    title="DDR-ID: dual deep reconstruction networks with image decomposition (Lin et al.)",
+    paper="shared/papers/ddrid.txt",
+    headline_losses=("L_G",),
+)
+class DDRIDMethod(Method[DDRIDConfig]):
     config_type = DDRIDConfig
     presets: dict[str, dict[str, Any]] = {
         "paper": {},
@@ -495,6 +500,3 @@ class DDRIDMethod(Method):
         latent = (z - model.center).pow(2).mean(dim=1)
         recon = (x_c - reconstruction_template(model)).pow(2).mean(dim=(1, 2, 3))
         return recon if SCORES[int(model.score_choice)] == "AS_r" else latent
-
-
-METHOD = DDRIDMethod()

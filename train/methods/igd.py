@@ -102,7 +102,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adedge.train.methods.base import Method, StagePlan, TrainView
+from adedge.train.methods.base import CommonConfig, Method, StagePlan, TrainView, register_method
 from adedge.train.nets.msssim import (
     MSSSIM,
     MSSSIMSettings,
@@ -124,7 +124,7 @@ SIGMA_FLOOR = 1e-12
 
 
 @dataclass
-class IGDConfig:
+class IGDConfig(CommonConfig):
     """Defaults are the paper's (Implementation Details) and NOTES.md §5 for the patches."""
 
     image_size: int = 256  # global: the network input; local: the frame resized before tiling
@@ -376,8 +376,20 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class IGDMethod(Method):
-    name = "igd"
+@register_method(
+    name="igd",
+    title="IGD: interpolated Gaussian descriptor (Chen et al.)",
+    paper="shared/papers/igd.txt",
+    modes={
+        "global": "whole image",
+        "local": "32px patches at stride 16, local max-pooling; export a global and a local "
+        "run together with two --checkpoint options",
+    },
+    pretrained_field="backbone_weights",
+    pretrained_weights="a ResNet-18 state dict (torchvision names) for the encoder",
+    headline_losses=("L_G",),
+)
+class IGDMethod(Method[IGDConfig]):
     config_type = IGDConfig
     presets: dict[str, dict[str, Any]] = {
         "paper": {},
@@ -567,6 +579,3 @@ class IGDMethod(Method):
             model.eval()
             facts["calibration_score_mean"] = float(self.scores(model, calibration).mean())
         return facts
-
-
-METHOD = IGDMethod()

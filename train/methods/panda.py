@@ -83,7 +83,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adedge.errors import AdedgeError
-from adedge.train.methods.base import Method
+from adedge.registry import PaperTime
+from adedge.train.methods.base import CommonConfig, Method, register_method
 from adedge.train.nets.dcgan import init_dcgan_weights
 from adedge.train.nets.fgvc import FGVCDiscriminator, attention_crop, attention_drop
 from adedge.train.nets.vae import (
@@ -101,7 +102,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class PANDAConfig:
+class PANDAConfig(CommonConfig):
     """Defaults are the paper's where it gives them (Sections III, IV-A); else ours."""
 
     image_size: int = 32
@@ -436,8 +437,32 @@ def pretrain_rotation(
 # ------------------------------------------------------------------------------ method
 
 
-class PANDAMethod(Method):
-    name = "panda"
+@register_method(
+    name="panda",
+    title="PANDA(-GAN): perceptually aware neural detection of anomalies (Barker & Breckon)",
+    paper="shared/papers/panda.txt",
+    pretrained_field="perceptual_weights",
+    pretrained_weights="a VGG-19 state dict for the general perceptual loss (--set loss=pl_g)",
+    headline_losses=("L_G",),
+    paper_timings=(  # Table I; the paper names no input size
+        PaperTime(
+            15.2,
+            "Titan X",
+            "PANDA-GAN PWL (PANDA Table I, Plant Village)",
+            label="Plant Village PWL (Titan X)",
+        ),
+        PaperTime(20.0, "Titan X", "PANDA-GAN PL_g (PANDA Table I, Plant Village)"),
+        PaperTime(20.8, "Titan X", "PANDA-GAN PL_ps (PANDA Table I, Plant Village)"),
+        PaperTime(16.8, "Titan X", "PANDA-GAN PWL (PANDA Table I, Laptop X-ray)"),
+        PaperTime(6.9, "Titan X", "VAE (PANDA Table I, Plant Village)"),
+        PaperTime(28.0, "Titan X", "GANomaly (PANDA Table I, Plant Village)"),
+        PaperTime(65.0, "Titan X", "f-AnoGAN (PANDA Table I, Plant Village)"),
+        PaperTime(87.0, "Titan X", "EGBAD (PANDA Table I, Plant Village)"),
+        PaperTime(123.0, "Titan X", "Skip-GANomaly (PANDA Table I, Plant Village)"),
+        PaperTime(7151.0, "Titan X", "AnoGAN (PANDA Table I, Plant Village)"),
+    ),
+)
+class PANDAMethod(Method[PANDAConfig]):
     config_type = PANDAConfig
     presets: dict[str, dict[str, Any]] = {
         "paper": {},
@@ -622,6 +647,3 @@ class PANDAMethod(Method):
             },
             "loss": config.loss,
         }
-
-
-METHOD = PANDAMethod()

@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adedge.train.methods.base import Method
+from adedge.registry import PaperTime
+from adedge.train.methods.base import CommonConfig, Method, register_method
 from adedge.train.nets.dcgan import (
     DCGANDecoder,
     DCGANEncoder,
@@ -50,7 +51,7 @@ from adedge.train.nets.dcgan import (
 
 
 @dataclass
-class YGANConfig:
+class YGANConfig(CommonConfig):
     """Defaults are the paper's (Section IV-C)."""
 
     image_size: int = 32
@@ -152,8 +153,26 @@ def consistency_loss(model: YGAN, z_s: torch.Tensor, z_r: torch.Tensor) -> torch
     return (1.0 - F.cosine_similarity(z_s, model.encoder_s(hybrid), dim=1)).mean()
 
 
-class YGANMethod(Method):
-    name = "ygan"
+@register_method(
+    name="ygan",
+    title="Y-GAN: dual data representations (Ivanovska & Struc)",
+    paper="shared/papers/ygan.txt",
+    needs_subclasses=True,
+    headline_losses=("L_G",),
+    paper_timings=(
+        PaperTime(
+            2.6,
+            "RTX 2080 Ti",
+            "Y-GAN, 32x32 (batch 64, includes E_r + decoder)",
+            image_size=32,
+            label="32x32",
+        ),
+        PaperTime(
+            13.5, "RTX 2080 Ti", "Y-GAN, 256x256 PlantVillage", image_size=256, label="256x256"
+        ),
+    ),
+)
+class YGANMethod(Method[YGANConfig]):
     config_type = YGANConfig
     presets: dict[str, dict[str, Any]] = {
         "paper": {},
@@ -242,6 +261,3 @@ class YGANMethod(Method):
         model.decoder(torch.cat([z_s, z_r], dim=1))
         model.decoder(torch.cat([z_s, torch.roll(z_r, 1, dims=0)], dim=1))
         return score_from_code(model.classifier, z_s)
-
-
-METHOD = YGANMethod()
