@@ -19,7 +19,6 @@ from adedge.card import (  # noqa: F401 - the bundle contract, importable from h
     CARD_NAME,
     DEFAULT_ENGINE_MAX_BATCH,
     DEFAULT_WORKSPACE_MIB,
-    ENGINE_PRECISIONS,
     FORMAT_VERSION,
     MAX_ENGINE_BATCH,
     MAX_SIDE,

@@ -24,15 +24,16 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from adedge.errors import AdedgeError
+from adedge.formats import ALWAYS_WRITTEN, GRAPHS, Precision
 from adedge.preprocess import InputSpec
+from adedge.preprocess import tile_count as count_tiles
 
 CARD_NAME = "adedge.json"
 FORMAT_VERSION = 2  # the card format this adedge writes and reads (older ones are migrated)
 REDUCTIONS = ("max", "mean")
 PADDINGS = ("reflect", "constant", "replicate")
 TILE_ORDERS = ("row-major",)  # the only order the runtime's tiling plans cut
-PRECISIONS = ("fp32", "fp16", "int8")  # graphs a stage may carry (fp32 always)
-ENGINE_PRECISIONS = ("fp16", "fp32")
+PRECISIONS = tuple(GRAPHS)  # graphs a stage may carry (fp32 always)
 DEFAULT_ENGINE_MAX_BATCH = 8
 DEFAULT_WORKSPACE_MIB = 1024
 
@@ -82,7 +83,7 @@ class EngineSpec:
     each GPU.
     """
 
-    precision: str = "fp16"
+    precision: Precision = Precision.FP16
     max_batch: int = DEFAULT_ENGINE_MAX_BATCH
     opt_batch: int = 1
     workspace_mib: int = DEFAULT_WORKSPACE_MIB
@@ -120,13 +121,13 @@ class StageSpec:
     @property
     def file(self) -> str:
         """The FP32 graph's file."""
-        return self.graphs["fp32"].file
+        return self.graphs[ALWAYS_WRITTEN].file
 
     @property
     def sha256(self) -> str:
-        return self.graphs["fp32"].sha256
+        return self.graphs[ALWAYS_WRITTEN].sha256
 
-    def graph(self, precision: str = "fp32") -> GraphFile | None:
+    def graph(self, precision: str = ALWAYS_WRITTEN) -> GraphFile | None:
         """The stage's graph in ``precision`` (None: not exported)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
@@ -238,13 +239,6 @@ def check_threshold(value: Any, where: str) -> float:
 
 
 def tile_count(tiling: TilingSpec) -> int:
-    """Tiles per frame of a tiled stage, as the runtime's ``plan_tiles(...).count`` (which
-    depends only on the spec): per axis one tile when ``L <= tile``, else
-    ``ceil((L - tile) / stride) + 1`` (runtime/tiling.py ``_axis``), without building a plan."""
-
-    def axis(length: int) -> int:
-        if length <= tiling.tile:
-            return 1
-        return -(-(length - tiling.tile) // tiling.stride) + 1
-
-    return axis(int(tiling.resize_to[0])) * axis(int(tiling.resize_to[1]))
+    """Tiles per frame of a tiled stage, as the runtime's tiling plan cuts them (the same
+    geometry, :func:`adedge.preprocess.tile_count`), without building a plan."""
+    return count_tiles(tiling.resize_to, tiling.tile, tiling.stride)

@@ -21,7 +21,6 @@ from adedge.card import (
     CARD_NAME,
     DEFAULT_ENGINE_MAX_BATCH,
     DEFAULT_WORKSPACE_MIB,
-    ENGINE_PRECISIONS,
     FORMAT_VERSION,
     MAX_ENGINE_BATCH,
     MAX_NORMALISATION,
@@ -46,6 +45,7 @@ from adedge.card import (
     tile_count,
 )
 from adedge.errors import BundleError
+from adedge.formats import ENGINE_PRECISIONS, Precision
 from adedge.preprocess import COLOURS, RESIZE_POLICY, InputSpec
 
 MAX_CARD_BYTES = 16 << 20  # cards are a few KiB; a bigger file is refused before parsing
@@ -274,7 +274,7 @@ class _CardReader:
         layers = self.get(data, "fp32_layers", list, f"{path}.fp32_layers", default=[])
         if not all(isinstance(name, str) and name for name in layers):
             raise self.fail(f"{path}.fp32_layers", "must hold node names")
-        return EngineSpec(precision=precision, fp32_layers=tuple(layers), **values)
+        return EngineSpec(precision=Precision(precision), fp32_layers=tuple(layers), **values)
 
     def stage(self, name: str, data: dict) -> StageSpec:
         path = f"stages.{name}"

@@ -614,18 +614,11 @@ def engines_build(
     """Build (or find up to date) the TensorRT engine of every stage of a bundle, cached in
     <bundle>/engines (or $ADEDGE_ENGINE_DIR when the bundle is read-only), so a stream or
     a service starts scoring at once. Run it on the device that will use them."""
-    from adedge.bundle import ENGINE_PRECISIONS, load_bundle
+    from adedge.bundle import load_bundle
+    from adedge.formats import check_engine_settings
     from adedge.runtime.backends.engines import ensure_engine, import_tensorrt
 
-    if precision is not None and precision not in ENGINE_PRECISIONS:
-        raise AdedgeError(
-            f"--precision {precision} is not an engine precision",
-            f"choose one of: {', '.join(ENGINE_PRECISIONS)}",
-        )
-    if max_batch is not None and max_batch < 1:
-        raise AdedgeError("--max-batch must be at least 1", "e.g. --max-batch 8")
-    if workspace is not None and workspace < 16:
-        raise AdedgeError("--workspace is in MiB and must be at least 16", "e.g. 1024")
+    check_engine_settings(precision, max_batch, workspace)
     bundle = load_bundle(pick_model(model))
     import_tensorrt()  # one line where TensorRT is missing, before any stage
     for stage in bundle.card.stages:

@@ -43,14 +43,14 @@ from adedge.atomic import atomic_path, write_json
 from adedge.bundle import (
     DEFAULT_ENGINE_MAX_BATCH,
     DEFAULT_WORKSPACE_MIB,
-    ENGINE_PRECISIONS,
     EngineSpec,
     StageSpec,
     precision_graph,
     sha256_file,
+    tile_count,
 )
 from adedge.errors import AdedgeError
-from adedge.runtime.tiling import plan_tiles
+from adedge.formats import ENGINE_PRECISIONS, Precision
 
 ENGINE_DIR = "engines"
 STRONGLY_TYPED_SINCE = (10, 0)  # first GA release with NetworkDefinitionCreationFlag.STRONGLY_TYPED
@@ -109,7 +109,7 @@ class BuildPlan:
 
 def choose_build(
     version: tuple[int, ...],
-    precision: str = "fp16",
+    precision: str = Precision.FP16,
     weak: bool = False,
     has_fp16_graph: bool = True,
 ) -> BuildPlan:
@@ -145,9 +145,7 @@ def choose_build(
 
 def tiles_per_frame(stage: StageSpec) -> int | None:
     """How many tiles one frame makes in a tiled stage (None: a whole-frame stage)."""
-    if stage.tiling is None:
-        return None
-    return plan_tiles(tuple(stage.tiling.resize_to), stage.tiling).count
+    return None if stage.tiling is None else tile_count(stage.tiling)
 
 
 def engine_spec(
