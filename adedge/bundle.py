@@ -46,6 +46,7 @@ from adedge.card_reader import (  # noqa: F401
     read_card_json,
 )
 from adedge.errors import BundleError
+from adedge.formats import ALWAYS_WRITTEN, Precision
 
 
 def sha256_file(path: str | Path) -> str:
@@ -86,7 +87,7 @@ class Bundle:
     def stage_file(self, stage: StageSpec) -> Path:
         return bundle_file(self.path, stage.file, f"stages.{stage.name}.graphs.fp32.file")
 
-    def graph_file(self, stage: StageSpec, precision: str = "fp32") -> Path:
+    def graph_file(self, stage: StageSpec, precision: str = ALWAYS_WRITTEN) -> Path:
         return precision_graph(self.path, stage, precision)
 
 
@@ -101,7 +102,7 @@ def precision_graph(folder: Path, stage: StageSpec, precision: str) -> Path:
     if graph is None:
         hint = (
             "re-export the bundle with `adedge export --int8`"
-            if precision == "int8"
+            if precision == Precision.INT8
             else "re-export the bundle with `adedge export --precisions fp32,fp16` (the default)"
         )
         raise BundleError(

@@ -45,7 +45,7 @@ from adedge.card import (
     tile_count,
 )
 from adedge.errors import BundleError
-from adedge.formats import ENGINE_PRECISIONS, Precision
+from adedge.formats import ALWAYS_WRITTEN, ENGINE_PRECISIONS, Precision
 from adedge.preprocess import COLOURS, RESIZE_POLICY, InputSpec
 
 MAX_CARD_BYTES = 16 << 20  # cards are a few KiB; a bigger file is refused before parsing
@@ -182,8 +182,10 @@ class _CardReader:
                     path,
                     f"names a precision {show_value(precision)}: one of {', '.join(PRECISIONS)}",
                 )
-        if "fp32" not in graphs:
-            raise self.fail(f"{path}.fp32", "is missing: every stage has its FP32 graph")
+        if ALWAYS_WRITTEN not in graphs:
+            raise self.fail(
+                f"{path}.{ALWAYS_WRITTEN}", "is missing: every stage has its FP32 graph"
+            )
         read = {}
         for precision in PRECISIONS:
             if precision not in graphs:
@@ -344,14 +346,15 @@ def _v1_graphs(reader: _CardReader, name: str, stage: dict[str, Any]) -> dict[st
     """A version-1 stage's flat graph fields as a version-2 ``graphs`` map."""
     path = f"stages.{name}"
     flat = {
-        p: ("file", "sha256") if p == "fp32" else (f"{p}_file", f"{p}_sha256") for p in PRECISIONS
+        p: ("file", "sha256") if p == ALWAYS_WRITTEN else (f"{p}_file", f"{p}_sha256")
+        for p in PRECISIONS
     }
     graphs = {}
     for precision, (file_key, sha_key) in flat.items():
         if stage.get(file_key) is None:
             if stage.get(sha_key) is not None:
                 raise reader.fail(f"{path}.{sha_key}", f"is set but {file_key} is not")
-            if precision == "fp32":
+            if precision == ALWAYS_WRITTEN:
                 raise reader.fail(f"{path}.file", "is missing")
             continue
         graphs[precision] = {"file": stage[file_key], "sha256": stage.get(sha_key)}

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from adedge.bundle import StageSpec, precision_graph
-from adedge.formats import parse_backend
+from adedge.formats import ALWAYS_WRITTEN, parse_backend
 
 
 class Backend(Protocol):
@@ -39,7 +39,7 @@ def create_backend(name: str, onnx_path: Path, stage: StageSpec, threads: int = 
         from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         path = Path(onnx_path)
-        if precision not in (None, "fp32"):
+        if precision not in (None, ALWAYS_WRITTEN):
             path = precision_graph(path.parent, stage, precision)
         return OnnxRuntimeBackend(path, stage, threads=threads)
     from adedge.runtime.backends.tensorrt import TensorRTBackend

@@ -397,7 +397,7 @@ def ensure_engine(
         parse_version(version),
         spec.precision,
         weak=weak,
-        has_fp16_graph=stage.graph("fp16") is not None,
+        has_fp16_graph=stage.graph(Precision.FP16) is not None,
     )
     onnx_path = precision_graph(Path(bundle), stage, plan.graph)
     key = EngineKey(sha256_file(onnx_path), capability, version, spec.precision, spec.max_batch)

@@ -45,6 +45,7 @@ import numpy as np
 
 from adedge.bundle import StageSpec
 from adedge.errors import AdedgeError
+from adedge.formats import BACKENDS, BackendKind
 from adedge.paths import find_vtest
 from adedge.registry import PaperTime, get_method
 from adedge.runtime.backends import create_backend
@@ -54,8 +55,15 @@ from adedge.runtime.detector import Detector
 BATCHES = (1, 8, 32)
 MAX_ROWS = 512  # cap on network inputs per call when finding the best batch
 FULL, PRUNED = "torch eager, full model", "torch eager, pruned"
-GRAPH_BACKENDS = ("onnxruntime:fp32", "onnxruntime:fp16", "onnxruntime:int8")
-ENGINE_BACKENDS = ("tensorrt:fp16", "tensorrt:fp32")
+
+
+def _spellings(kind: BackendKind) -> tuple[str, ...]:
+    """Every ``--backend kind:precision`` the backend table allows, default precision first."""
+    return tuple(f"{kind.value}:{p.value}" for p in BACKENDS[kind].precisions)
+
+
+GRAPH_BACKENDS = _spellings(BackendKind.ONNXRUNTIME)
+ENGINE_BACKENDS = _spellings(BackendKind.TENSORRT)
 
 
 @dataclass(frozen=True)
