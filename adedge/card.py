@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -158,9 +159,10 @@ class Card:
     def method_warning(self) -> str | None:
         """One line for a card whose method this adedge does not know (None: it knows it).
 
-        Such a bundle still streams: the card carries everything the runtime needs (graphs,
-        preprocessing, tiling, threshold); only method-specific extras (e.g. the paper's
-        per-image time in `adedge bench`) are missing.
+        Such a bundle still streams, evaluates and benchmarks: the card carries everything
+        the runtime needs (graphs, preprocessing, tiling, threshold, the papers' per-image
+        times); only what needs the method's code is missing (training, export, and the torch
+        rows of `adedge bench --papers`).
         """
         from adedge.registry import METHODS
 
@@ -171,6 +173,13 @@ class Card:
             f"({', '.join(sorted(METHODS))}); scoring with the card's graphs, "
             "preprocessing and threshold as written"
         )
+
+    def warn_if_unknown_method(self, log: Callable[[str], None]) -> None:
+        """Say :meth:`method_warning` through ``log``, where there is one: every command that
+        opens a bundle calls this once."""
+        warning = self.method_warning()
+        if warning:
+            log(f"warning: {warning}")
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from adedge import __version__
-from adedge.bundle import DEFAULT_WORKSPACE_MIB, Card
+from adedge.bundle import DEFAULT_WORKSPACE_MIB
 from adedge.errors import AdedgeError, Interrupted, Terminated, interrupt_exit_code
 from adedge.formats import (
     DEFAULT_GRAPHS,
@@ -26,8 +26,9 @@ from adedge.formats import (
     parse_backend,
     precisions_help,
 )
-from adedge.paths import MODELS_DIR, RUNS_DIR, new_run_dir, newest_run
+from adedge.paths import MODELS_DIR, RUNS_DIR, new_run_dir, newest_run, resolve_model
 from adedge.registry import METHODS, get_method
+from adedge.uri import parse_key_values
 
 if TYPE_CHECKING:
     from adedge.runtime.stream import StreamSummary
@@ -137,12 +138,12 @@ def modes_help() -> str:
 def parse_settings(items: list[str], backbone_weights: Path | None, method: str) -> dict[str, str]:
     """``--set KEY=VALUE`` items (and --backbone-weights, under the config field the method
     registers for its pretrained weights) as a dict of strings."""
-    settings = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise AdedgeError(f"--set '{item}' is not KEY=VALUE", "e.g. --set alpha=1e-5")
-        settings[key.strip()] = value.strip()
+    settings = parse_key_values(
+        items,
+        problem=lambda item: AdedgeError(
+            f"--set '{item}' is not KEY=VALUE", "e.g. --set alpha=1e-5"
+        ),
+    )
     if backbone_weights is not None:
         info = get_method(method)
         if info.pretrained_field is None:
@@ -382,7 +383,7 @@ def evaluate(
     model = pick_model(model)
     target = check_writable(out or Path(model) / "eval.json", "--out")  # before the work
     detector = Detector(model, backend=backend, threshold=threshold, threads=threads)
-    warn_unknown_method(detector.card)
+    detector.card.warn_if_unknown_method(say)
     result = run_eval(detector, load(data))
     table = Table(title=f"{result['method']} on {result['data']}")
     table.add_column("metric")
@@ -551,14 +552,6 @@ def check_stream_produced(summary: StreamSummary) -> None:
         )
 
 
-def warn_unknown_method(card: Card) -> None:
-    """A card of a method this adedge does not know still runs (the card carries all the
-    runtime needs): say so, once."""
-    warning = card.method_warning()
-    if warning:
-        say(f"warning: {warning}")
-
-
 @app.command(cls=Command)
 def video(
     data: Annotated[str, typer.Option(help=DATA_HELP)],
@@ -631,8 +624,6 @@ def engines_build(
 
 
 def pick_model(model: Path | None) -> Path:
-    from adedge.runtime.stream.wiring import resolve_model
-
     return resolve_model(model, say)
 
 
@@ -688,7 +679,7 @@ def bench(
     from adedge.runtime.bench import bench_bundle, render
 
     model = pick_model(model)
-    warn_unknown_method(load_bundle(model).card)
+    load_bundle(model).card.warn_if_unknown_method(say)
     result = bench_bundle(model, sizes, seconds, threads, backend)
     typer.echo(render(result))
     if json_out:

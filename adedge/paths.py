@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -53,6 +54,14 @@ def newest_run(method: str, root: Path = RUNS_DIR) -> Path:
             f"train one with `adedge train --method {method} --data ...` or pass --checkpoint",
         )
     return max(candidates)[1]
+
+
+def resolve_model(model: Path | None, log: Callable[[str], None]) -> Path:
+    """``model`` (``--model``), or the newest bundle under models/, saying which."""
+    if model is None:
+        model = newest_bundle()
+        log(f"using the newest bundle: {model} (pick another with --model)")
+    return model
 
 
 def newest_bundle(root: Path = MODELS_DIR) -> Path:

@@ -19,7 +19,7 @@ from adedge.bundle import check_threshold
 from adedge.errors import AdedgeError
 from adedge.formats import BackendChoice, parse_backend
 from adedge.outputs import STDOUT, Existing, check_writable
-from adedge.paths import newest_bundle
+from adedge.paths import resolve_model
 from adedge.runtime.detector import Detector
 from adedge.runtime.labelled_video import read_truth
 from adedge.runtime.sinks import (
@@ -185,14 +185,6 @@ def check_stream(config: StreamConfig) -> CheckedStream:
     )
 
 
-def resolve_model(model: Path | None, log: Log) -> Path:
-    """``model``, or the newest bundle under models/ (saying which)."""
-    if model is None:
-        model = newest_bundle()
-        log(f"using the newest bundle: {model} (pick another with --model)")
-    return model
-
-
 def open_pipeline(config: StreamConfig, log: Log) -> Pipeline:
     """Check ``config``, then open its sinks (checked, nothing written until the first
     record), the detector and the source with its known truth. Anything that fails leaves
@@ -210,9 +202,7 @@ def open_pipeline(config: StreamConfig, log: Log) -> Pipeline:
         detector = Detector(
             model, backend=config.backend, threshold=checked.threshold, threads=config.threads
         )
-        warning = detector.card.method_warning()
-        if warning:
-            log(f"warning: {warning}")
+        detector.card.warn_if_unknown_method(log)
         source = open_source(
             config.source,
             loop=config.loop,
