@@ -564,7 +564,8 @@ def video(
     to try `adedge stream` on images whose labels are known."""
     from adedge.data import load
     from adedge.outputs import check_writable
-    from adedge.runtime.labelled_video import render_test_split, video_codec
+    from adedge.runtime.labelled_video import render_test_split
+    from adedge.runtime.sinks.files import video_codec
 
     video_codec(out)  # checked before the data is read
     check_writable(out, "--out")
