@@ -66,6 +66,7 @@ from adedge.runtime.backends import engines
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import detection_quality
+from adedge.runtime.frames import run_in_chunks
 from adedge.train.checkpoint import Checkpoint, load_checkpoint
 from adedge.train.methods.base import score_of
 
@@ -95,8 +96,7 @@ def calibration_data(checkpoint: Checkpoint, data: str | None) -> DataSet:
 
 
 def score_onnx(backend: OnnxRuntimeBackend, batch: np.ndarray, chunk: int = 256) -> np.ndarray:
-    parts = [backend.run(batch[i : i + chunk])["score"] for i in range(0, len(batch), chunk)]
-    return np.concatenate(parts).astype(np.float64)
+    return run_in_chunks(backend.run, batch, chunk, ["score"])["score"].astype(np.float64)
 
 
 def export_stage(

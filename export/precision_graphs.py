@@ -25,6 +25,7 @@ from adedge.runtime.backends import engines
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import score_split
+from adedge.runtime.frames import run_in_chunks
 
 if TYPE_CHECKING:  # the bundle writer imports this module
     from adedge.export.bundle_writer import ExportedStage
@@ -74,8 +75,7 @@ def precision_parity_inputs(dataset: DataSet, checkpoint: Checkpoint) -> np.ndar
 
 
 def run_outputs(backend: OnnxRuntimeBackend, batch: np.ndarray, chunk: int = 128):
-    parts = [backend.run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)]
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    return run_in_chunks(backend.run, batch, chunk)
 
 
 def compare_graphs(

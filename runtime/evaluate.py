@@ -15,11 +15,16 @@ from adedge.data import DataSet, Split
 from adedge.errors import DataError
 from adedge.metrics import auroc, pixel_auroc, rates_at
 from adedge.runtime.detector import Detector
+from adedge.runtime.frames import run_in_chunks
 
 
 def score_split(detector: Detector, images: list[np.ndarray], batch: int = 256) -> np.ndarray:
-    parts = [detector.score_images(images[i : i + batch])[0] for i in range(0, len(images), batch)]
-    return np.concatenate(parts) if parts else np.zeros(0)
+    """Scores (N,) of ``images``, handed to the detector ``batch`` at a time."""
+
+    def run(part: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return {"score": detector.score_images(part)[0]}
+
+    return run_in_chunks(run, images, batch, ["score"])["score"]
 
 
 def score_split_with_pixels(

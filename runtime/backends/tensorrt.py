@@ -27,6 +27,7 @@ import numpy as np
 
 from adedge.bundle import StageSpec
 from adedge.errors import BundleError
+from adedge.runtime.frames import run_in_chunks
 
 
 def _stderr(message: str) -> None:
@@ -250,11 +251,7 @@ class TensorRTBackend:
                 f"inputs, got {batch.shape}",
                 "this is a bug in the caller's preprocessing",
             )
-        step = self.max_batch
-        parts = [self._run(batch[i : i + step]) for i in range(0, len(batch), step)]
-        if len(parts) == 1:
-            return parts[0]
-        return {name: np.concatenate([p[name] for p in parts]) for name in self.stage.outputs}
+        return run_in_chunks(self._run, batch, self.max_batch, self.stage.outputs)
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         count = len(batch)
