@@ -43,20 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adedge.errors import ExportError
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties sharing their mean rank (vectorised)."""
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    starts_mask = np.r_[True, ordered[1:] != ordered[:-1]]
-    group = np.cumsum(starts_mask) - 1
-    starts = np.flatnonzero(starts_mask)
-    ends = np.r_[starts[1:], len(values)]
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = ((starts + ends - 1) / 2.0 + 1.0)[group]
-    return ranks
+from adedge.metrics import average_ranks
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
