@@ -135,15 +135,20 @@ def modes_help() -> str:
     return "Method mode: " + "; ".join(described) + "."
 
 
-def parse_settings(items: list[str], backbone_weights: Path | None, method: str) -> dict[str, str]:
-    """``--set KEY=VALUE`` items (and --backbone-weights, under the config field the method
-    registers for its pretrained weights) as a dict of strings."""
-    settings = parse_key_values(
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as a dict of strings (the method's config checks the keys)."""
+    return parse_key_values(
         items,
         problem=lambda item: AdedgeError(
             f"--set '{item}' is not KEY=VALUE", "e.g. --set alpha=1e-5"
         ),
     )
+
+
+def parse_settings(items: list[str], backbone_weights: Path | None, method: str) -> dict[str, str]:
+    """``--set KEY=VALUE`` items (and --backbone-weights, under the config field the method
+    registers for its pretrained weights) as a dict of strings."""
+    settings = parse_overrides(items)
     if backbone_weights is not None:
         info = get_method(method)
         if info.pretrained_field is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from common import finished_rows, parse_classes, run_units, train_resuming
 
+from adedge.cli import parse_overrides
 from adedge.data import load
 from adedge.export.bundle_writer import export_bundle
 from adedge.export.options import ExportOptions
@@ -63,7 +64,7 @@ def run_class(index: int, seed: int, args: argparse.Namespace) -> dict:
             seed=seed,
             threads=args.threads,
             log_seconds=120,
-            overrides=dict(item.split("=", 1) for item in args.set),
+            overrides=parse_overrides(args.set),
         ),
         f"class {index} seed {seed}",
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from common import finished_rows, run_units, train_resuming
 
+from adedge.cli import parse_overrides
 from adedge.data import load
 from adedge.export.bundle_writer import export_bundle
 from adedge.export.options import ExportOptions
@@ -50,7 +51,7 @@ def train_mode(method: str, mode: str, spec: str, folder: Path, args: argparse.N
             log_seconds=120,
             mode=mode,
             image_size=args.image_size,
-            overrides=dict(item.split("=", 1) for item in args.set),
+            overrides=parse_overrides(args.set),
         ),
         f"{method} {mode}",
     )
