@@ -93,7 +93,6 @@ Choices where the paper is silent or the authors' code (NOTES.md §5) differs:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +101,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adedge.bundle import sha256_file
 from adedge.train.methods.base import CommonConfig, Method, StagePlan, TrainView, register_method
 from adedge.train.nets.msssim import (
     MSSSIM,
@@ -368,14 +368,6 @@ def refresh_batchnorm(module: nn.Module, inputs: Iterable[torch.Tensor]) -> None
     module.train(was_training)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @register_method(
     name="igd",
     title="IGD: interpolated Gaussian descriptor (Chen et al.)",
@@ -405,7 +397,7 @@ class IGDMethod(Method[IGDConfig]):
             path = config.backbone_weights
             report = load_backbone(model.encoder, path)
             config.backbone_source = (
-                f"{Path(path).resolve()} (sha256 {file_sha256(path)[:16]}, "
+                f"{Path(path).resolve()} (sha256 {sha256_file(path)[:16]}, "
                 f"{len(report['loaded'])} tensors loaded, {len(report['skipped'])} skipped)"
             )
             config.backbone_weights = None  # loaded once; checkpoints carry the weights
