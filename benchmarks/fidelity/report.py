@@ -169,7 +169,8 @@ def render() -> str:
         "# Fidelity report: our AUROC beside the papers'",
         "",
         "Every number is measured through the exported ONNX bundle and the runtime (the "
-        "detector `adedge stream` uses), on real data available offline (DESIGN §9), with the "
+        "detector `adedge stream` uses), on real data available offline "
+        "(docs/architecture.md, Tests and data), with the "
         "checkpoint chosen on held-out *normal* data: test labels choose nothing. Training ran "
         "on CPU, one thread per run, on a 2-core machine shared with other jobs. Seeds are "
         "fixed; where three seeds ran, the figure is the mean ± std over seeds of the mean "

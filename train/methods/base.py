@@ -54,7 +54,7 @@ class TrainView:
 
 @dataclass(frozen=True)
 class StagePlan:
-    """How one trained checkpoint becomes one stage of a bundle (DESIGN §4).
+    """How one trained checkpoint becomes one stage of a bundle (docs/architecture.md, Bundle).
 
     ``frame_size``: the whole image is resized to this square first (the card's input size,
     or its tiling ``resize_to``). ``tile``/``stride``: None for a whole-image stage; else the

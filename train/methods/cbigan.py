@@ -19,7 +19,7 @@ optional rotation augmentation); ``texture`` resizes to a 512x512 frame, trains 
 the max tile score. The generator's output side is the stage's input side (128 / 64).
 
 Decisions where the paper is silent or ambiguous, and where we differ from the authors'
-code (NOTES.md §2):
+code (docs/authors-code.md, CBiGAN):
 
 * α's direction: Eq. 13 weights L_C by α, and Section V-B makes EGBAD "by setting α = 0";
   the sentence after Eq. 13 says the opposite (α = 1 BiGAN, α = 0 autoencoder). We follow

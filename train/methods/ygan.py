@@ -9,7 +9,7 @@ gives the feature-matching loss L_adv (Eq. 4) and trains on L_bce (Eq. 5). Gener
 Eq. 10 with λ1 = λ5 = 50, the rest 1; discriminator loss Eq. 11; Adam 2e-4, β = (0.5, 0.999).
 The anomaly score is s = 1 - max softmax(C(E_s(x))) (Eq. 12): only E_s and C are exported.
 
-Where we differ from the authors' public code (NOTES.md §1), following the paper:
+Where we differ from the authors' public code (docs/authors-code.md, Y-GAN), following the paper:
 
 * BatchNorm uses running statistics at inference. The authors' BN has
   ``track_running_stats=False``, so a test image's score depends on the rest of its batch;

@@ -9,7 +9,7 @@ Gaussian window applied as two 1-D depthwise ``conv2d`` with valid padding, so t
 computation traces with the TorchScript exporter to Conv, AveragePool, Pow and ReduceProd
 nodes with fixed kernels.
 
-Settings by input size (IGD, NOTES.md §5):
+Settings by input size (docs/authors-code.md, IGD):
 
 * sides >= 176 px: window 11, sigma 1.5, five scales with the standard weights
   ``(0.0448, 0.2856, 0.3001, 0.2363, 0.1333)`` (the coarsest of five scales, side/16, must
@@ -32,8 +32,8 @@ weighted arithmetic mean is the first-order form of the geometric product above 
 it when every term is 1, and for identical images); per pixel it avoids fractional powers
 of values near zero, which are unstable and hostile to FP16.
 
-Everything here is computed in float32 whatever the input dtype (DESIGN §5: variances and
-means of whole images are FP32 islands in an FP16 graph).
+Everything here is computed in float32 whatever the input dtype (docs/architecture.md,
+Precision: variances and means of whole images are FP32 islands in an FP16 graph).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Residual convolution blocks and the encoder trunk / decoder built from them.
 
-These are the blocks of CBiGAN's Fig. 3 as the authors' code defines them (NOTES.md §2):
+These are the blocks of CBiGAN's Fig. 3 as the authors' code defines them
+(docs/authors-code.md, CBiGAN):
 
 * ``d_block(n)``: a 1x1 convolution on the skip path; on the main path 3x3 conv -> LeakyReLU
   -> 3x3 conv -> LeakyReLU -> 1x1 conv; the two paths are added, activated, and (except in

@@ -15,7 +15,8 @@ to shallow) ``blocks - 1`` residual blocks and one upsampling residual block (ne
 3x3 conv, 1x1 conv shortcut) that halves the width; the ImageNet stem is undone by one
 more upsampling block (the max-pool) and an upsample + 3x3 conv to the image (the stride-2
 conv1). Output ``tanh``: inputs are normalised to [-1, 1]. Nearest upsampling followed by a
-convolution exports to ONNX Resize + Conv, which TensorRT handles well (DESIGN §5).
+convolution exports to ONNX Resize + Conv, which TensorRT handles well (docs/architecture.md,
+Precision).
 
 ``norm="layer"`` swaps BatchNorm for GroupNorm(1, C) (LayerNorm over C, H, W): critics
 that regress per-sample targets should not share batch statistics across samples.

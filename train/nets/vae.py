@@ -6,8 +6,8 @@ the input side, E_high maps z_low to a posterior over z_high at a further 1/2^b;
 decodes z_high back to z_low's shape, and D_low decodes (D_high(z_high) + z_low) to the
 image. The DCGAN blocks of :mod:`dcgan` end in a 1x1 code, so the stride-2 pyramids are
 rebuilt here with a Gaussian head and no fixed 4x4 end. Downsampling: Conv k4/s2/p1 + BN +
-LeakyReLU(0.2); upsampling: ConvTranspose k4/s2/p1 + BN + ReLU (DESIGN §5: no output
-padding); DCGAN initialisation is applied by the caller.
+LeakyReLU(0.2); upsampling: ConvTranspose k4/s2/p1 + BN + ReLU (no output padding:
+docs/architecture.md, Precision); DCGAN initialisation is applied by the caller.
 """
 
 from __future__ import annotations
