@@ -36,8 +36,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from adedge.defects import DEFECT_KINDS, REAL_TEXTURES, draw_defect, read_texture
+from adedge.defects import DEFECT_KINDS, REAL_TEXTURES, draw_defect, load_texture
 from adedge.errors import DataError
+from adedge.preprocess import uint16_to_uint8
 from adedge.uri import parse_key_values, split_items
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -388,7 +389,8 @@ def _texture_set(spec: str, options: DataOptions) -> DataSet:
     Train: the top half; validation: the bottom-left quarter; test: the bottom-right quarter,
     so no test pixel was seen in training. Every other test frame gets one synthetic defect.
     """
-    texture = _read_texture_or_fail(options.texture or "", spec)
+    name = options.texture or ""
+    texture = load_texture(name, DataError, f"texture '{name}' in '{spec}'")
     frame = options.frame
     if not 16 <= frame <= texture.shape[0] // 2:
         raise DataError(
@@ -422,22 +424,6 @@ def _texture_set(spec: str, options: DataOptions) -> DataSet:
         ),
         kind="textures",
     )
-
-
-def _read_texture_or_fail(name: str, spec: str) -> np.ndarray:
-    if name not in REAL_TEXTURES:
-        raise DataError(
-            f"texture '{name}' in '{spec}' is not known",
-            f"use texture:NAME with NAME one of {', '.join(REAL_TEXTURES)}",
-        )
-    try:
-        return read_texture(name)
-    except ImportError:
-        raise DataError(
-            f"'{spec}' needs scikit-image, which is not installed", "pip install scikit-image"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"scikit-image cannot load '{name}' ({exc})", "reinstall it") from None
 
 
 def _random_frames(
@@ -478,7 +464,7 @@ def read_image(path: Path) -> np.ndarray:
     if image is None or image.size == 0:
         raise DataError(f"cannot read image '{path}'", "remove or re-save the file (PNG or JPEG)")
     if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
+        image = uint16_to_uint8(image)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, :3]
     if image.ndim == 3 and image.shape[2] == 1:
