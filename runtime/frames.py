@@ -1,8 +1,7 @@
 """Frames as the detector and every sink take them, and the network batch they become.
 
 ``conform_image`` says what a frame from any source (a custom one, a camera driver) is
-converted into or rejected for: uint8 grey (H, W) or BGR (H, W, 3). ``resize_frame`` is how a
-source resizes its frames (``--resize``).
+converted into or rejected for: uint8 grey (H, W) or BGR (H, W, 3).
 
 :func:`to_batch` is the runtime's one way from frames (camera and video frames in BGR order,
 or a data set's RGB and grey images) to a stage's input batch: one float32 array allocated
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from adedge.preprocess import InputSpec, prepare_image, resize, uint16_to_uint8
+from adedge.preprocess import InputSpec, prepare_image, uint16_to_uint8
 from adedge.runtime import kernels
 from adedge.runtime.tiling import TilingPlan, whole_frame_plan
 
@@ -63,13 +62,6 @@ def conform_image(image: object) -> tuple[np.ndarray | None, tuple[str, ...], st
         image = (image * 255.0 + 0.5).astype(np.uint8)
         converted.append("float to uint8")
     return np.ascontiguousarray(image), tuple(converted), None
-
-
-def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The image at ``size`` (W, H), as a source's ``--resize`` gives it; the resize itself
-    is :func:`adedge.preprocess.resize` (area averaging to shrink, linear to grow)."""
-    width, height = size
-    return resize(image, height, width)
 
 
 def batch_rows(plans: Sequence[TilingPlan | None]) -> list[int]:

@@ -37,7 +37,7 @@ import re
 from collections.abc import Mapping
 
 from adedge.errors import SourceError
-from adedge.runtime.frames import conform_image, resize_frame
+from adedge.runtime.frames import conform_image
 from adedge.runtime.sources.base import (
     Frame,
     FrameSource,
@@ -188,7 +188,6 @@ __all__ = [
     "parse_resize",
     "parse_synthetic",
     "redact_url",
-    "resize_frame",
     "split_transport",
     "surface_texture",
 ]

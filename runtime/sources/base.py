@@ -16,7 +16,7 @@ import numpy as np
 
 from adedge.bundle import MAX_SIDE
 from adedge.errors import SourceError
-from adedge.runtime.frames import resize_frame
+from adedge.preprocess import resize
 from adedge.runtime.records import StreamEvent
 
 
@@ -97,7 +97,8 @@ class FrameSource:
         if frame.truth is None and frame.index in self.truth:
             frame.truth = self.truth[frame.index]
         if self.resize is not None:
-            frame.image = resize_frame(frame.image, self.resize)
+            width, height = self.resize
+            frame.image = resize(frame.image, height, width)
         return frame
 
     def _frames(self) -> Iterator[Frame]:
