@@ -61,7 +61,7 @@ system-deps: $(VTEST)
 SHORT_BENCH := --benchmark-max-time=0.1 --benchmark-min-rounds=1 \
   --benchmark-columns=min,median,rounds --benchmark-sort=name
 # modules with torch-free tests (marked runtime); the others import torch and are not collected
-RUNTIME_TESTS = $(shell grep -l "pytest.mark.runtime" tests/test_*.py benchmarks/test_*.py)
+RUNTIME_TESTS = $(shell grep -rl --include='test_*.py' "pytest.mark.runtime" tests benchmarks | sort)
 
 # What CI runs (.ci/run): every test that proves behaviour, the papers' 32 px cases as a
 # benchmark smoke test, then the torch-free tests again in a venv without torch.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from jsonl_records import frame_records
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TORCH = ("torch",)
 STAGES = ("adedge.train", "adedge.export")
 

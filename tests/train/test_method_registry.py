@@ -27,7 +27,7 @@ from adedge.train.methods import load_method
 from adedge.train.methods.base import REGISTERED, CommonConfig, Method, register_method
 from adedge.train.trainer import parse_overrides
 
-TOY_FOLDER = Path(__file__).parent / "toy_methods"
+TOY_FOLDER = Path(__file__).parents[1] / "toy_methods"
 BUILT_IN = ["cbigan", "ddrid", "igd", "panda", "ygan"]
 
 
