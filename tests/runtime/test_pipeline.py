@@ -17,7 +17,7 @@ import pytest
 from jsonl_records import frame_records
 
 from adedge.errors import SourceError
-from adedge.runtime.detector import Detector, FrameScore
+from adedge.runtime.detector import FrameScore
 from adedge.runtime.sinks import JsonlSink, VideoSink
 from adedge.runtime.sources import Frame, FrameSource, LiveSource, conform_image, open_source
 from adedge.runtime.stream import StreamOptions, run_stream
@@ -34,11 +34,6 @@ def assert_accounted(summary) -> None:
         summary.frames_scored + summary.frames_skipped + summary.frames_unscored
         == summary.frames_read
     )
-
-
-@pytest.fixture(scope="module")
-def detector(mean_bundle: Path) -> Detector:
-    return Detector(mean_bundle, threads=1)
 
 
 class CountingSource(FrameSource):

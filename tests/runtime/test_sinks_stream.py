@@ -19,7 +19,7 @@ from jsonl_records import frame_records
 
 from adedge.errors import AdedgeError, SourceError
 from adedge.outputs import Existing
-from adedge.runtime.detector import Detector, FrameScore
+from adedge.runtime.detector import FrameScore
 from adedge.runtime.sinks import ConsoleSink, JsonlSink, VideoSink
 from adedge.runtime.sources import Frame, FrameSource, LiveSource, open_source
 from adedge.runtime.stream import StreamOptions, StreamSummary, run_stream
@@ -50,11 +50,6 @@ def count_video_frames(path: Path) -> tuple[int, tuple[int, int]]:
 def leftovers(folder: Path) -> list[str]:
     """Temporary files a sink left behind (there must be none after close)."""
     return sorted(p.name for p in folder.iterdir() if ".partial" in p.name)
-
-
-@pytest.fixture(scope="module")
-def detector(mean_bundle: Path) -> Detector:
-    return Detector(mean_bundle)
 
 
 class InterruptingSink:

@@ -88,11 +88,6 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def detector(mean_bundle: Path) -> Detector:
-    return Detector(mean_bundle)
-
-
-@pytest.fixture(scope="module")
 def digit_images() -> list[np.ndarray]:
     """Real scikit-learn digits as grey uint8 64x64 (ink bright on black)."""
     from sklearn.datasets import load_digits
