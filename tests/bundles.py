@@ -1,16 +1,55 @@
-"""Test bundles built without torch: one ONNX graph and a card, as `adedge export` writes them."""
+"""Test bundles built without torch: one ONNX graph and a card, as `adedge export` writes them.
+
+``onnx_model`` builds any small graph the tests need (opset 17, checked); ``write_bundle``
+writes a graph and its card into a bundle folder. The tiny bundles several layers share are
+here too: the mean bundle (score = mean of the image) and the tile bundle (score = max over
+the tile, amap = the tile).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import onnx
+from onnx import TensorProto, helper
 
 import adedge
-from adedge.bundle import CARD_NAME, Card, GraphFile, StageSpec, ThresholdSpec, sha256_file
+from adedge.bundle import (
+    CARD_NAME,
+    Card,
+    GraphFile,
+    StageSpec,
+    ThresholdSpec,
+    TilingSpec,
+    sha256_file,
+)
 from adedge.preprocess import InputSpec
+
+FLOAT = TensorProto.FLOAT
+
+
+def tensor(name: str, dtype: int, shape: Sequence[int | str]) -> onnx.ValueInfoProto:
+    """A graph input or output: ``tensor("image", FLOAT, ["N", 1, 32, 32])``."""
+    return helper.make_tensor_value_info(name, dtype, list(shape))
+
+
+def onnx_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Sequence[onnx.ValueInfoProto],
+    outputs: Sequence[onnx.ValueInfoProto],
+    initializers: Sequence[onnx.TensorProto] = (),
+    name: str = "g",
+) -> onnx.ModelProto:
+    """A checked opset-17 model of one graph, at opset 17's IR version (every onnxruntime
+    >= 1.14 loads it)."""
+    graph = helper.make_graph(list(nodes), name, list(inputs), list(outputs), list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
 def write_bundle(
@@ -47,3 +86,60 @@ def write_bundle(
     )
     (folder / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2), encoding="utf-8")
     return folder
+
+
+# --- the mean bundle: score = mean of the normalised image ---------------------------------
+
+
+def mean_model(size: int) -> onnx.ModelProto:
+    """Graph "image" float32 (N, 1, size, size) -> "score" (N,) = mean over C, H, W."""
+    return onnx_model(
+        [helper.make_node("ReduceMean", ["image"], ["score"], axes=[1, 2, 3], keepdims=0)],
+        [tensor("image", FLOAT, ["N", 1, size, size])],
+        [tensor("score", FLOAT, ["N"])],
+        name="mean_score",
+    )
+
+
+# --- the tile bundle: score = max over the tile, amap = the tile ---------------------------
+
+TILE = 32
+
+
+def tile_max_model(size: int, channels: int = 1) -> onnx.ModelProto:
+    """Graph "image" (N, C, size, size) -> "score" (N,) = max over C, H, W; "amap" = the input."""
+    shape = ["N", channels, size, size]
+    return onnx_model(
+        [
+            helper.make_node("ReduceMax", ["image"], ["score"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("Identity", ["image"], ["amap"]),
+        ],
+        [tensor("image", FLOAT, shape)],
+        [tensor("score", FLOAT, ["N"]), tensor("amap", FLOAT, shape)],
+        name="max_and_identity",
+    )
+
+
+def write_tile_bundle(
+    folder: Path,
+    tiling: TilingSpec | None,
+    reduce: str = "max",
+    outputs: tuple[str, ...] = ("score", "amap"),
+    size: int = TILE,
+    input_spec: InputSpec | None = None,
+) -> Path:
+    """A "local" stage of ``tile_max_model`` whose input is by default grey normalised to
+    [0, 1] (mean 0, std 1): a tile's score is its brightest pixel."""
+    input_spec = input_spec or InputSpec(size, size, "gray", (0.0,), (1.0,))
+    return write_bundle(
+        folder,
+        tile_max_model(input_spec.height, input_spec.channels),
+        input_spec,
+        method="tile-max",
+        threshold=0.5,
+        detail="test bundle: brightest pixel of a tile",
+        stage="local",
+        outputs=outputs,
+        tiling=tiling,
+        reduce=reduce,
+    )

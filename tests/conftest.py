@@ -9,30 +9,13 @@ import numpy as np
 import pytest
 
 # === stream tests: a tiny real ONNX bundle and real digit frames ===========================
-# Used by tests/test_sources.py and tests/test_sinks_stream.py. No torch: the bundle is built
-# with onnx.helper, the frames are scikit-learn's real 8x8 digits enlarged to 64x64.
+# Used by the stream tests of every layer. No torch: the bundle's graph is bundles.mean_model,
+# the frames are scikit-learn's real 8x8 digits enlarged to 64x64.
 
 MEAN_BUNDLE_SIZE = 32
 DIGIT_FRAME_COUNT = 24
 DIGIT_FRAME_SIDE = 64
 DIGIT_VIDEO_FPS = 10.0
-
-
-def _mean_model_bytes(size: int) -> bytes:
-    """ONNX graph: "image" float32 (N, 1, size, size) -> "score" (N,) = mean over C, H, W."""
-    from onnx import TensorProto, checker, helper
-
-    node = helper.make_node("ReduceMean", ["image"], ["score"], axes=[1, 2, 3], keepdims=0)
-    graph = helper.make_graph(
-        [node],
-        "mean_score",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, size, size])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # opset 17's IR; every onnxruntime >= 1.14 loads it
-    checker.check_model(model)
-    return model.SerializeToString()
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +24,13 @@ def mean_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Scores lie in [-1, 1]; the card's threshold is 0.0 (a mid-grey frame).
     """
-    from bundles import write_bundle
+    from bundles import mean_model, write_bundle
 
     from adedge.preprocess import InputSpec
 
     return write_bundle(
         tmp_path_factory.mktemp("mean_bundle"),
-        _mean_model_bytes(MEAN_BUNDLE_SIZE),
+        mean_model(MEAN_BUNDLE_SIZE),
         InputSpec(MEAN_BUNDLE_SIZE, MEAN_BUNDLE_SIZE, "gray", (0.5,), (0.5,)),
         method="mean",
         threshold=0.0,

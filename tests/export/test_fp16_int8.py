@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from bundles import onnx_model, tensor, write_bundle
 from onnx import helper, numpy_helper
 
 from adedge.bundle import CARD_NAME, load_bundle, parse_card
@@ -26,18 +27,6 @@ RNG = np.random.default_rng(0)
 
 
 # --- small graphs built with onnx.helper ---------------------------------------------------
-
-
-def make_model(nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
-def tensor(name, dtype, shape):
-    return helper.make_tensor_value_info(name, dtype, shape)
 
 
 def run(model: onnx.ModelProto, **feeds) -> list[np.ndarray]:
@@ -65,7 +54,7 @@ def recon_model(size: int = 64) -> onnx.ModelProto:
         helper.make_node("Mul", ["gauss", "half"], ["half_gauss"], name="scale"),
         helper.make_node("Add", ["l1", "half_gauss"], ["score"], name="score"),
     ]
-    return make_model(
+    return onnx_model(
         nodes,
         [tensor("image", FP32, ["N", 3, size, size])],
         [tensor("score", FP32, ["N"]), tensor("amap", FP32, ["N", 1, size, size])],
@@ -118,7 +107,7 @@ def test_lint_reports_fp16_reductions_over_thousands_only():
         helper.make_node("ReduceMax", ["x"], ["peak"], name="img_max", axes=[1, 2, 3]),
         helper.make_node("GlobalAveragePool", ["x"], ["gap"], name="gap"),
     ]
-    naive = make_model(
+    naive = onnx_model(
         nodes,
         [tensor("x", FP16, ["N", 3, 64, 64])],
         [
@@ -155,7 +144,7 @@ def energy_model(fp16_sum: bool) -> onnx.ModelProto:
             helper.make_node("ReduceSumSquare", ["feat"], ["energy"], name="sum", axes=[1, 2, 3]),
             helper.make_node("Sqrt", ["energy"], ["score"], name="sqrt"),
         ]
-    return make_model(
+    return onnx_model(
         nodes,
         [tensor("x", FP32, ["N", 1, 32, 32])],
         [tensor("score", FP32, ["N", 1, 1, 1])],
@@ -220,7 +209,7 @@ def test_resize_scales_and_constants_keep_legal_types():
         helper.make_node("Mul", ["c4", "k"], ["c5"], name="mul_out"),
         helper.make_node("ReduceMean", ["c5"], ["score"], name="mean", axes=[1, 2, 3], keepdims=0),
     ]
-    model = make_model(
+    model = onnx_model(
         nodes,
         [tensor("x", FP32, ["N", 1, 8, 8])],
         [tensor("score", FP32, ["N"])],
@@ -677,7 +666,7 @@ def fixed_model() -> onnx.ModelProto:
         helper.make_node("ReduceMean", ["c2"], ["score"], name="mean", axes=[1, 2, 3], keepdims=0),
     ]
     side = FIXED_SIDE
-    return make_model(
+    return onnx_model(
         nodes,
         [tensor("image", FP32, ["N", 1, side, side])],
         [tensor("score", FP32, ["N"])],
@@ -714,7 +703,6 @@ def int8_error_bound(quantised: onnx.ModelProto, max_input: float) -> float:
 @pytest.fixture(scope="module")
 def fixed_bundle(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
     """A bundle of ``fixed_model`` with its INT8 graph, calibrated on 256 real 8x8 digits."""
-    from bundles import write_bundle
     from sklearn.datasets import load_digits
 
     from adedge.preprocess import InputSpec, prepare_batch

@@ -461,7 +461,8 @@ def test_extension_is_built_where_a_compiler_is():
 
 @needs_cpp
 def test_detector_gives_the_same_scores_and_maps_with_either_kernel(tmp_path, monkeypatch):
-    from test_tiling import defect_frame, write_bundle
+    from bundles import write_tile_bundle
+    from test_tiling import defect_frame
 
     from adedge import _cpp
     from adedge.runtime.detector import Detector
@@ -469,9 +470,10 @@ def test_detector_gives_the_same_scores_and_maps_with_either_kernel(tmp_path, mo
     tiling = TilingSpec((120, 100), 32, 16, "reflect")
     colour = InputSpec(32, 32, "rgb", (0.2, 0.3, 0.4), (0.5, 0.6, 0.7))
     detectors = [  # grey with heatmaps; colour with scores only (its identity map has 3 channels)
-        Detector(write_bundle(tmp_path / "grey", tiling), threads=1),
+        Detector(write_tile_bundle(tmp_path / "grey", tiling), threads=1),
         Detector(
-            write_bundle(tmp_path / "rgb", tiling, outputs=("score",), input_spec=colour), threads=1
+            write_tile_bundle(tmp_path / "rgb", tiling, outputs=("score",), input_spec=colour),
+            threads=1,
         ),
     ]
     frames = [defect_frame(), defect_frame(200, 260)]

@@ -572,26 +572,22 @@ def test_texture_without_scikit_image_is_one_line(monkeypatch):
 
 def _distance_bundle(folder: Path, centre: float, size: int = 32) -> Path:
     """A one-class model: |mean grey (normalised) - centre|, centre fitted on normal frames."""
-    from bundles import write_bundle
-    from onnx import TensorProto, checker, helper, numpy_helper
+    from bundles import FLOAT, onnx_model, tensor, write_bundle
+    from onnx import helper, numpy_helper
 
     from adedge.preprocess import InputSpec
 
-    nodes = [
-        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Sub", ["mean", "centre"], ["offset"]),
-        helper.make_node("Abs", ["offset"], ["score"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "distance_to_normal_mean",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, size, size])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
+    model = onnx_model(
+        [
+            helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("Sub", ["mean", "centre"], ["offset"]),
+            helper.make_node("Abs", ["offset"], ["score"]),
+        ],
+        [tensor("image", FLOAT, ["N", 1, size, size])],
+        [tensor("score", FLOAT, ["N"])],
         [numpy_helper.from_array(np.array(centre, np.float32), "centre")],
+        name="distance_to_normal_mean",
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    checker.check_model(model)
     return write_bundle(
         folder,
         model,

@@ -7,11 +7,10 @@ bundle built with onnx.helper (no torch): score = max over the tile, amap = the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from bundles import TILE, write_tile_bundle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -198,59 +197,6 @@ def test_tiling_then_stitching_reproduces_the_input(
 
 # --- end to end: a real ONNX bundle ----------------------------------------------------------
 
-TILE = 32
-
-
-def _tile_model_bytes(size: int, channels: int = 1) -> bytes:
-    """Graph "image" (N, C, size, size) -> "score" (N,) = max over C, H, W; "amap" = the input."""
-    from onnx import TensorProto, checker, helper
-
-    nodes = [
-        helper.make_node("ReduceMax", ["image"], ["score"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Identity", ["image"], ["amap"]),
-    ]
-    shape = ["N", channels, size, size]
-    graph = helper.make_graph(
-        nodes,
-        "max_and_identity",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
-        [
-            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"]),
-            helper.make_tensor_value_info("amap", TensorProto.FLOAT, shape),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    checker.check_model(model)
-    return model.SerializeToString()
-
-
-def write_bundle(
-    folder: Path,
-    tiling: TilingSpec | None,
-    reduce: str = "max",
-    outputs: tuple[str, ...] = ("score", "amap"),
-    size: int = TILE,
-    input_spec: InputSpec | None = None,
-) -> Path:
-    """A bundle whose input is by default grey normalised to [0, 1] (mean 0, std 1)."""
-    from bundles import write_bundle as write_test_bundle
-
-    input_spec = input_spec or InputSpec(size, size, "gray", (0.0,), (1.0,))
-    return write_test_bundle(
-        folder,
-        _tile_model_bytes(input_spec.height, input_spec.channels),
-        input_spec,
-        method="tile-max",
-        threshold=0.5,
-        detail="test bundle: brightest pixel of a tile",
-        stage="local",
-        outputs=outputs,
-        tiling=tiling,
-        reduce=reduce,
-    )
-
-
 DEFECT_YX = (180, 52)
 
 
@@ -277,7 +223,7 @@ def expected_tile_scores(frame_bgr: np.ndarray, tiling: TilingSpec) -> np.ndarra
 @pytest.mark.parametrize("resize_to", [(128, 128), (120, 100)])  # exact cover; reflect pad
 def test_tiled_bundle_scores_max_over_tiles_and_stitches_the_amap(tmp_path, resize_to):
     tiling = spec(resize_to, TILE, 16)
-    detector = Detector(write_bundle(tmp_path / "b", tiling), threads=1)
+    detector = Detector(write_tile_bundle(tmp_path / "b", tiling), threads=1)
     frame = defect_frame()
     [result] = detector.score_frames([frame])
 
@@ -294,7 +240,7 @@ def test_tiled_bundle_scores_max_over_tiles_and_stitches_the_amap(tmp_path, resi
 
 def test_mean_reduction_and_backend_chunks_give_the_same_answer(tmp_path):
     tiling = spec((128, 128), TILE, 16)
-    detector = Detector(write_bundle(tmp_path / "b", tiling, reduce="mean"), threads=1)
+    detector = Detector(write_tile_bundle(tmp_path / "b", tiling, reduce="mean"), threads=1)
     frames = [defect_frame(), defect_frame(200, 300)]
     whole, maps, _ = detector.score_images_with_maps(frames)
 
@@ -320,7 +266,7 @@ def test_mean_reduction_and_backend_chunks_give_the_same_answer(tmp_path):
 
 
 def test_whole_frame_bundle_still_scores_and_resizes_its_amap(tmp_path):
-    detector = Detector(write_bundle(tmp_path / "b", tiling=None), threads=1)
+    detector = Detector(write_tile_bundle(tmp_path / "b", tiling=None), threads=1)
     frame = defect_frame()
     scores, latency = detector.score_images([frame[:, :, ::-1]])
     small = resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), TILE, TILE)
@@ -333,7 +279,7 @@ def test_whole_frame_bundle_still_scores_and_resizes_its_amap(tmp_path):
 
 def test_bundle_without_amap_gives_no_heatmap(tmp_path):
     tiling = spec((128, 128), TILE, 32)
-    detector = Detector(write_bundle(tmp_path / "b", tiling, outputs=("score",)), threads=1)
+    detector = Detector(write_tile_bundle(tmp_path / "b", tiling, outputs=("score",)), threads=1)
     assert not detector.has_maps
     scores, maps, _ = detector.score_images_with_maps([defect_frame()[:, :, ::-1]])
     assert maps is None and scores.shape == (1,)
@@ -345,7 +291,7 @@ def test_bundle_without_amap_gives_no_heatmap(tmp_path):
 def test_normalising_the_padded_frame_once_equals_normalising_each_tile(tmp_path):
     colour = InputSpec(TILE, TILE, "rgb", (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     tiling = spec((100, 70), TILE, 16)
-    detector = Detector(write_bundle(tmp_path / "b", tiling, input_spec=colour), threads=1)
+    detector = Detector(write_tile_bundle(tmp_path / "b", tiling, input_spec=colour), threads=1)
     stage = detector.stages[0]
     image = np.random.default_rng(3).integers(0, 256, (90, 130, 3), np.uint8)
     plan = stage.plan(image.shape[:2], tiling)
@@ -359,7 +305,7 @@ def test_normalising_the_padded_frame_once_equals_normalising_each_tile(tmp_path
 
 def test_a_graph_smaller_than_the_tile_gets_resized_tiles_and_maps(tmp_path):
     tiling = spec((128, 128), TILE, 16)
-    detector = Detector(write_bundle(tmp_path / "b", tiling, size=16), threads=1)
+    detector = Detector(write_tile_bundle(tmp_path / "b", tiling, size=16), threads=1)
     [result] = detector.score_frames([defect_frame()])
     assert result.anomalous and result.amap.shape == (256, 192)
     assert np.hypot(*np.subtract(peak(result.amap), DEFECT_YX)) <= 4.0
@@ -367,7 +313,7 @@ def test_a_graph_smaller_than_the_tile_gets_resized_tiles_and_maps(tmp_path):
 
 def test_an_amap_with_several_channels_is_a_bundle_error(tmp_path):
     colour = InputSpec(TILE, TILE, "rgb", (0.5,) * 3, (0.5,) * 3)  # the graph echoes 3 channels
-    detector = Detector(write_bundle(tmp_path / "b", None, input_spec=colour), threads=1)
+    detector = Detector(write_tile_bundle(tmp_path / "b", None, input_spec=colour), threads=1)
     assert detector.score_images([defect_frame()])[0].shape == (1,)  # scores need no map
     with pytest.raises(BundleError, match="output 'amap' has shape"):
         detector.score_frames([defect_frame()])
