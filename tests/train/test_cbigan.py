@@ -7,17 +7,21 @@ import copy
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
+from method_harness import (
+    MethodHarness,
+    assert_batch_independent,
+    assert_finite,
+    assert_holds_only,
+    assert_onnx_parity,
+    digits,
+)
 from skimage import data as skdata
 
 from adedge.bundle import TilingSpec
-from adedge.data import load
-from adedge.export.trace import trace_to_onnx
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.tiling import cut_tiles, plan_tiles
-from adedge.train.methods import load_method
 from adedge.train.methods.base import StagePlan, TrainView
 from adedge.train.methods.cbigan import (
     CBiGANConfig,
@@ -34,7 +38,8 @@ from adedge.train.nets.residual import (
     residual_widths,
 )
 
-METHOD = load_method("cbigan")
+HARNESS = MethodHarness("cbigan")
+METHOD, tiny = HARNESS.method, HARNESS.tiny
 
 
 @pytest.fixture(autouse=True)
@@ -44,17 +49,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny(**overrides):
-    torch.manual_seed(0)
-    config = METHOD.make_config("tiny", **overrides)
-    return config, METHOD.build(config, 1)
-
-
-def digits(n=8, size=32):
-    dataset = load("digits:anomaly=0")
-    return torch.from_numpy(prepare_batch(dataset.train.images[:n], InputSpec(size, size, "gray")))
 
 
 def brick_frame(side=128) -> np.ndarray:
@@ -144,13 +138,10 @@ def test_pooling_schedule_matches_the_authors_at_128_and_64():
 def test_losses_finite_and_reconstruction_decreasing_on_digits():
     """With the consistency term weighted up, E/G learn to reconstruct real digits."""
     config, model = tiny(alpha=0.5, lr=3e-3)
-    optimizers = METHOD.make_optimizers(model, config)
-    images = digits()
-    history = [METHOD.train_step(model, optimizers, images, None, 0.0, config) for _ in range(20)]
+    history = HARNESS.train(model, config, [digits(8)] * 20, progress=0.0)
     keys = {"L_D", "L_GP", "L_critic", "L_EG", "L_R", "L_Rz", "L_G"}
-    for record in history:
-        assert set(record) == keys
-        assert all(np.isfinite(v) for v in record.values())
+    assert all(set(record) == keys for record in history)
+    assert_finite(history)
     recon = [h["L_R"] for h in history]
     assert np.mean(recon[-5:]) < 0.98 * np.mean(recon[:5])
     assert np.mean(np.diff(recon) < 0) > 0.75  # steady, not one lucky step
@@ -159,7 +150,7 @@ def test_losses_finite_and_reconstruction_decreasing_on_digits():
 def test_paper_alpha_steps_are_finite_and_update_only_their_networks():
     config, model = tiny()
     optimizers = METHOD.make_optimizers(model, config)
-    images = digits()
+    images = digits(8)
     before = copy.deepcopy(model.state_dict())
     torch.manual_seed(1)
     METHOD.critic_step(model, optimizers["critic"], images)
@@ -189,7 +180,7 @@ def bigan_objective(model, images, z):
 
 def test_alpha_zero_is_the_wasserstein_bigan_objective():
     config, model = tiny(alpha=0.0)
-    images, z = digits(), torch.randn(8, config.latent_dim)
+    images, z = digits(8), torch.randn(8, config.latent_dim)
     losses = eg_losses(model, images, z, 0.0)
     expected = bigan_objective(model, images, z)
     assert torch.allclose(losses["total"], expected, atol=1e-6)
@@ -205,7 +196,7 @@ def test_alpha_zero_update_is_one_adam_step_on_eq5():
     """The E/G update of the training step with α = 0 equals Adam on Eq. 5 alone."""
     config, model = tiny(alpha=0.0)
     reference = copy.deepcopy(model)
-    images = digits()
+    images = digits(8)
     optimizer = METHOD.make_optimizers(model, config)["eg"]
     torch.manual_seed(7)
     METHOD.eg_step(model, optimizer, images)
@@ -292,22 +283,20 @@ def test_gradient_penalty_zero_for_unit_gradient_and_hand_values():
 def trained(steps=3, **overrides):
     """A tiny model after a few steps: digits for objects, brick crops for textures."""
     config, model = tiny(**overrides)
-    optimizers = METHOD.make_optimizers(model, config)
     side = config.input_size
     images = brick_crops(tile=side) if config.mode == "texture" else digits(8, side)
-    for _ in range(steps):
-        METHOD.train_step(model, optimizers, images, None, 0.0, config)
+    HARNESS.train(model, config, [images] * steps, progress=0.0)
     return config, model.eval()
 
 
 def test_scorer_holds_only_encoder_generator_and_image_trunk():
     _, model = tiny()
     scorer = METHOD.inference_module(model)
-    ids = {id(p) for p in scorer.parameters()}
-    kept = [model.encoder, model.generator, model.critic.trunk]
-    assert ids == {id(p) for net in kept for p in net.parameters()}
-    for pruned in (model.critic.latent, model.critic.head):
-        assert ids.isdisjoint(id(p) for p in pruned.parameters())
+    assert_holds_only(
+        scorer,
+        kept=(model.encoder, model.generator, model.critic.trunk),
+        pruned=(model.critic.latent, model.critic.head),
+    )
     assert not any(k.startswith(("latent", "head")) for k in scorer.state_dict())
 
 
@@ -343,19 +332,12 @@ def test_mean_scale_weighs_the_two_means_with_lambda():
 
 def test_scores_do_not_depend_on_the_batch():
     _, model = trained()
-    scorer = METHOD.inference_module(model).eval()
-    images = digits(6)
-    with torch.no_grad():
-        batch = scorer(images)[0]
-        singles = torch.cat([scorer(images[i : i + 1])[0] for i in range(6)])
-    assert torch.allclose(batch, singles, atol=1e-6)
+    assert_batch_independent(METHOD.inference_module(model).eval(), digits(6), atol=1e-6)
 
 
 def test_validation_loss_is_mean_score_and_tiles_texture_frames():
     config, model = tiny(mode="texture", image_size=128, tile=32)
-    optimizers = METHOD.make_optimizers(model, config)
-    for seed in range(3):
-        METHOD.train_step(model, optimizers, brick_crops(seed=seed), None, 0.0, config)
+    HARNESS.train(model, config, [brick_crops(seed=seed) for seed in range(3)], progress=0.0)
     model.eval()
     frame = brick_frame(128)
     frames = torch.from_numpy(prepare_batch([frame], InputSpec(128, 128, "gray")))
@@ -398,23 +380,14 @@ def test_onnx_parity_and_pruned_initializers(tmp_path):
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 1e-3)
     scorer = METHOD.inference_module(model).eval()
-    path = tmp_path / "local.onnx"
-    trace_to_onnx(scorer, InputSpec(32, 32, "gray"), path, 17)
-    graph = onnx.load(str(path)).graph
-    floats = [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    frame = brick_frame(128)
+    batch = to_tiles(torch.from_numpy(prepare_batch([frame], InputSpec(128, 128, "gray"))), 32)
+    parity = assert_onnx_parity(
+        scorer, InputSpec(32, 32, "gray"), tmp_path / "local.onnx", [batch], amap_atol=1e-4
+    )
+    assert parity.score.shape == (16,) and parity.amap.shape == (16, 1, 32, 32)
+    floats = [t for t in parity.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
     exported = sum(int(np.prod(t.dims)) for t in floats)
     assert exported == sum(p.numel() for p in scorer.parameters())
     assert exported < sum(p.numel() for p in model.parameters())
     assert not any(t.name.startswith(("critic", "latent", "head")) for t in floats)
-
-    frame = brick_frame(128)
-    batch = to_tiles(torch.from_numpy(prepare_batch([frame], InputSpec(128, 128, "gray"))), 32)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["score", "amap"]
-    onnx_score, onnx_amap = session.run(["score", "amap"], {"image": batch.numpy()})
-    with torch.no_grad():
-        torch_score, torch_amap = scorer(batch)
-    tolerance = 1e-4 * max(1.0, float(torch_score.abs().max()))
-    assert onnx_score.shape == (16,) and onnx_amap.shape == (16, 1, 32, 32)
-    assert np.abs(onnx_score - torch_score.numpy()).max() <= tolerance
-    assert np.abs(onnx_amap - torch_amap.numpy()).max() <= 1e-4

@@ -9,6 +9,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from method_harness import (
+    MethodHarness,
+    assert_batch_independent,
+    assert_finite,
+    assert_holds_only,
+    assert_scores_close,
+)
 from torch import nn
 
 from adedge.bundle import GraphFile, StageSpec
@@ -17,7 +24,6 @@ from adedge.errors import ExportError
 from adedge.export.trace import INPUT_NAME, trace_to_onnx
 from adedge.preprocess import InputSpec, prepare_batch, resize, to_colour
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from adedge.train.methods import load_method
 from adedge.train.methods.ddrid import (
     LatentScorer,
     ReconstructionScorer,
@@ -27,7 +33,8 @@ from adedge.train.methods.ddrid import (
     squared_norm,
 )
 
-METHOD = load_method("ddrid")
+HARNESS = MethodHarness("ddrid")
+METHOD, tiny = HARNESS.method, HARNESS.tiny
 SPEC = InputSpec(32, 32, "gray", (0.5,), (0.5,))
 PRUNED = ("encoder_n", "decoder_n", "latent_discriminator")
 
@@ -46,23 +53,10 @@ def inputs_of(images: torch.Tensor):
     return lambda batch: iter(images.split(batch))
 
 
-def tiny(**overrides):
-    torch.manual_seed(0)
-    config = METHOD.make_config("tiny", **overrides)
-    return config, METHOD.build(config, 1)
-
-
 def run_steps(model, optimizers, config, images, steps, progress=0.0, batch=32):
-    model.train()
-    records = []
-    for i in range(steps):
-        start = (i * batch) % len(images)
-        records.append(
-            METHOD.train_step(
-                model, optimizers, images[start : start + batch], None, progress, config
-            )
-        )
-    return records
+    starts = [(i * batch) % len(images) for i in range(steps)]
+    batches = [images[start : start + batch] for start in starts]
+    return HARNESS.train(model, config, batches, progress=progress, optimizers=optimizers)
 
 
 def recon_errors(model, images):
@@ -311,8 +305,7 @@ def test_sum_of_components_reconstructs_the_image(finetuned):
     assert end["sum"] < end["C"]  # the sum reconstructs X better than X_C alone
     fine = finetuned["fine"]
     assert np.mean([r["L_R"] for r in fine[-5:]]) < 0.5 * np.mean([r["L_R"] for r in fine[:5]])
-    for record in fine:
-        assert all(np.isfinite(v) for v in record.values())
+    assert_finite(fine)
 
 
 def test_validation_loss_is_oc_plus_reconstruction(finetuned, digits):
@@ -383,9 +376,8 @@ def test_exported_scorer_matches_torch_and_is_pruned(finetuned, digits, tmp_path
         "AS_r": ("preprocess.", "encoder.", "decoder.", "template"),
     }[choice]
     assert all(k.startswith(kept) for k in keys)
-    ids = {id(p) for p in scorer.parameters()}
-    for name in PRUNED + (("decoder_c",) if choice == "AS_l" else ()):
-        assert ids.isdisjoint(id(p) for p in getattr(model, name).parameters()), name
+    pruned = PRUNED + (("decoder_c",) if choice == "AS_l" else ())
+    assert_holds_only(scorer, kept=None, pruned=[getattr(model, name) for name in pruned])
     path = tmp_path / f"{choice}.onnx"
     trace_to_onnx(scorer, SPEC, path, 17)
     weights = initializers(path)
@@ -404,11 +396,10 @@ def test_exported_scorer_matches_torch_and_is_pruned(finetuned, digits, tmp_path
     images = digits["val"][:64]
     with torch.no_grad():
         torch_scores = scorer(images).numpy()
-        singles = np.concatenate([scorer(images[i : i + 1]).numpy() for i in range(4)])
     onnx_scores = backend.run(images.numpy())["score"]
     assert onnx_scores.shape == (64,)
-    assert np.abs(onnx_scores - torch_scores).max() <= 1e-4 * max(1.0, np.abs(torch_scores).max())
-    np.testing.assert_allclose(singles, torch_scores[:4], rtol=1e-5, atol=1e-7)  # running BN
+    assert_scores_close(onnx_scores, torch_scores)
+    assert_batch_independent(scorer, images, 4, atol=1e-7)
     assert (torch_scores >= 0).all()
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from method_harness import MethodHarness
 
-from adedge.train.methods import load_method
 from adedge.train.methods.base import score_of
 
 CASES = [
@@ -20,12 +20,10 @@ CASES = [
 
 
 def tiny_model(name: str, extra: dict):
-    method = load_method(name)
-    torch.manual_seed(0)
-    config = method.make_config("tiny", image_size=32, channels=3, **extra)
-    model = method.build(config, 3).eval()
-    size = method.stage_plan(config).input_size
-    return method, model, torch.rand(4, 3, size, size) * 2 - 1
+    harness = MethodHarness(name, classes=3, image_size=32, channels=3)
+    config, model = harness.tiny(**extra)
+    size = harness.method.stage_plan(config).input_size
+    return harness.method, model.eval(), torch.rand(4, 3, size, size) * 2 - 1
 
 
 @pytest.mark.parametrize(("name", "extra"), CASES, ids=[c[0] for c in CASES])

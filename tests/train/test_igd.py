@@ -6,18 +6,22 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import pytorch_msssim
 import torch
+from method_harness import (
+    MethodHarness,
+    assert_batch_independent,
+    assert_finite,
+    assert_holds_only,
+    assert_onnx_parity,
+)
 from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 from skimage import data as skdata
 
 from adedge.bundle import TilingSpec
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.tiling import cut_tiles, plan_tiles, reduce_scores
-from adedge.train.methods import load_method
 from adedge.train.methods.igd import (
     critic_losses,
     grid_patches,
@@ -32,7 +36,8 @@ from adedge.train.nets.resnet import (
     frozen_batchnorm_statistics,
 )
 
-METHOD = load_method("igd")
+HARNESS = MethodHarness("igd", image_size=32, channels=1)
+METHOD, tiny = HARNESS.method, HARNESS.tiny
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -119,12 +124,6 @@ def reference_msssim_32(x: torch.Tensor, y: torch.Tensor, weights: tuple[float, 
 # --- models --------------------------------------------------------------------------------
 
 
-def tiny(**overrides):
-    torch.manual_seed(0)
-    config = METHOD.make_config("tiny", **{"image_size": 32, "channels": 1, **overrides})
-    return config, METHOD.build(config, 1)
-
-
 def batches_of(images: torch.Tensor):
     return lambda size: iter(images.split(size))
 
@@ -132,14 +131,9 @@ def batches_of(images: torch.Tensor):
 def train(config, model, images, steps, batch=8):
     optimizers = METHOD.make_optimizers(model, config)
     METHOD.epoch_start(model, config, 0, batches_of(images))
-    history = []
-    for i in range(steps):
-        start = (i * batch) % (len(images) - batch + 1)
-        history.append(
-            METHOD.train_step(
-                model, optimizers, images[start : start + batch], None, i / steps, config
-            )
-        )
+    starts = [(i * batch) % (len(images) - batch + 1) for i in range(steps)]
+    batches = [images[start : start + batch] for start in starts]
+    history = HARNESS.train(model, config, batches, optimizers=optimizers)
     METHOD.epoch_end(model, config, 0, batches_of(images))
     model.eval()
     return history
@@ -159,22 +153,6 @@ def trained_local():
     images = texture_patches(32, 96)
     train(config, model, images, steps=6)
     return config, model, images
-
-
-def export(scorer: torch.nn.Module, side: int, path) -> ort.InferenceSession:
-    torch.onnx.export(
-        scorer,
-        (torch.zeros(2, 1, side, side),),
-        str(path),
-        input_names=["image"],
-        output_names=["score", "amap"],
-        dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"}, "amap": {0: "batch"}},
-        opset_version=17,
-        do_constant_folding=True,
-        dynamo=False,
-    )
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 # --- configuration and networks ------------------------------------------------------------
@@ -339,8 +317,8 @@ def test_e_step_schedule():
 def test_losses_finite_and_decreasing(trained_global):
     _, _, _, history = trained_global
     assert {"L_G", "L_rec", "L_h", "L_fool", "L_fg", "L_d"} <= set(history[0])
+    assert_finite(history)
     for record in history:
-        assert all(np.isfinite(v) for v in record.values())
         assert record["L_G"] == pytest.approx(record["L_h"] + record["L_fg"], rel=1e-5)
     first = {k: np.mean([h[k] for h in history[:4]]) for k in ("L_G", "L_rec")}
     last = {k: np.mean([h[k] for h in history[-4:]]) for k in ("L_G", "L_rec")}
@@ -403,7 +381,6 @@ def test_score_is_reconstruction_plus_gaussian_and_batch_independent(trained_glo
     x = images[:8]
     with torch.no_grad():
         score, amap = scorer(x)
-        singles = torch.cat([scorer(x[i : i + 1])[0] for i in range(8)])
         z = model.encoder(x)
         recon = model.decoder(z)
         a, b = x * 0.5 + 0.5, recon * 0.5 + 0.5
@@ -413,7 +390,7 @@ def test_score_is_reconstruction_plus_gaussian_and_batch_independent(trained_glo
         d2 = ((z - model.gaussian.mu) ** 2).sum(1)
         gauss = 1 - torch.exp(-d2 / model.gaussian.sigma**2)
     assert torch.allclose(score, rec + gauss, atol=1e-5)
-    assert torch.allclose(singles, score, atol=1e-5)  # running BatchNorm statistics
+    assert_batch_independent(scorer, x, atol=1e-5)
     assert amap.shape == (8, 1, 32, 32) and amap.dtype == torch.float32
     assert (amap >= 0).all()
     # the map of an image against itself is zero; a local defect lights up where it is
@@ -436,26 +413,19 @@ def test_validation_loss_is_mean_held_out_score(trained_global):
 def test_inference_module_prunes_the_critic(trained_global):
     _, model, _, _ = trained_global
     scorer = METHOD.inference_module(model)
-    ids = {id(p) for p in scorer.parameters()}
-    kept = {id(p) for net in (model.encoder, model.decoder) for p in net.parameters()}
-    assert ids == kept
-    assert ids.isdisjoint(id(p) for p in model.critic.parameters())
+    assert_holds_only(scorer, kept=(model.encoder, model.decoder), pruned=(model.critic,))
     keys = set(scorer.state_dict())
     assert {"gaussian.mu", "gaussian.sigma"} <= keys
     assert not any(k.startswith("critic") for k in keys)
 
 
 def _parity(scorer, images, tmp_path, side):
-    session = export(scorer.eval(), side, tmp_path / f"igd{side}.onnx")
-    assert [o.name for o in session.get_outputs()] == ["score", "amap"]
-    with torch.no_grad():
-        score, amap = scorer(images)
-    onnx_score, onnx_amap = session.run(None, {"image": images.numpy()})
-    tolerance = 1e-4 * max(1.0, float(score.abs().max()))
-    assert onnx_score.shape == (len(images),) and onnx_amap.shape == tuple(amap.shape)
-    assert np.abs(onnx_score - score.numpy()).max() <= tolerance
-    assert np.abs(onnx_amap - amap.numpy()).max() <= 1e-4 * max(1.0, float(amap.abs().max()))
-    return onnx.load(str(tmp_path / f"igd{side}.onnx")).graph
+    path = tmp_path / f"igd{side}.onnx"
+    spec = InputSpec(side, side, "gray")
+    parity = assert_onnx_parity(
+        scorer.eval(), spec, path, [images], amap_atol=1e-4, amap_relative=True
+    )
+    return parity.graph
 
 
 def test_export_parity_global_without_the_critic(trained_global, tmp_path):

@@ -1,40 +1,30 @@
 """PANDA-GAN's networks, losses, score and export (tiny preset, real 8x8 digits at 32x32)."""
 
-import functools
-
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from method_harness import (
+    MethodHarness,
+    assert_batch_independent,
+    assert_finite,
+    assert_holds_only,
+    assert_onnx_parity,
+)
+from method_harness import digits as digit_batch
 
-from adedge.data import load
 from adedge.errors import AdedgeError
-from adedge.export.trace import trace_to_onnx
-from adedge.preprocess import InputSpec, prepare_batch
-from adedge.train.methods import load_method
+from adedge.preprocess import InputSpec
 from adedge.train.methods.panda import VGGFeatures, rotation_batch
 from adedge.train.nets.fgvc import attention_crop, attention_drop
 
-METHOD = load_method("panda")
+HARNESS = MethodHarness("panda", classes=9, image_size=32, channels=1)
+METHOD, tiny = HARNESS.method, HARNESS.tiny
 INFERENCE_PARTS = ("generator.", "critic.", "score_range.")
 
 
-@functools.cache
-def _digits():
-    return load("digits:anomaly=0")
-
-
 def digits(n=64, offset=0, split="train"):
-    images = getattr(_digits(), split).images[offset : offset + n]
-    return torch.from_numpy(prepare_batch(images, InputSpec(32, 32, "gray")))
-
-
-def tiny(**overrides):
-    torch.manual_seed(0)
-    config = METHOD.make_config("tiny", **{"image_size": 32, "channels": 1, **overrides})
-    return config, METHOD.build(config, 9)
+    return digit_batch(n, 32, offset=offset, split=split)
 
 
 def trained(steps=3, **overrides):
@@ -42,8 +32,8 @@ def trained(steps=3, **overrides):
     optimizers = METHOD.make_optimizers(model, config)
     images = digits(32)
     METHOD.epoch_start(model, config, 0, lambda batch: iter(images.split(batch)))
-    for i in range(steps):
-        METHOD.train_step(model, optimizers, images[i % 2 :: 2], None, i / steps, config)
+    batches = [images[i % 2 :: 2] for i in range(steps)]
+    HARNESS.train(model, config, batches, optimizers=optimizers)
     return config, model.eval()
 
 
@@ -107,15 +97,11 @@ def test_generator_levels_and_residual_skip():
 
 def test_each_loss_term_finite_and_reconstruction_improves():
     config, model = tiny(lr=3e-3)
-    optimizers = METHOD.make_optimizers(model, config)
-    images = digits(16)
-    history = [
-        METHOD.train_step(model, optimizers, images, None, i / 20, config) for i in range(20)
-    ]
+    history = HARNESS.train(model, config, [digits(16)] * 20)
     expected = {"L_rec", "L_adv", "L_z_low", "L_z_high", "L_kl_low", "L_kl_high", "L_G", "L_C"}
     assert expected <= set(history[0])
+    assert_finite(history)
     for record in history:
-        assert all(np.isfinite(v) for v in record.values())
         assert 0 <= record["C_x"] <= 1 and 0 <= record["C_x_prime"] <= 1
     assert np.mean([h["L_rec"] for h in history[-5:]]) < 0.85 * history[0]["L_rec"]
 
@@ -145,12 +131,10 @@ def test_scorer_holds_only_the_inference_subgraph(loss):
     keys = set(scorer.state_dict())
     assert keys and all(k.startswith(INFERENCE_PARTS) for k in keys)
     assert not any(k.startswith(("e1_", "perceptual")) for k in keys)
-    ids = {id(p) for p in scorer.parameters()}
-    kept = (*model.generator.parameters(), *model.critic.parameters())
-    assert ids == {id(p) for p in kept}
     if loss == "pl_ps":
         assert model.perceptual is not None
-        assert ids.isdisjoint(id(p) for p in model.perceptual.parameters())
+    pruned = () if model.perceptual is None else (model.perceptual,)
+    assert_holds_only(scorer, kept=(model.generator, model.critic), pruned=pruned)
 
 
 def test_score_is_eq3_with_pixel_error_map_and_batch_independent():
@@ -162,13 +146,12 @@ def test_score_is_eq3_with_pixel_error_map_and_batch_independent():
         recon = model.generator(x).recon
         c_real = torch.sigmoid(model.critic(x))
         c_fake = torch.sigmoid(model.critic(recon))
-        singles = torch.cat([scorer(x[i : i + 1])[0] for i in range(8)])
     expected_map = (x - recon).pow(2).mean(dim=1, keepdim=True)
     assert amap.shape == (8, 1, 32, 32) and amap.dtype == torch.float32
     assert torch.allclose(amap, expected_map, atol=1e-6)
     # identity constants before prepare_export: score = raw Eq. 3 numerator
     assert torch.allclose(score, expected_map.mean(dim=(1, 2, 3)) + c_real + c_fake, atol=1e-6)
-    assert torch.allclose(singles, score, atol=1e-5)  # running BatchNorm statistics
+    assert_batch_independent(scorer, x, atol=1e-5)
 
 
 def test_min_max_constants_come_from_calibration_data():
@@ -199,19 +182,11 @@ def test_onnx_export_parity_applies_constants_and_prunes(tmp_path):
     METHOD.prepare_export(model, config, calibration)
     scorer = METHOD.inference_module(model).eval()
     path = tmp_path / "panda.onnx"
-    trace_to_onnx(scorer, InputSpec(32, 32, "gray"), path, 17)  # outputs score, amap
-    graph = onnx.load(str(path)).graph
-    names = [t.name for t in graph.initializer]
+    batches = (calibration[:1], calibration)
+    parity = assert_onnx_parity(scorer, InputSpec(32, 32, "gray"), path, batches, amap_atol=1e-5)
+    names = [t.name for t in parity.graph.initializer]
     assert not any(("e1_" in n) or ("perceptual" in n) for n in names)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in (calibration[:1], calibration):
-        with torch.no_grad():
-            torch_score, torch_map = scorer(batch)
-        onnx_score, onnx_map = session.run(["score", "amap"], {"image": batch.numpy()})
-        scale = max(1.0, float(torch_score.abs().max()))
-        assert np.abs(onnx_score - torch_score.numpy()).max() <= 1e-4 * scale
-        assert np.abs(onnx_map - torch_map.numpy()).max() <= 1e-5
-    assert onnx_score.min() >= -1e-4 and onnx_score.max() <= 1 + 1e-4  # constants in graph
+    assert parity.score.min() >= -1e-4 and parity.score.max() <= 1 + 1e-4  # constants in graph
 
 
 def _pretext_inputs(n=256):

@@ -3,25 +3,23 @@
 import numpy as np
 import pytest
 import torch
+from method_harness import (
+    MethodHarness,
+    assert_batch_independent,
+    assert_finite,
+    assert_holds_only,
+    digit_labels,
+    digits,
+)
 
-from adedge.data import load
-from adedge.preprocess import InputSpec, prepare_batch
-from adedge.train.methods import load_method
 from adedge.train.nets.dcgan import dann_ramp, reverse_gradient
 
-METHOD = load_method("ygan")
+HARNESS = MethodHarness("ygan", classes=9)  # the nine normal digits are Y-GAN's sub-classes
+METHOD, tiny = HARNESS.method, HARNESS.tiny
 
 
-def real_batch(size=32, n=64, seed=0):
-    data = load(f"digits:anomaly=0,seed={seed}")
-    images = torch.from_numpy(prepare_batch(data.train.images[:n], InputSpec(size, size, "gray")))
-    return images, torch.from_numpy(data.train.labels[:n])
-
-
-def tiny(**overrides):
-    torch.manual_seed(0)
-    config = METHOD.make_config("tiny", **overrides)
-    return config, METHOD.build(config, 9)
+def real_batch(n=64):
+    return digits(n), digit_labels(n)
 
 
 def test_paper_defaults():
@@ -45,13 +43,9 @@ def test_dcgan_shapes_for_each_input_size(size, blocks):
 
 def test_losses_finite_and_decreasing():
     config, model = tiny()
-    optimizers = METHOD.make_optimizers(model, config)
     images, labels = real_batch()
-    history = [
-        METHOD.train_step(model, optimizers, images, labels, i / 40, config) for i in range(40)
-    ]
-    for record in history:
-        assert all(np.isfinite(v) for v in record.values())
+    history = HARNESS.train(model, config, [images] * 40, labels=labels)
+    assert_finite(history)
     first = np.mean([h["L_G"] for h in history[:5]])
     last = np.mean([h["L_G"] for h in history[-5:]])
     assert last < 0.8 * first
@@ -85,32 +79,25 @@ def test_residual_encoder_receives_reversed_classifier_gradient():
 
 def test_score_is_one_minus_max_softmax_and_batch_independent():
     config, model = tiny()
-    optimizers = METHOD.make_optimizers(model, config)
     images, labels = real_batch()
-    for i in range(5):
-        METHOD.train_step(model, optimizers, images, labels, i / 5, config)
+    HARNESS.train(model, config, [images] * 5, labels=labels)
     model.eval()
     scorer = METHOD.inference_module(model).eval()
     with torch.no_grad():
         scores = scorer(images)
         probs = torch.softmax(model.classifier(model.encoder_s(images)), 1)
-        singles = torch.cat([scorer(images[i : i + 1]) for i in range(8)])
     assert torch.allclose(scores, 1 - probs.max(1).values)
     assert ((scores >= 0) & (scores <= 1 - 1 / 9 + 1e-6)).all()
-    # running BatchNorm statistics: a frame's score does not depend on its batch
-    assert torch.allclose(singles, scores[:8], atol=1e-6)
+    assert_batch_independent(scorer, images, 8, atol=1e-6)
 
 
 def test_inference_module_holds_only_encoder_s_and_classifier():
     _, model = tiny()
-    scorer = METHOD.inference_module(model)
-    ids = {id(p) for p in scorer.parameters()}
-    expected = {id(p) for p in model.encoder_s.parameters()} | {
-        id(p) for p in model.classifier.parameters()
-    }
-    assert ids == expected
-    for pruned in (model.encoder_r, model.decoder, model.discriminator):
-        assert ids.isdisjoint(id(p) for p in pruned.parameters())
+    assert_holds_only(
+        METHOD.inference_module(model),
+        kept=(model.encoder_s, model.classifier),
+        pruned=(model.encoder_r, model.decoder, model.discriminator),
+    )
 
 
 def test_single_class_is_refused():
