@@ -1,5 +1,5 @@
 """Every bad input a user can type is one line naming the problem and the fix, exit 2, checked
-before the work starts, and nothing already written is lost (issue 16, part 4)."""
+before the work starts (not an hour into training), and nothing already written is lost."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The command line: help everywhere, defaults that find the newest run and bundle, and
-one clear line (no traceback, exit 2) for each user mistake of DESIGN §7."""
+one clear line (no traceback, exit 2) for each user mistake: a typo should cost a re-type,
+not a stack trace to read."""
 
 import json
 import shutil

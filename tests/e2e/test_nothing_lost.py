@@ -1,6 +1,7 @@
-"""Nothing produced is lost (DESIGN §7): records under their real names while a stream runs,
-readable after a kill -9; earlier runs never clobbered by surprise; whole artefacts written
-with the umask's permissions, and the temporaries of killed writers cleaned up."""
+"""Nothing produced is lost (a stream or a training run may be killed at any moment): records
+under their real names while a stream runs, readable after a kill -9; earlier runs never
+clobbered by surprise; whole artefacts written with the umask's permissions, and the
+temporaries of killed writers cleaned up."""
 
 from __future__ import annotations
 

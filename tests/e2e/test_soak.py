@@ -1,4 +1,5 @@
-"""Soak: a long synthetic stream keeps memory flat and accounts for every frame (issue 4).
+"""Soak: a long synthetic stream keeps memory flat and accounts for every frame (a camera
+stream runs for days on a device with little memory).
 
 20,000 frames of the synthetic scene go through the real mean bundle with the JSONL sink,
 the detection tally, the console sink (to /dev/null) and a 3-frame alarm filter. The

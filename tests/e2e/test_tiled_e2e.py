@@ -1,12 +1,12 @@
 """Tiled methods end to end on a real texture: train, export, evaluate and stream.
 
-CBiGAN's texture mode (DESIGN §3: the runtime tiles each frame and takes the max over tile
-scores) and IGD's global + local bundle on scikit-image's real brick photograph with
-synthetic defects: the card declares the tiling, the runtime scores all of a frame's tiles
-in one batch and gives what torch gives. Each is proven on a small geometry; the papers'
-geometries (CBiGAN 512 px as 64 tiles, IGD 256 px with 225 patches) are the same tests
-marked ``slow`` (``make test-all``). How well these barely trained models detect is not
-asserted here: benchmarks/fidelity/ measures it on properly trained ones.
+CBiGAN's texture mode (the runtime tiles each frame and takes the max over tile scores, so
+a small defect is not averaged away) and IGD's global + local bundle on scikit-image's real
+brick photograph with synthetic defects: the card declares the tiling, the runtime scores all
+of a frame's tiles in one batch and gives what torch gives. Each is proven on a small
+geometry; the papers' geometries (CBiGAN 512 px as 64 tiles, IGD 256 px with 225 patches)
+are the same tests marked ``slow`` (``make test-all``). How well these barely trained models
+detect is not asserted here: benchmarks/fidelity/ measures it on properly trained ones.
 """
 
 from __future__ import annotations

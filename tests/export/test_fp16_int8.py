@@ -1,5 +1,6 @@
 """FP16 graphs (mixed precision with FP32 islands), the FP16 lint, INT8 graphs, and their
-parity checks in the export (DESIGN §4-§5). No GPU: ONNX Runtime's CPU provider runs both."""
+parity checks in the export: a lower-precision graph ships only if it changes no frame's
+decision that FP32 would make. No GPU: ONNX Runtime's CPU provider runs both."""
 
 from __future__ import annotations
 
@@ -394,7 +395,7 @@ def test_export_fails_loudly_naming_method_and_output(trained_run, tmp_path, mon
 
 
 def test_nearly_tied_scores_with_tiny_differences_pass_where_rho_refused():
-    """The 1-epoch case of issue 16: most scores tied in a band 5e-5 wide (a barely trained
+    """A 1-epoch model's scores: most tied in a band 5e-5 wide (a barely trained
     model scores most images alike), a few spread over [0.8, 0.9]. FP16 moves each by 1e-6:
     the tied ones swap among ~10 neighbours and rho falls below 0.999 (the old rule
     refused), yet 1e-6 is 0.0015% of the spread, and no threshold tells the tied scores

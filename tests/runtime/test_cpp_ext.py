@@ -1,4 +1,5 @@
-"""The fused C++ kernels (adedge._cpp, issue 10) against their numpy/OpenCV twins.
+"""The fused C++ kernels (adedge._cpp) against their numpy/OpenCV twins, which they replace
+where they are built: a bundle must score the same with either.
 
 preprocess_tiles must give the twin's tiles within +-1 LSB of the resized uint8 pixel (and
 at least 99% bit-equal: the kernel reproduces OpenCV's arithmetic, not just its idea) for

@@ -1,6 +1,7 @@
-"""The stream as a pipeline (DESIGN §6): bounded queues and back-pressure, interrupts that keep
-every result already written, failures raised in the main thread, live-source gaps, and frames
-of unexpected dtype or channels. Real components: the tiny ONNX mean bundle, real videos."""
+"""The stream as a pipeline: bounded queues and back-pressure (a slow sink slows the reader
+instead of filling memory), interrupts that keep every result already written, failures raised
+in the main thread, live-source gaps, and frames of unexpected dtype or channels. Real
+components: the tiny ONNX mean bundle, real videos."""
 
 from __future__ import annotations
 

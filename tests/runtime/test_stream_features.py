@@ -1,4 +1,4 @@
-"""Issue 4 stream features on real frames: --alarm-frames, --resize, p99 latency, --sink URIs
+"""The stream's features on real frames: --alarm-frames, --resize, p99 latency, --sink URIs
 (display errors, --headless), the heatmap overlay, the progress line and the synthetic
 scene on scikit-image's real textures."""
 

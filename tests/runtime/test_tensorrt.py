@@ -1,4 +1,5 @@
-"""TensorRT build and backend (DESIGN §5).
+"""TensorRT build and backend: engines are built on the device itself, from the bundle's
+ONNX graphs, because an engine only runs on the GPU and TensorRT version that built it.
 
 Without a GPU: the decisions (strongly typed vs FP16 flag by TensorRT version, profile
 shapes from the card, cache keys and engine names, staleness), the error when TensorRT,

@@ -1,4 +1,5 @@
-"""Tiling plans, local max-pooling and heatmap stitching (DESIGN §6, issue 4).
+"""Tiling plans, local max-pooling and heatmap stitching: a defect much smaller than the frame
+still decides its score, and the heatmap shows where it is.
 
 Unit tests on hand-made grids and maps, a hypothesis property (tile then stitch gives the
 resized frame back for any geometry the card allows), and an end-to-end run of a real ONNX

@@ -1,6 +1,6 @@
-"""Checkpoints are data, never code (issue 16): a crafted .pt file runs nothing on export or
-resume, a checkpoint missing fields or damaged is one line, and bad training settings are
-refused before any data is loaded."""
+"""Checkpoints are data, never code (a checkpoint may come from anyone): a crafted .pt file
+runs nothing on export or resume, a checkpoint missing fields or damaged is one line, and bad
+training settings are refused before any data is loaded."""
 
 import shutil
 from collections import OrderedDict

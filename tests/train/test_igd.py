@@ -199,7 +199,8 @@ def test_msssim_settings_by_input_size():
     assert (large.window, large.sigma, large.weights) == (11, 1.5, STANDARD_WEIGHTS)
     small = settings_for_size(32)
     assert small.window == 3 and small.scales == 4
-    # the authors' renormalised four weights (NOTES.md §5, rounded to 4 decimals there)
+    # the authors' weights at 32 px: the standard first four, renormalised to sum to 1
+    # (the expected values are rounded to 4 decimals)
     assert small.weights == pytest.approx((0.0516, 0.3295, 0.3463, 0.2726), abs=2e-4)
     assert sum(small.weights) == pytest.approx(1.0)
     assert [settings_for_size(s).scales for s in (16, 8)] == [3, 2]
