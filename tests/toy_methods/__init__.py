@@ -1,2 +1,2 @@
-"""A folder of method files outside adedge, for tests/test_method_registry.py: the registry is
+"""A folder of method files outside adedge, for tests/train/test_method_registry.py: the registry is
 pointed at it to show that a new method is one new file."""

@@ -2,7 +2,7 @@
 
 Everything adedge needs to train, export and list this method is in this file: the config
 (extending CommonConfig), the networks, one training step, the validation criterion, the
-inference module, and the registration. tests/test_method_registry.py proves it.
+inference module, and the registration. tests/train/test_method_registry.py proves it.
 """
 
 from __future__ import annotations
