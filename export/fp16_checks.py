@@ -19,12 +19,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from adedge.export.fp16 import (
+from adedge.export.fp16 import Fp16Report, convert_to_mixed_fp16
+from adedge.export.fp16_policy import (
     FP16,
     FP32,
     Fp16Policy,
-    Fp16Report,
-    convert_to_mixed_fp16,
     graph_facts,
     is_reduction,
     name_nodes,

@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 
 from adedge.errors import ExportError
-from adedge.export.fp16 import HEAVY_OPS, fp32_island_nodes, name_nodes
+from adedge.export.fp16_policy import HEAVY_OPS, fp32_island_nodes, name_nodes
 from adedge.export.parity import MAX_AUROC_DROP, check_auroc_drop
 from adedge.metrics import auroc
 
