@@ -36,15 +36,8 @@ from adedge.card import (  # noqa: F401 - the bundle contract, importable from h
     check_threshold,
     tile_count,
 )
-from adedge.card_reader import (  # noqa: F401
-    OUTSIDE,
-    OUTSIDE_HINT,
-    field_error,
-    file_problem,
-    migrate,
-    parse_card,
-    read_card_json,
-)
+from adedge.card_fields import OUTSIDE, OUTSIDE_HINT, field_error, file_problem
+from adedge.card_reader import migrate, parse_card, read_card_json  # noqa: F401
 from adedge.errors import BundleError
 from adedge.formats import ALWAYS_WRITTEN, Precision
 

@@ -8,13 +8,14 @@ the file is looked at, so a card can neither load nor probe files elsewhere; eve
 carries its sha256. Older card versions are upgraded by :func:`migrate` before reading. The
 JSON literals ``NaN``/``Infinity`` parse (export may write NaN into ``metrics``, e.g. an
 INT8 parity rho); every number the runtime reads must be finite.
+
+The field checks are :mod:`adedge.card_fields`, the version steps :mod:`adedge.card_migrations`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 from adedge.card import (
@@ -31,7 +32,6 @@ from adedge.card import (
     PADDINGS,
     PRECISIONS,
     REDUCTIONS,
-    SHA256_HEX,
     STAGE_NAME,
     TILE_ORDERS,
     Card,
@@ -40,138 +40,24 @@ from adedge.card import (
     StageSpec,
     ThresholdSpec,
     TilingSpec,
-    finite_number,
     show_value,
     tile_count,
 )
+from adedge.card_fields import FieldReader
+from adedge.card_migrations import MIGRATIONS
 from adedge.errors import BundleError
 from adedge.formats import ALWAYS_WRITTEN, ENGINE_PRECISIONS, Precision
 from adedge.preprocess import COLOURS, RESIZE_POLICY, InputSpec
 
 MAX_CARD_BYTES = 16 << 20  # cards are a few KiB; a bigger file is refused before parsing
-REEXPORT = "re-export the bundle with `adedge export` or fix the card by hand"
-_MISSING = object()
-_EXPECTED = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "a bool"}
-OUTSIDE = "names a file outside the bundle folder"
-OUTSIDE_HINT = (
-    "a card names its files by relative paths inside its folder (no '..', no absolute path, "
-    "no link leading out): re-export the bundle or fix the card by hand"
-)
 
 
-def field_error(where: Path | str, field_name: str, problem: str, hint: str = "") -> BundleError:
-    return BundleError(f"{where}: field '{field_name}' {problem}", hint or REEXPORT)
-
-
-def file_problem(name: str) -> str | None:
-    """What is wrong with a card's file name from its text alone (None: nothing)."""
-    if not name:
-        return "is empty"
-    if "\x00" in name:
-        return "holds a NUL character"
-    posix, windows = PurePosixPath(name), PureWindowsPath(name)
-    if posix.is_absolute() or windows.anchor or ".." in posix.parts or ".." in windows.parts:
-        return OUTSIDE
-    return None
-
-
-class _CardReader:
+class _CardReader(FieldReader):
     """Reads a card dict, raising a BundleError that names the offending field.
 
     Every field the runtime uses is checked for type, finiteness and range; ``training`` and
     ``metrics`` must be objects and are carried as written; unknown keys are ignored.
     """
-
-    def __init__(self, where: Path) -> None:
-        self.where = where
-
-    def fail(self, field_name: str, problem: str, hint: str = "") -> BundleError:
-        return field_error(self.where, field_name, problem, hint)
-
-    def get(
-        self,
-        data: dict,
-        key: str,
-        kind: type | tuple[type, ...],
-        path: str,
-        default: Any = _MISSING,
-    ) -> Any:
-        """``data[key]`` of type ``kind`` (never a bool unless ``kind`` is bool); a ``default``
-        stands in for an absent or null value."""
-        if key not in data or (data[key] is None and default is not _MISSING):
-            if default is _MISSING:
-                raise self.fail(path, "is missing")
-            return default
-        value = data[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            expected = _EXPECTED.get(kind, "a number")  # type: ignore[call-overload]
-            raise self.fail(
-                path, f"has the wrong type ({type(value).__name__}): it must be {expected}"
-            )
-        return value
-
-    def text(
-        self, data: dict, key: str, path: str, default: Any = _MISSING, empty: bool = False
-    ) -> str:
-        value = self.get(data, key, str, path, default)
-        if not value and not empty:
-            raise self.fail(path, "is empty")
-        return value
-
-    def word(
-        self, data: dict, key: str, choices: tuple[str, ...], path: str, default: Any = _MISSING
-    ) -> str:
-        value = self.get(data, key, str, path, default)
-        if value not in choices:
-            raise self.fail(path, f"must be one of {', '.join(choices)} (got {show_value(value)})")
-        return value
-
-    def number(self, data: dict, key: str, path: str, default: Any = _MISSING) -> float:
-        value = self.get(data, key, (int, float), path, default)
-        number = finite_number(value)
-        if number is None:
-            raise self.fail(path, f"must be a finite number (got {show_value(value)})")
-        return number
-
-    def count(self, data: dict, key: str, path: str, limit: int, default: Any = _MISSING) -> int:
-        value = self.get(data, key, int, path, default)
-        if not 0 < value <= limit:
-            raise self.fail(path, f"must be an integer from 1 to {limit} (got {show_value(value)})")
-        return value
-
-    def numbers(
-        self, data: dict, key: str, path: str, count: int, low: float, high: float
-    ) -> tuple[float, ...]:
-        values = self.get(data, key, list, path)
-        if len(values) != count:
-            raise self.fail(path, f"must hold {count} number(s), one per channel")
-        numbers = []
-        for value in values:
-            number = finite_number(value)
-            if number is None or not low <= number <= high:
-                raise self.fail(
-                    path, f"must hold numbers from {low:g} to {high:g} (got {show_value(value)})"
-                )
-            numbers.append(number)
-        return tuple(numbers)
-
-    def file_name(self, data: dict, key: str, path: str) -> str:
-        name = self.get(data, key, str, path)
-        problem = file_problem(name)
-        if problem is not None:
-            raise self.fail(path, problem, OUTSIDE_HINT if problem == OUTSIDE else "")
-        return name
-
-    def sha256(self, data: dict, key: str, path: str) -> str:
-        value = data.get(key)
-        if value is None:
-            raise self.fail(path, "is missing: every graph the card names needs its sha256")
-        if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
-            raise self.fail(
-                path,
-                f"must be the file's sha256, 64 lowercase hex digits (got {show_value(value)})",
-            )
-        return value
 
     def graphs(self, data: dict, path: str) -> dict[str, GraphFile]:
         """precision -> GraphFile: the FP32 graph always, others where exported."""
@@ -340,70 +226,6 @@ class _CardReader:
             ),
             format_version=FORMAT_VERSION,
         )
-
-
-def _v1_graphs(reader: _CardReader, name: str, stage: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 stage's flat graph fields as a version-2 ``graphs`` map."""
-    path = f"stages.{name}"
-    flat = {
-        p: ("file", "sha256") if p == ALWAYS_WRITTEN else (f"{p}_file", f"{p}_sha256")
-        for p in PRECISIONS
-    }
-    graphs = {}
-    for precision, (file_key, sha_key) in flat.items():
-        if stage.get(file_key) is None:
-            if stage.get(sha_key) is not None:
-                raise reader.fail(f"{path}.{sha_key}", f"is set but {file_key} is not")
-            if precision == ALWAYS_WRITTEN:
-                raise reader.fail(f"{path}.file", "is missing")
-            continue
-        graphs[precision] = {"file": stage[file_key], "sha256": stage.get(sha_key)}
-        if stage.get(sha_key) is None:
-            raise reader.fail(
-                f"{path}.{sha_key}", "is missing: every graph the card names needs its sha256"
-            )
-    return graphs
-
-
-def _v1_to_v2(data: dict[str, Any], reader: _CardReader) -> dict[str, Any]:
-    """Version 1 -> 2: each stage's graphs in one map; ``combine`` folded into the stage
-    weights (the frame score is their weighted sum: ``mean`` divides them by the number of
-    stages); ``score_normalisation`` and ``normalisation_in_graph``, which no exporter wrote,
-    refused when set."""
-    data = dict(data)
-    stages = reader.get(data, "stages", dict, "stages")
-    combine = reader.word(data, "combine", ("sum", "mean"), "combine", default="sum")
-    if data.get("score_normalisation") is not None:
-        raise reader.fail(
-            "score_normalisation",
-            "is set: no exporter wrote it and this adedge no longer applies it",
-            "re-export the bundle with this adedge",
-        )
-    upgraded = {}
-    for name, stage in stages.items():
-        stage = dict(reader.get(stages, name, dict, f"stages.{name}"))
-        if stage.pop("normalisation_in_graph", False):
-            raise reader.fail(
-                f"stages.{name}.normalisation_in_graph",
-                "is true, but this adedge always normalises with the card's mean/std before "
-                "the graph (it would normalise twice)",
-                "re-export the bundle with this adedge",
-            )
-        stage["graphs"] = _v1_graphs(reader, name, stage)
-        for key in ("file", "sha256", "fp16_file", "fp16_sha256", "int8_file", "int8_sha256"):
-            stage.pop(key, None)
-        if combine == "mean":
-            weight = reader.number(stage, "weight", f"stages.{name}.weight", default=1.0)
-            stage["weight"] = weight / len(stages)
-        upgraded[name] = stage
-    data["stages"] = upgraded
-    data.pop("combine", None)
-    data.pop("score_normalisation", None)
-    return data
-
-
-# from-version -> the function that upgrades a card dict of that version by one version
-MIGRATIONS: dict[int, Callable[[dict[str, Any], _CardReader], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 def migrate(data: Any, where: Path | str = CARD_NAME) -> dict[str, Any]:
