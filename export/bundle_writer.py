@@ -63,6 +63,7 @@ from adedge.export.trace import (
 from adedge.metrics import quantile_threshold
 from adedge.registry import get_method
 from adedge.runtime.backends import engines
+from adedge.runtime.backends.engine_plan import ENGINE_DIR
 from adedge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from adedge.runtime.detector import Detector
 from adedge.runtime.evaluate import detection_quality
@@ -291,7 +292,7 @@ def build_engines(folder: Path, card: Card, log) -> dict[str, Any]:
     for stage in card.stages:
         result = engines.ensure_engine(folder, stage, log=log)
         built[stage.name] = {
-            "file": f"{engines.ENGINE_DIR}/{result.engine.name}",
+            "file": f"{ENGINE_DIR}/{result.engine.name}",
             "key": result.key.to_dict(),
             "build": result.plan.describe(),
             "seconds": round(result.seconds, 2),

@@ -43,7 +43,6 @@ from adedge.export.fp16_policy import (
     name_nodes,
     node_precisions,
 )
-from adedge.export.fp16_policy import fp32_island_nodes as fp32_island_nodes  # precision_graphs
 
 FP16_MAX = float(np.finfo(np.float16).max)
 

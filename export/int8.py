@@ -13,7 +13,7 @@
   sees them, tiles for a tiled stage): the ranges a deployment meets on normal frames;
   MinMax ranges (a percentile variant is available but clipped ranges saturate exactly the
   anomalous activations a detector must see);
-* the FP32 islands of ``adedge.export.fp16`` (reductions, softmax/exp, the score math after
+* the FP32 islands of ``adedge.export.fp16_policy`` (reductions, softmax/exp, the score math after
   the networks, MS-SSIM statistics) are excluded, and so is each network's last layer that
   feeds them (``float_nodes``): the score reads float logits and reconstructions.
 

@@ -15,9 +15,9 @@ import onnx
 from adedge.bundle import GraphFile, StageSpec, sha256_file
 from adedge.data import DataSet
 from adedge.errors import ExportError
-from adedge.export import fp16 as fp16_graph
 from adedge.export import fp16_checks, parity
 from adedge.export import int8 as int8_graph
+from adedge.export.fp16_policy import fp32_island_nodes
 from adedge.export.options import ExportOptions
 from adedge.export.trace import PARITY_IMAGES, calibration_inputs, spread
 from adedge.metrics import auroc
@@ -121,7 +121,7 @@ def _with_engine(stage: StageSpec, options: ExportOptions, folder: Path) -> Stag
     the FP32 graph with the FP16 flag and must pin them)."""
     precision = "fp16" if options.half else "fp32"
     engine = engines.engine_spec(stage, precision, options.max_batch, options.workspace_mib)
-    islands = fp16_graph.fp32_island_nodes(onnx.load(str(folder / stage.file)))
+    islands = fp32_island_nodes(onnx.load(str(folder / stage.file)))
     return replace(stage, engine=replace(engine, fp32_layers=tuple(islands)))
 
 

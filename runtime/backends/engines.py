@@ -1,12 +1,13 @@
-"""Build TensorRT engines from a bundle's ONNX graphs, cached on the device (DESIGN §5).
+"""Build TensorRT engines from a bundle's ONNX graphs, cached on the device
+(docs/architecture.md, Precision).
 
 How an engine is built, from which graph, under which cache key and where it is cached is
 decided without a GPU in :mod:`adedge.runtime.backends.engine_plan`; this module reaches
 TensorRT and the GPU, builds the engine and writes it with its sidecar (:func:`ensure_engine`).
 
-Only numpy, the card and the tiling plan are imported at module level, and ``tensorrt``
-lazily: the stream on a Jetson builds a missing engine through this module without torch
-or onnx installed.
+Only the card and the engine plan are imported at module level, and ``tensorrt`` lazily: the
+stream on a Jetson builds a missing engine through this module without torch or onnx
+installed.
 """
 
 from __future__ import annotations
