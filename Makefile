@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_BIN := $(RUNTIME_VENV)/bin
 DEMO_DATA ?= digits:anomaly=0
-# OpenCV's sample video, where DESIGN §9 extracts it (adedge.paths.find_vtest looks there)
+# OpenCV's sample video, extracted without installing opencv-doc (adedge.paths.find_vtest looks there)
 VTEST := /tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi
 
 .PHONY: demo test test-all test-runtime install system-deps lint bench clean
