@@ -12,7 +12,6 @@ installed.
 
 from __future__ import annotations
 
-import os as os  # re-exported, unused here: tests patch engines.os.access
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,11 +22,6 @@ from adedge.atomic import atomic_path, write_json
 from adedge.bundle import StageSpec, precision_graph, sha256_file
 from adedge.errors import AdedgeError
 from adedge.formats import Precision
-
-# `name as name`: re-exported, unused here (ENGINE_DIR for export.bundle_writer,
-# ENGINE_FALLBACK_ENV and tiles_per_frame for tests)
-from adedge.runtime.backends.engine_plan import ENGINE_DIR as ENGINE_DIR
-from adedge.runtime.backends.engine_plan import ENGINE_FALLBACK_ENV as ENGINE_FALLBACK_ENV
 from adedge.runtime.backends.engine_plan import (
     BuildPlan,
     EngineKey,
@@ -41,7 +35,6 @@ from adedge.runtime.backends.engine_plan import (
     read_sidecar,
     timing_cache_name,
 )
-from adedge.runtime.backends.engine_plan import tiles_per_frame as tiles_per_frame
 
 Log = Callable[[str], None]
 

@@ -13,6 +13,7 @@ TensorRT exist, and skip only there.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from adedge.bundle import EngineSpec, GraphFile, StageSpec, TilingSpec, load_bun
 from adedge.errors import AdedgeError
 from adedge.export.parity import spearman
 from adedge.preprocess import InputSpec
+from adedge.runtime.backends import engine_plan
 from adedge.runtime.backends import engines as tb
 from adedge.runtime.detector import Detector
 
@@ -58,75 +60,75 @@ def stage(tiling: TilingSpec | None = None, engine: EngineSpec | None = None) ->
     ],
 )
 def test_choose_build_by_version(version, precision, weak, graph, strongly, flag):
-    plan = tb.choose_build(version, precision, weak=weak)
+    plan = engine_plan.choose_build(version, precision, weak=weak)
     assert (plan.graph, plan.strongly_typed, plan.fp16_flag) == (graph, strongly, flag)
 
 
 def test_choose_build_without_fp16_graph_and_on_trt11():
-    plan = tb.choose_build((10, 3), "fp16", has_fp16_graph=False)  # an older bundle
+    plan = engine_plan.choose_build((10, 3), "fp16", has_fp16_graph=False)  # an older bundle
     assert (plan.graph, plan.fp16_flag) == ("fp32", True)
     with pytest.raises(AdedgeError, match="no weakly typed FP16 mode") as caught:
-        tb.choose_build((11, 0), "fp16", has_fp16_graph=False)
+        engine_plan.choose_build((11, 0), "fp16", has_fp16_graph=False)
     assert "re-export the bundle" in caught.value.hint
     with pytest.raises(AdedgeError, match="no weakly typed FP16 mode"):
-        tb.choose_build((11, 1), "fp16", weak=True)
+        engine_plan.choose_build((11, 1), "fp16", weak=True)
     with pytest.raises(AdedgeError, match="precision 'int8' is not supported"):
-        tb.choose_build((10, 3), "int8")
+        engine_plan.choose_build((10, 3), "int8")
 
 
 def test_parse_version():
-    assert tb.parse_version("10.3.0.30") == (10, 3, 0, 30)
-    assert tb.parse_version("11.0.0b1") == (11, 0, 0)
-    assert tb.parse_version("8.5.2.2") == (8, 5, 2, 2)
+    assert engine_plan.parse_version("10.3.0.30") == (10, 3, 0, 30)
+    assert engine_plan.parse_version("11.0.0b1") == (11, 0, 0)
+    assert engine_plan.parse_version("8.5.2.2") == (8, 5, 2, 2)
 
 
 def test_profile_whole_frame_stage_uses_card_or_option():
-    spec = tb.engine_spec(stage(), "fp16")
-    shapes = tb.profile_shapes(stage(), spec)
+    spec = engine_plan.engine_spec(stage(), "fp16")
+    shapes = engine_plan.profile_shapes(stage(), spec)
     assert (shapes.minimum, shapes.optimum, shapes.maximum) == (
         (1, 1, 32, 32),
         (1, 1, 32, 32),
         (8, 1, 32, 32),
     )
-    spec = tb.engine_spec(stage(), "fp16", max_batch=16, workspace_mib=512)
+    spec = engine_plan.engine_spec(stage(), "fp16", max_batch=16, workspace_mib=512)
     assert (spec.max_batch, spec.opt_batch, spec.workspace_mib) == (16, 1, 512)
     carded = stage(engine=EngineSpec("fp32", max_batch=4, opt_batch=2, workspace_mib=256))
-    assert tb.engine_spec(carded) == EngineSpec("fp32", 4, 2, 256)
+    assert engine_plan.engine_spec(carded) == EngineSpec("fp32", 4, 2, 256)
 
 
 def test_profile_tiled_stage_is_tiles_per_frame():
     # 128x128 frame, 32px tiles every 16px: 7 x 7 = 49 tiles, always one frame per batch
     tiled = stage(tiling=TilingSpec((128, 128), 32, 16, "reflect"))
-    assert tb.tiles_per_frame(tiled) == 49
-    spec = tb.engine_spec(tiled, "fp16", max_batch=8)
-    shapes = tb.profile_shapes(tiled, spec)
+    assert engine_plan.tiles_per_frame(tiled) == 49
+    spec = engine_plan.engine_spec(tiled, "fp16", max_batch=8)
+    shapes = engine_plan.profile_shapes(tiled, spec)
     assert (shapes.minimum[0], shapes.optimum[0], shapes.maximum[0]) == (1, 49, 49)
     # a remainder grows the grid (reflect padding): 100 -> 6 tiles per axis
-    assert tb.tiles_per_frame(stage(tiling=TilingSpec((100, 100), 32, 16))) == 36
+    assert engine_plan.tiles_per_frame(stage(tiling=TilingSpec((100, 100), 32, 16))) == 36
 
 
 def test_engine_key_names_the_file_and_decides_staleness(tmp_path):
-    key = tb.EngineKey("ab" * 32, (8, 7), "10.3.0.30", "fp16", 8)
+    key = engine_plan.EngineKey("ab" * 32, (8, 7), "10.3.0.30", "fp16", 8)
     assert key.file_name("global") == "global.sm87.trt10.3.0.30.fp16.b8.engine"
-    assert tb.timing_cache_name((8, 7), "10.3.0.30") == "timing.sm87.trt10.3.0.30.cache"
+    assert engine_plan.timing_cache_name((8, 7), "10.3.0.30") == "timing.sm87.trt10.3.0.30.cache"
     engine = tmp_path / key.file_name("global")
-    assert not tb.is_fresh(engine, key)  # missing
+    assert not engine_plan.is_fresh(engine, key)  # missing
     engine.write_bytes(b"engine")
-    assert not tb.is_fresh(engine, key)  # no sidecar
+    assert not engine_plan.is_fresh(engine, key)  # no sidecar
     sidecar = engine.with_name(engine.name + ".json")
     sidecar.write_text(json.dumps({"key": key.to_dict()}))
-    assert tb.is_fresh(engine, key)
-    other_graph = tb.EngineKey("cd" * 32, (8, 7), "10.3.0.30", "fp16", 8)
-    assert not tb.is_fresh(engine, other_graph)  # re-exported graph: same name, stale
+    assert engine_plan.is_fresh(engine, key)
+    other_graph = engine_plan.EngineKey("cd" * 32, (8, 7), "10.3.0.30", "fp16", 8)
+    assert not engine_plan.is_fresh(engine, other_graph)  # re-exported graph: same name, stale
 
 
 def test_engine_dir_falls_back_when_the_bundle_is_read_only(tmp_path, monkeypatch):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    assert tb.engine_dir(bundle) == bundle / "engines"
-    monkeypatch.setenv(tb.ENGINE_FALLBACK_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(tb.os, "access", lambda path, mode: False)  # as for /opt/models
-    fallback = tb.engine_dir(bundle)
+    assert engine_plan.engine_dir(bundle) == bundle / "engines"
+    monkeypatch.setenv(engine_plan.ENGINE_FALLBACK_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for /opt/models
+    fallback = engine_plan.engine_dir(bundle)
     assert fallback == tmp_path / "cache" / "bundle" and fallback.is_dir()
 
 
@@ -577,7 +579,7 @@ def test_build_strongly_typed_from_fp16_graph_and_cache(fake_gpu, bundle_copy):
     # a second use reuses it; a re-exported graph (other sha256) rebuilds with the cache
     again = tb.ensure_engine(bundle_copy, spec, precision="fp16", log=messages.append)
     assert not again.built and len(trt.builds) == 1
-    stale = tb.EngineKey("0" * 64, (8, 7), "10.3.0.30", "fp16", 8)
+    stale = engine_plan.EngineKey("0" * 64, (8, 7), "10.3.0.30", "fp16", 8)
     first.engine.with_name(first.engine.name + ".json").write_text(
         json.dumps({"key": stale.to_dict()})
     )
