@@ -3,7 +3,7 @@
 ``onnx_model`` builds any small graph the tests need (opset 17, checked); ``write_bundle``
 writes a graph and its card into a bundle folder. The tiny bundles several layers share are
 here too: the mean bundle (score = mean of the image) and the tile bundle (score = max over
-the tile, amap = the tile).
+the tile, amap = the tile), and the frame with one defect they score.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -143,3 +145,14 @@ def write_tile_bundle(
         tiling=tiling,
         reduce=reduce,
     )
+
+
+DEFECT_YX = (180, 52)
+
+
+def defect_frame(height: int = 256, width: int = 192) -> np.ndarray:
+    """A dim, gently varying BGR frame with one bright round defect at DEFECT_YX."""
+    ys, xs = np.mgrid[:height, :width]
+    grey = (30 + 20 * np.sin(xs / 9.0) * np.cos(ys / 13.0)).astype(np.uint8)
+    cv2.circle(grey, DEFECT_YX[::-1], 5, 255, -1)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)

@@ -462,8 +462,7 @@ def test_extension_is_built_where_a_compiler_is():
 
 @needs_cpp
 def test_detector_gives_the_same_scores_and_maps_with_either_kernel(tmp_path, monkeypatch):
-    from bundles import write_tile_bundle
-    from test_tiling import defect_frame
+    from bundles import defect_frame, write_tile_bundle
 
     from adedge import _cpp
     from adedge.runtime.detector import Detector

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from bundles import TILE, write_tile_bundle
+from bundles import DEFECT_YX, TILE, defect_frame, write_tile_bundle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -197,16 +197,6 @@ def test_tiling_then_stitching_reproduces_the_input(
 
 
 # --- end to end: a real ONNX bundle ----------------------------------------------------------
-
-DEFECT_YX = (180, 52)
-
-
-def defect_frame(height: int = 256, width: int = 192) -> np.ndarray:
-    """A dim, gently varying BGR frame with one bright round defect at DEFECT_YX."""
-    ys, xs = np.mgrid[:height, :width]
-    grey = (30 + 20 * np.sin(xs / 9.0) * np.cos(ys / 13.0)).astype(np.uint8)
-    cv2.circle(grey, DEFECT_YX[::-1], 5, 255, -1)
-    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
 
 
 def peak(amap: np.ndarray) -> tuple[float, float]:
