@@ -41,7 +41,7 @@ $(VTEST):
 	  rm -rf $$tmp
 
 # Fashion-MNIST from Debian (real data for tests and the paper's protocol), OpenCV's sample
-# video vtest.avi (DESIGN §9: real video for the stream tests and `adedge bench --papers`)
+# video vtest.avi (real video for the stream tests and `adedge bench --papers`)
 # and a C++17 compiler for the optional kernels (cpp_ext/); needs root or sudo.
 system-deps: $(VTEST)
 

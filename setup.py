@@ -1,4 +1,4 @@
-"""Builds the optional C++ extension ``adedge._cpp`` (cpp_ext/, issue 10).
+"""Builds the optional C++ extension ``adedge._cpp`` (cpp_ext/).
 
 Everything else about the package lives in pyproject.toml. The extension is optional: the
 runtime falls back to its numpy/OpenCV twins (adedge.runtime.kernels), so a machine without

@@ -1,4 +1,4 @@
-// Fused frame kernels of the adedge runtime (issue 10): plain C++17, no Python, no intrinsics.
+// Fused frame kernels of the adedge runtime: plain C++17, no Python, no intrinsics.
 //
 // preprocess_tiles: uint8 HWC frame -> resize (adedge.preprocess policy "area-down-linear-up",
 // reproducing OpenCV's uint8 INTER_AREA / INTER_LINEAR arithmetic) -> colour -> mean/std

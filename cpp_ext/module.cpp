@@ -233,7 +233,7 @@ py::tuple stitch_max_mean(const py::object& scores_obj, const py::object& maps_o
 
 PYBIND11_MODULE(_cpp, m) {
     m.doc() =
-        "adedge's fused C++ kernels (issue 10): preprocess_tiles and stitch_max_mean. "
+        "adedge's fused C++ kernels: preprocess_tiles and stitch_max_mean. "
         "Use them through adedge.runtime.kernels, which falls back to the numpy/OpenCV twins.";
     m.def("preprocess_tiles", &preprocess_tiles, py::arg("frame"), py::arg("out"),
           py::kw_only(), py::arg("resized_hw"), py::arg("tile"), py::arg("stride"),

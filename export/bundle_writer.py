@@ -1,4 +1,4 @@
-"""Export trained checkpoints as a model bundle (DESIGN §4).
+"""Export trained checkpoints as a model bundle (docs/architecture.md, Bundle).
 
 Generic over methods: each checkpoint becomes one stage. Export asks the method to fix its
 export-time constants on held-out normal inputs (``prepare_export``), traces the inference

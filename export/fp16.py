@@ -1,4 +1,4 @@
-"""FP32 -> mixed-precision FP16 ONNX: the graph rewrite (DESIGN §5).
+"""FP32 -> mixed-precision FP16 ONNX: the graph rewrite (docs/architecture.md, Precision).
 
 TensorRT 11 builds only strongly typed networks: the precision of every tensor is the one
 the ONNX graph gives it. So precision lives in the graph, and this module writes it: FP16

@@ -1,5 +1,6 @@
 """The FP16 policy: which nodes of an FP32 ONNX graph run in FP16 and which stay in FP32
-(DESIGN §5). :mod:`adedge.export.fp16` writes the mixed-precision graph this decides.
+(docs/architecture.md, Precision). :mod:`adedge.export.fp16` writes the mixed-precision graph
+this decides.
 
 Policy (``node_precisions``): the networks run in FP16, the score math after them in FP32.
 

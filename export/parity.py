@@ -9,16 +9,15 @@ scores are nearly tied (a barely trained model) a |Δ| far below anything that m
 neighbours and rho drops (0.9989 with max |Δ| 1.9e-5 refused a 1-epoch model). Per output:
 
 1. every FP16 value is finite;
-2. the 99th percentile of |Δ| over the inputs (a heatmap: over its pixels) <= 5% of the
-   FP32 scores' *spread* (10% of a heatmap's), spread = p99 - p1 of the FP32 values (max -
-   min where that is 0): 99 frames in 100 can only change their decision if their score
-   lies that close to the threshold. A percentile, not the max: one input or pixel in a
-   hundred that rounds badly is not a hazard of the graph; the hazards of DESIGN §5 move
-   most values (and an overflow is rule 1). Measured, p99 (max) |Δ| / spread, CPU and
-   emulated, on the tiny test models: Y-GAN (1-2 epochs) 0.1-0.2%, DDR-ID 0.04-0.06%,
-   CBiGAN < 0.001%, IGD global (1 epoch) score 0.4-0.6% and heatmap 0.5-0.8%, IGD local
-   (1 epoch) score 0.4-0.8% (max 2.8%) and heatmap 1.8-3.1% (max 30%): the limits are 3-6x
-   the largest;
+2. the 99th percentile of |Δ| over the inputs (a heatmap: over its pixels) <= 5% of the FP32
+   scores' *spread* (10% of a heatmap's), spread = p99 - p1 of the FP32 values (max - min where
+   that is 0): 99 frames in 100 can only change their decision if their score lies that close to
+   the threshold. A percentile, not the max: one input or pixel in a hundred that rounds badly
+   is not a hazard of the graph; the hazards (docs/architecture.md, Precision) move most values
+   (and an overflow is rule 1). Measured, p99 (max) |Δ| / spread, CPU and emulated, on the tiny
+   test models: Y-GAN (1-2 epochs) 0.1-0.2%, DDR-ID 0.04-0.06%, CBiGAN < 0.001%, IGD global (1
+   epoch) score 0.4-0.6% and heatmap 0.5-0.8%, IGD local (1 epoch) score 0.4-0.8% (max 2.8%) and
+   heatmap 1.8-3.1% (max 30%): the limits are 3-6x the largest;
 3. Spearman rho >= 0.999 (heatmap 0.99) only where the FP32 values are *spread*: spread >=
    n x 2^-10 x max |value| for n values ranked, i.e. the mean gap between neighbouring values
    is at least one FP16 step at their magnitude. Closer than that, FP16 rounding anywhere in
@@ -68,7 +67,7 @@ FP16_STEP = 2.0**-10  # spacing of FP16 numbers relative to their magnitude (10 
 DIFF_QUANTILE = 0.99  # the gated |Δ|: its 99th percentile over inputs (a heatmap: pixels)
 MAX_SCORE_DIFF = 0.05  # p99 |Δscore| as a fraction of the FP32 scores' spread
 MAX_MAP_DIFF = 0.10  # p99 |Δpixel| as a fraction of the FP32 heatmap pixels' spread
-MIN_SPEARMAN = 0.999  # DESIGN §4, for scores that are spread (``OutputParity.ranked``)
+MIN_SPEARMAN = 0.999  # the Parity rule, for scores that are spread (``OutputParity.ranked``)
 MIN_SPEARMAN_MAP = 0.99  # heatmaps: dense pixels crowd near zero; rho rarely applies to them
 MAX_AUROC_DELTA = 0.005  # |ΔAUROC| of the FP16 graph through the runtime, where labels exist
 MAX_PARITY_VALUES = 1_000_000  # amap pixels: a strided subset keeps the ranking cheap
@@ -257,7 +256,7 @@ class ParityReport:
 
 
 def parity_check(torch_scores: np.ndarray, onnx_scores: np.ndarray) -> ParityReport:
-    """FP32 rule of DESIGN §4: max |Δscore| <= 1e-4 · max(1, |score|)."""
+    """FP32 rule (docs/architecture.md, Parity): max |Δscore| <= 1e-4 · max(1, |score|)."""
     diff = np.abs(torch_scores.astype(np.float64) - onnx_scores.astype(np.float64))
     scale = max(1.0, float(np.abs(torch_scores).max()))
     return ParityReport(len(diff), float(diff.max()), 1e-4 * scale)

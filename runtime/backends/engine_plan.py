@@ -1,6 +1,6 @@
-"""What a TensorRT engine build will be, decided without a GPU (DESIGN §5): which graph and
-typing (:func:`choose_build`), the engine settings and optimisation profile, the cache key,
-the engine's file name and folder, and whether a cached engine is fresh.
+"""What a TensorRT engine build will be, decided without a GPU (docs/architecture.md,
+Precision): which graph and typing (:func:`choose_build`), the engine settings and optimisation
+profile, the cache key, the engine's file name and folder, and whether a cached engine is fresh.
 :mod:`adedge.runtime.backends.engines` runs the build.
 
 Engines are bound to the TensorRT version and the GPU, so bundles ship ONNX and every GPU

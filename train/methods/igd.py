@@ -28,7 +28,7 @@ map is ρ·|x - x̂| (channel mean) + (1 - ρ)·(1 - m(ω)) per pixel, where m i
 MS-SSIM similarity of :mod:`adedge.train.nets.msssim` (scale terms upsampled and averaged
 with the scale weights). The inference module holds f, g and (μ, σ); the critic is pruned.
 
-Choices where the paper is silent or the authors' code (NOTES.md §5) differs:
+Choices where the paper is silent or the authors' code (docs/authors-code.md, IGD) differs:
 
 * Scratch training of every weight (the paper's 'Scratch' rows); ``backbone_weights``
   loads a local torchvision-style ResNet-18 state dict into the encoder once, when the
@@ -67,9 +67,10 @@ Choices where the paper is silent or the authors' code (NOTES.md §5) differs:
 * MAE and MS-SSIM are computed on pixels mapped to [0, 1] (inputs are normalised to
   [-1, 1]), so MAE is in units of the data range (as the authors' L1/data_range) and SSIM's
   constants have their usual meaning; ℓ_r uses means over pixels, not the sum of Eq. 12
-  (FP16-safe, DESIGN §5), and the authors' signed L1 in the patch score is |x - x̂| here.
-* MS-SSIM settings by input size (NOTES.md §5): window 11, 5 scales at 176 px and up;
-  window 3, 4 scales (renormalised weights) at 32 px; fewer scales below (tiny tests).
+  (FP16-safe: docs/architecture.md, Precision), and the authors' signed L1 in the patch score
+  is |x - x̂| here.
+* MS-SSIM settings by input size (docs/authors-code.md, IGD): window 11, 5 scales at 176 px
+  and up; window 3, 4 scales (renormalised weights) at 32 px; fewer scales below (tiny tests).
 * Decoder output tanh (the authors' has none; their inputs were ImageNet-normalised).
   Critic output is linear (the paper's critic regresses α; the authors' 32 px critic ends
   in a sigmoid, their 256 px one does not) and uses GroupNorm(1, C), i.e. LayerNorm, as
@@ -125,7 +126,8 @@ SIGMA_FLOOR = 1e-12
 
 @dataclass
 class IGDConfig(CommonConfig):
-    """Defaults are the paper's (Implementation Details) and NOTES.md §5 for the patches."""
+    """Defaults are the paper's (Implementation Details); the patches' are the authors' code's
+    (docs/authors-code.md, IGD)."""
 
     image_size: int = 256  # global: the network input; local: the frame resized before tiling
     channels: int = 3
