@@ -30,9 +30,8 @@ from adedge.formats import (
     precisions_help,
 )
 
-pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
 
-
+@pytest.mark.runtime
 def test_members_are_their_spellings():
     """str(), f-strings, ==, dict keys and JSON all see the plain spelling (Python 3.10's
     and 3.11's str-mixin enums differ in format(): the class pins it)."""
@@ -46,6 +45,7 @@ def test_members_are_their_spellings():
     assert ",".join((Precision.FP32, Precision.INT8)) == "fp32,int8"
 
 
+@pytest.mark.runtime
 def test_the_module_imports_nothing_heavy():
     code = (
         "import sys, adedge.formats; "
@@ -61,6 +61,7 @@ def test_the_module_imports_nothing_heavy():
 # --- backends ------------------------------------------------------------------------------
 
 
+@pytest.mark.runtime
 def test_every_backend_and_precision_of_the_table_parses():
     for backend in BACKENDS.values():
         assert parse_backend(backend.kind) == BackendChoice(backend.kind, None)
@@ -73,6 +74,7 @@ def test_every_backend_and_precision_of_the_table_parses():
     assert parse_backend("onnxruntime:") == ("onnxruntime", None)
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize(
     ("spec", "words"),
     [
@@ -91,6 +93,7 @@ def test_bad_backends_are_one_line(spec, words):
     assert words in info.value.one_line()
 
 
+@pytest.mark.runtime
 def test_backend_help_is_written_from_the_table():
     """The text --backend showed before the table existed, word for word."""
     assert backend_help() == (
@@ -100,6 +103,7 @@ def test_backend_help_is_written_from_the_table():
     )
 
 
+@pytest.mark.runtime
 def test_cli_help_comes_from_the_tables(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "400")
     _, export_help, _ = run_cli(monkeypatch, capsys, "export", "--help")
@@ -114,6 +118,7 @@ def test_cli_help_comes_from_the_tables(monkeypatch, capsys):
 # --- export options ----------------------------------------------------------------------------
 
 
+@pytest.mark.runtime
 def test_check_export_gives_the_targets_in_table_order():
     targets = check_export("ENGINE", "int8, fp16,int8", half=True, max_batch=4, workspace_mib=64)
     assert targets.formats == (Format.ONNX, Format.ENGINE)  # ONNX always, first
@@ -124,6 +129,7 @@ def test_check_export_gives_the_targets_in_table_order():
     assert check_export(precisions="fp32").engine_precision == "fp32"
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
@@ -143,6 +149,7 @@ def test_bad_export_options_are_one_line(kwargs, words):
     assert words in line and "\n" not in line
 
 
+@pytest.mark.runtime
 def test_a_flag_no_written_format_takes_is_refused():
     """ONNX takes every flag (the card records the engine settings for a device that builds
     on first use), so only a set of formats without ONNX can refuse one."""
@@ -198,6 +205,7 @@ def test_the_cli_and_the_library_refuse_with_the_same_line(monkeypatch, capsys, 
     assert not Path(out).exists()
 
 
+@pytest.mark.runtime
 def test_engine_settings_are_checked_by_one_function():
     """Export and a command that builds engines on the device check them alike."""
     assert check_engine_settings("fp16", 8, 512) is Precision.FP16
@@ -212,6 +220,7 @@ def test_engine_settings_are_checked_by_one_function():
         assert words in info.value.one_line()
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize("command", ["eval", "bench", "stream"])
 def test_a_bad_backend_is_refused_before_the_model_is_looked_for(
     monkeypatch, capsys, tmp_path, command

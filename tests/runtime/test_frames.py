@@ -26,8 +26,6 @@ from adedge.preprocess import (
 from adedge.runtime import frames, kernels
 from adedge.runtime.tiling import plan_tiles
 
-pytestmark = pytest.mark.runtime  # the whole-frame tests need no torch
-
 MODES = ["numpy", "cpp"] if kernels.available() else ["numpy"]
 
 
@@ -67,6 +65,7 @@ def spec_of(size: tuple[int, int], colour: str) -> InputSpec:
     return InputSpec(size[0], size[1], colour, (0.45,) * channels, (0.226,) * channels)
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("colour", ["gray", "rgb"])
 @pytest.mark.parametrize("kind", ["colour", "grey"])
@@ -113,6 +112,7 @@ def test_tiled_batch_equals_the_training_tiles(
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.runtime
 def test_whole_frames_go_through_the_kernel_as_bgr_into_one_batch(real_frames, monkeypatch):
     """The kernel reads each camera frame itself (no converted copy first) and writes into
     slices of the one batch the call returns."""
@@ -140,6 +140,7 @@ def test_whole_frames_go_through_the_kernel_as_bgr_into_one_batch(real_frames, m
             assert np.shares_memory(out, batch)
 
 
+@pytest.mark.runtime
 def test_a_non_square_input_and_odd_images_take_the_twin():
     """What the kernel does not cover (non-square input, float or uint16 images) is written
     by the twin, into the same batch, equal to the training path."""
@@ -154,6 +155,7 @@ def test_a_non_square_input_and_odd_images_take_the_twin():
         np.testing.assert_array_equal(got, prepare_batch(images, spec))
 
 
+@pytest.mark.runtime
 def test_run_in_chunks_joins_the_outputs_in_order():
     batch = np.arange(10.0)[:, None]
     calls = []
@@ -172,6 +174,7 @@ def test_run_in_chunks_joins_the_outputs_in_order():
     assert set(frames.run_in_chunks(run, batch, 3)) == {"score", "twice"} and calls == [3] * 3 + [1]
 
 
+@pytest.mark.runtime
 def test_the_one_resize_keeps_the_layout():
     grey = np.arange(60 * 80, dtype=np.uint16).reshape(60, 80).astype(np.uint8)
     assert resize(grey, 30, 40).shape == (30, 40)
@@ -183,6 +186,7 @@ def test_the_one_resize_keeps_the_layout():
     np.testing.assert_array_equal(resize(grey, 90, 160), grown)
 
 
+@pytest.mark.runtime
 def test_uint16_keeps_the_high_byte_exact_for_both_widenings():
     levels = np.arange(256, dtype=np.uint16)
     np.testing.assert_array_equal(uint16_to_uint8(levels * 257), levels)  # full-range scaling
@@ -191,6 +195,7 @@ def test_uint16_keeps_the_high_byte_exact_for_both_widenings():
     assert (counts == 256).all()  # every uint8 level gets an equal share
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize(("length", "tile", "stride"), [(5, 32, 16), (32, 32, 16), (100, 32, 16)])
 def test_tile_axis_is_the_plans_geometry(length, tile, stride):
     plan = plan_tiles((length, length), TilingSpec((length, length), tile, stride, "reflect"))
