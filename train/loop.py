@@ -27,7 +27,7 @@ from adedge.paths import BEST, LAST
 from adedge.train.checkpoint import Checkpoint, invalid, load_weights, problem
 from adedge.train.methods.base import CommonConfig, score_of
 from adedge.train.prepare import Prepared
-from adedge.train.views import iterate_inputs, random_views
+from adedge.train.views import chunks, iterate_inputs, random_views
 
 if TYPE_CHECKING:
     from adedge.train.trainer import Trainer
@@ -53,10 +53,7 @@ def score_tensor(
     scorer: torch.nn.Module, images: torch.Tensor, device: torch.device, chunk: int = 512
 ) -> np.ndarray:
     scorer.eval()
-    parts = [
-        score_of(scorer(images[i : i + chunk].to(device))).float().cpu()
-        for i in range(0, len(images), chunk)
-    ]
+    parts = [score_of(scorer(part.to(device))).float().cpu() for part in chunks(images, chunk)]
     return torch.cat(parts).numpy()
 
 

@@ -19,6 +19,13 @@ from adedge.preprocess import tile_count
 from adedge.train.methods.base import StagePlan, TrainView
 
 
+def chunks(images: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    """``images`` in consecutive slices of at most ``size`` (scoring without holding every
+    activation at once)."""
+    for start in range(0, len(images), size):
+        yield images[start : start + size]
+
+
 def padded_length(length: int, tile: int, stride: int) -> int:
     """The runtime's grown side: ``ceil((L - tile) / stride) * stride + tile``."""
     if length <= tile:
@@ -105,5 +112,5 @@ def iterate_inputs(
 ) -> Iterator[torch.Tensor]:
     """Every training input once, in order, at the stage's input size (for E-steps)."""
     per_chunk = max(1, batch_size // tiles_per_image(images.shape[-1], plan))
-    for start in range(0, len(images), per_chunk):
-        yield grid_tiles(images[start : start + per_chunk], plan).to(device)
+    for part in chunks(images, per_chunk):
+        yield grid_tiles(part, plan).to(device)

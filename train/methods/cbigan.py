@@ -87,6 +87,7 @@ from adedge.train.nets.residual import (
     init_glorot,
     residual_widths,
 )
+from adedge.train.views import chunks
 
 MODES = ("object", "texture")
 SCORE_SCALES = ("paper", "mean")
@@ -448,7 +449,7 @@ class CBiGANMethod(Method[CBiGANConfig]):
         if images.shape[-1] != side:
             images = to_tiles(images, side)
         scorer = self.inference_module(model)
-        scores = [scorer(images[i : i + 256])[0] for i in range(0, len(images), 256)]
+        scores = [scorer(part)[0] for part in chunks(images, 256)]
         return float(torch.cat(scores).mean())
 
     def inference_module(self, model: CBiGAN) -> CBiGANScorer:

@@ -75,6 +75,7 @@ from torch import nn
 from adedge.errors import ExportError
 from adedge.train.methods.base import CommonConfig, Method, register_method
 from adedge.train.nets.conv_ae import ConvDecoder, ConvEncoder, MLPDiscriminator, init_conv_weights
+from adedge.train.views import chunks
 
 SCORES = ("AS_l", "AS_r")
 CHUNK = 256
@@ -255,8 +256,8 @@ def validation_norms(model: DDRID, images: torch.Tensor) -> tuple[torch.Tensor, 
     model.eval()
     template = reconstruction_template(model)
     latent, recon = [], []
-    for start in range(0, len(images), CHUNK):
-        z = model.encoder_c(model.preprocess(images[start : start + CHUNK]))
+    for part in chunks(images, CHUNK):
+        z = model.encoder_c(model.preprocess(part))
         latent.append(squared_norm(z - model.center))
         recon.append(squared_norm(model.decoder_c(z) - template))
     model.train(was_training)
@@ -446,8 +447,8 @@ class DDRIDMethod(Method[DDRIDConfig]):
         if not bool(model.center_fixed):
             return math.inf
         total = 0.0
-        for start in range(0, len(images), CHUNK):
-            x = model.preprocess(images[start : start + CHUNK])
+        for part in chunks(images, CHUNK):
+            x = model.preprocess(part)
             z, x_c, x_n = model.decompose(x)
             total += float((squared_norm(z - model.center) + squared_norm(x_c + x_n - x)).sum())
         return total / len(images)

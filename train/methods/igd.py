@@ -118,6 +118,7 @@ from adedge.train.nets.resnet import (
     frozen_batchnorm_statistics,
     load_backbone,
 )
+from adedge.train.views import chunks
 
 MODES = ("global", "local")
 PIXEL_LOW, PIXEL_HIGH = -1.0, 1.0  # the trainer normalises with mean = std = 0.5
@@ -341,11 +342,6 @@ def grid_patches(images: torch.Tensor, tile: int, stride: int) -> torch.Tensor:
     return patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, tile, tile)
 
 
-def _batches(images: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
-    for i in range(0, len(images), size):
-        yield images[i : i + size]
-
-
 def _batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
@@ -530,7 +526,7 @@ class IGDMethod(Method[IGDConfig]):
     def scores(self, model: IGD, images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
         """ℓ_r + ℓ_h per network input, in the model's current mode."""
         parts = []
-        for x in _batches(images, chunk):
+        for x in chunks(images, chunk):
             z = model.encoder(x)
             parts.append(model.reconstruction(x, model.decoder(z)) + model.gaussian(z))
         return torch.cat(parts)
