@@ -14,7 +14,7 @@ Precision lives in the graph. TensorRT 11 removed the weakly typed ``BuilderFlag
 (strongly typed mode is always on); TensorRT 10.x has both. So, by :func:`choose_build`:
 
 * FP16 on TensorRT >= 10: a strongly typed network from ``<stage>.fp16.onnx``, whose Casts
-  fix every tensor's type: the FP32 islands of ``adedge.export.fp16`` survive exactly;
+  fix every tensor's type: the FP32 islands the export's FP16 policy chose survive exactly;
 * FP16 on TensorRT < 10 (JetPack 5's 8.5, the 9.x previews), or when asked to: the FP32
   graph with ``BuilderFlag.FP16``, and the islands' layers (the card's
   ``engine.fp32_layers``, chosen at export by the FP16 policy) pinned to FP32 with

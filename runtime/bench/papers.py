@@ -23,9 +23,9 @@ random initialisation: speed does not depend on weight values.
 The papers' figures are quoted with their hardware; they are other machines (GPUs), so the
 ratios that mean something are the ones measured here side by side (ORT vs torch eager).
 
-This module measures and is torch-free; the cases are built by the export stage
-(:mod:`adedge.export.paper_cases`: paper-preset torch models, their traced graphs, and the
-torch calls of the full model and the pruned scorer), which `adedge bench --papers` hands in.
+This module measures and is torch-free; the cases are built by the export stage (its
+``paper_cases`` module: paper-preset torch models, their traced graphs, and the torch calls
+of the full model and the pruned scorer), which `adedge bench --papers` hands in.
 """
 
 from __future__ import annotations
