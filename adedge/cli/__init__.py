@@ -11,10 +11,11 @@ from __future__ import annotations
 from adedge.cli.app import app, main
 
 # The commands register in import order, which is the order `adedge --help` lists them in
-# (groups after commands): keep these three imports in this order.
+# (groups after commands): keep these imports in this order.
 # isort: off
 from adedge.cli.train_commands import parse_overrides, parse_settings, pretrained_help
 from adedge.cli import run_commands  # noqa: F401 - registers eval, stream, video
+from adedge.cli import serve_commands  # noqa: F401 - registers serve
 from adedge.cli import bench_commands  # noqa: F401 - registers bench, engines build
 # isort: on
 

@@ -29,12 +29,14 @@ class MessageType(str, Enum):
 
 class EndReason(str, Enum):
     """Why an event ended: the score stayed low for the cooldown (``normal``), the service
-    stopped (``shutdown``), the camera went away (``camera_lost``), or the process died
-    with the event open and the next start closed it (``interrupted``)."""
+    stopped (``shutdown``), the camera went away (``camera_lost``), a file or folder
+    reached its end (``source_ended``), or the process died with the event open and the
+    next start closed it (``interrupted``)."""
 
     NORMAL = "normal"
     SHUTDOWN = "shutdown"
     CAMERA_LOST = "camera_lost"
+    SOURCE_ENDED = "source_ended"
     INTERRUPTED = "interrupted"
 
 

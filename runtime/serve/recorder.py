@@ -1,0 +1,242 @@
+"""One camera's events as they happen: the alarm rule's transitions become :class:`Event`
+rows with their evidence and messages.
+
+* ``new``: the evidence of the frame that fired the rule (snapshot with heatmap and box,
+  raw frame, heatmap PNG) is written, then the event is committed to the store and
+  announced; the snapshot also goes to the camera's retained MQTT ``snapshot`` topic. A
+  clip starts from the pre-roll ring buffer.
+* ``update``: the peak rose (rate-limited by the lifecycle); the peak frame is kept.
+* ``end``: the evidence is rewritten from the peak frame, and the message waits until the
+  clip's post-roll is recorded, so the ``end`` message names a finished clip. The event's
+  ``end`` time is still when the cooldown passed. A new event may open meanwhile.
+
+On stop (SIGTERM) open events end as ``shutdown`` and clips are finished at once with what
+they hold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adedge.runtime.serve.config import CameraConfig
+from adedge.runtime.serve.event_types import (
+    EndReason,
+    Event,
+    MediaKind,
+    MessageType,
+    ModelRef,
+    ThresholdSource,
+)
+from adedge.runtime.serve.evidence import (
+    ClipRecorder,
+    PreRoll,
+    hottest_box,
+    write_evidence,
+)
+from adedge.runtime.serve.hub import Hub
+from adedge.runtime.serve.lifecycle import EventLifecycle, Transition
+from adedge.runtime.sinks.annotate import HeatmapScale
+
+
+class _Peak:
+    """The frame an event's evidence is drawn from (copied: sources may reuse buffers)."""
+
+    def __init__(self, wall: float, image: np.ndarray, amap: np.ndarray | None, score: float):
+        self.wall, self.score = wall, score
+        self.image = image.copy()
+        self.amap = None if amap is None else amap.copy()
+
+
+class _Ending:
+    """An event whose cooldown passed, waiting for its clip's post-roll."""
+
+    def __init__(self, event: Event, clip: ClipRecorder | None) -> None:
+        self.event, self.clip = event, clip
+
+
+class EventRecorder:
+    """Turns one camera's scored frames into events (see the module docstring)."""
+
+    def __init__(
+        self, camera: str, config: CameraConfig, node: str, labels: dict[str, str], hub: Hub
+    ) -> None:
+        self.camera, self.config, self.node, self.labels, self.hub = (
+            camera,
+            config,
+            node,
+            labels,
+            hub,
+        )
+        self.lifecycle = EventLifecycle(config.alarm)
+        evidence = config.evidence
+        self.preroll = PreRoll(evidence.pre_s if evidence.clip else 0.0)
+        self.heat = HeatmapScale()
+        self.event: Event | None = None
+        self.peak: _Peak | None = None
+        self.clip: ClipRecorder | None = None
+        self.ending: list[_Ending] = []
+        self.events_total = 0
+
+    @property
+    def alarm(self) -> bool:
+        return self.lifecycle.active
+
+    def frame_read(self, wall: float, image: np.ndarray) -> None:
+        """Every frame read (scored or not) feeds the clip's pre-roll."""
+        if self.config.evidence.clip:
+            self.preroll.add(wall, image)
+
+    def observe(
+        self,
+        wall: float,
+        image: np.ndarray,
+        score: float,
+        amap: np.ndarray | None,
+        threshold: float,
+        source: ThresholdSource,
+        model: ModelRef,
+    ) -> None:
+        """One scored frame (``amap`` already masked)."""
+        heat_range = self.heat.update(amap) if amap is not None else None
+        transition = self.lifecycle.observe(wall, score, threshold)
+        event = self.event
+        if event is not None and self.peak is not None and score > self.peak.score:
+            self.peak = _Peak(wall, image, amap, score)
+        if self.clip is not None:
+            self.clip.add(wall, image)
+        for ending in self.ending:
+            if ending.clip is not None and not ending.clip.done:
+                ending.clip.add(wall, image)
+        if transition is Transition.OPENED:
+            self._open(wall, image, amap, score, threshold, source, model, heat_range)
+        elif transition is Transition.PEAK and event is not None:
+            self._sync(event)
+            self.hub.publish(event, MessageType.UPDATE)
+        elif transition is Transition.ENDED and event is not None:
+            self._sync(event)
+            event.end, event.end_reason = wall, EndReason.NORMAL
+            self._write_peak_evidence(event, threshold, heat_range)
+            self.hub.alarm(self.camera, False)
+            if self.clip is not None:
+                self.clip.end_event(wall)
+            self.ending.append(_Ending(event, self.clip))
+            self.event, self.peak, self.clip = None, None, None
+        self._finish_endings(force=False)
+
+    def stop(self, wall: float, reason: EndReason, threshold: float) -> None:
+        """End the open event now (``reason``) and finish every clip with what it holds."""
+        event = self.event
+        if event is not None:
+            self.lifecycle.close()
+            self._sync(event)
+            event.end, event.end_reason = wall, reason
+            self._write_peak_evidence(event, threshold, None)
+            self.hub.alarm(self.camera, False)
+            self.ending.append(_Ending(event, self.clip))
+            self.event, self.peak, self.clip = None, None, None
+        self._finish_endings(force=True)
+
+    # --- internals ----------------------------------------------------------------------
+    def _open(
+        self,
+        wall: float,
+        image: np.ndarray,
+        amap: np.ndarray | None,
+        score: float,
+        threshold: float,
+        source: ThresholdSource,
+        model: ModelRef,
+        heat_range: tuple[float, float] | None,
+    ) -> None:
+        start = self.lifecycle.event.start if self.lifecycle.event else wall
+        event = Event(
+            id=Event.new_id(self.camera, start),
+            node=self.node,
+            camera=self.camera,
+            model=model,
+            start=start,
+            peak_score=score,
+            peak_time=wall,
+            threshold=threshold,
+            threshold_source=source,
+            frames=1,
+            labels=dict(self.labels),
+        )
+        self.event = event
+        self.peak = _Peak(wall, image, amap, score)
+        self._write_peak_evidence(event, threshold, heat_range, stored=False)
+        self.hub.publish(event, MessageType.NEW)
+        self.events_total += 1
+        self.hub.alarm(self.camera, True)
+        options = self.config.evidence
+        if options.clip:
+            path = self.hub.store.media_file(self.camera, event.id, MediaKind.CLIP, ".mp4")
+            fps = options.clip_fps or (self.config.fps if self.config.fps else None)
+            self.clip = ClipRecorder(path, self.preroll.frames(), options.post_s, fps)
+            self.clip.add(wall, image)
+
+    def _sync(self, event: Event) -> None:
+        """The event row from the lifecycle's state: peak and frame count."""
+        state = self.lifecycle.event or self.lifecycle.ended
+        if state is not None:
+            event.peak_score, event.peak_time, event.frames = (
+                state.peak_score,
+                state.peak_time,
+                state.frames,
+            )
+
+    def _write_peak_evidence(
+        self,
+        event: Event,
+        threshold: float,
+        heat_range: tuple[float, float] | None,
+        stored: bool = True,
+    ) -> None:
+        """Evidence from the peak frame; a ``stored`` event's files are re-attached (the
+        first write is adopted by the ``new`` message's commit)."""
+        peak = self.peak
+        if peak is None:
+            return
+        options = self.config.evidence
+        box = None if peak.amap is None else hottest_box(peak.amap, peak.image.shape[:2])
+        event.box = box
+        store = self.hub.store
+
+        def target(kind: MediaKind, suffix: str):
+            return store.media_file(self.camera, event.id, kind, suffix)
+
+        written = write_evidence(
+            target,
+            peak.image,
+            peak.amap,
+            box,
+            peak.score,
+            threshold,
+            self.camera,
+            peak.wall,
+            options,
+            heat_range,
+        )
+        for kind, path in written.items():
+            event.media[kind] = str(path.relative_to(store.media_dir))
+            if stored:  # rewritten from the peak frame: measured again against the cap
+                store.add_media(event.id, kind, path)
+        if MediaKind.SNAPSHOT in written:  # the camera's retained MQTT snapshot
+            self.hub.snapshot(self.camera, written[MediaKind.SNAPSHOT].read_bytes())
+
+    def _finish_endings(self, force: bool) -> None:
+        """Send the ``end`` of every event whose clip is complete (all of them: ``force``)."""
+        waiting = []
+        for ending in self.ending:
+            clip = ending.clip
+            if clip is not None and not (clip.done or force):
+                waiting.append(ending)
+                continue
+            event = ending.event
+            if clip is not None:
+                path = clip.finish()
+                if path is not None:
+                    self.hub.store.add_media(event.id, MediaKind.CLIP, path)
+                    event.media[MediaKind.CLIP] = str(path.relative_to(self.hub.store.media_dir))
+            self.hub.publish(event, MessageType.END)
+        self.ending = waiting
