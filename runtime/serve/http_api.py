@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvicorn
@@ -35,6 +35,7 @@ from adedge.runtime.serve.config import ApiConfig
 from adedge.runtime.serve.metrics import ServiceMetrics
 from adedge.runtime.serve.stats import ServiceView
 
+Log = Callable[[str], None]  # one line for a person, as everywhere in the service
 STARTUP_TIMEOUT_S = 20.0
 GRACEFUL_SHUTDOWN_S = 3  # open connections (a slow scrape) get this long to finish
 LISTEN_BACKLOG = 64
@@ -107,17 +108,21 @@ def metrics(
     try:
         storage = view.storage_stats()
     except OSError as exc:  # a failing disk must not blind the rest of the monitoring
-        request.app.state.log.warning("metrics: storage stats unreadable: %s", exc)
+        request.app.state.log(f"metrics: storage stats unreadable: {exc}")
     else:
         service.storage(storage.media_bytes, storage.free_bytes, storage.outbox)
     return Response(service.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _logger_line(line: str) -> None:
+    logging.getLogger("adedge.serve.api").warning(line)
 
 
 def build_app(
     view: ServiceView,
     metrics: ServiceMetrics,
     routers: Sequence[APIRouter] = (),
-    log: logging.Logger | None = None,
+    log: Log | None = None,
 ) -> FastAPI:
     """The HTTP app over a running service; ``routers`` add endpoints beside these."""
     app = FastAPI(
@@ -127,7 +132,7 @@ def build_app(
     )
     app.state.view = view
     app.state.metrics = metrics
-    app.state.log = log or logging.getLogger("adedge.serve.api")
+    app.state.log = log or _logger_line
     for router in (health_router, stats_router, metrics_router, *routers):
         app.include_router(router)
     return app
@@ -183,7 +188,7 @@ class ApiServer:
     ``port`` is the port bound once :meth:`start` returns (``api.port: 0`` picks a free
     one). :meth:`stop` lets open requests finish for a few seconds, then closes."""
 
-    def __init__(self, app: FastAPI, config: ApiConfig, log: logging.Logger) -> None:
+    def __init__(self, app: FastAPI, config: ApiConfig, log: Log) -> None:
         self.app = app
         self.config = config
         self.log = log
@@ -220,14 +225,14 @@ class ApiServer:
                 self.stop()
                 raise RuntimeError(f"the HTTP server did not start: {self._failure!r}")
             time.sleep(0.01)
-        self.log.info("api: http://%s:%d (docs at /docs)", self._url_host(), self.port)
+        self.log(f"api: http://{self._url_host()}:{self.port} (docs at /docs)")
 
     def _serve(self, server: uvicorn.Server, listener: socket.socket) -> None:
         try:
             server.run(sockets=[listener])
         except BaseException as exc:  # SystemExit included: uvicorn exits on a failed startup
             self._failure = exc
-            self.log.error("api: the HTTP server stopped: %r", exc)
+            self.log(f"api: the HTTP server stopped: {exc!r}")
         finally:
             listener.close()
 
@@ -246,4 +251,4 @@ class ApiServer:
             server.force_exit = True
             thread.join(5.0)
         if thread.is_alive():
-            self.log.warning("api: the HTTP server thread did not stop")
+            self.log("api: the HTTP server thread did not stop")

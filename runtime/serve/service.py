@@ -160,9 +160,8 @@ class Service:
             return
         from adedge.runtime.serve.http_api import ApiServer, build_app
 
-        self.api = ApiServer(build_app(self, self.metrics), api, self.log)
+        self.api = ApiServer(build_app(self, self.metrics, log=self.log), api, self.log)
         self.api.start()
-        self.log(f"HTTP on http://{api.host}:{self.api.port} (/api/health/ready, /metrics)")
 
     def stop(self) -> None:
         """Stop every part in the order that loses nothing (see the module docstring)."""

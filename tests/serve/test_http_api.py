@@ -6,7 +6,6 @@ against the protocol; the real service's answers are tested with the service.
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -34,7 +33,8 @@ from adedge.runtime.serve.stats import (
 
 pytestmark = pytest.mark.runtime
 
-LOG = logging.getLogger("test_http_api")
+LINES: list[str] = []
+LOG = LINES.append  # the service logs one line per message
 
 
 @dataclass
