@@ -41,13 +41,18 @@ $(VTEST):
 	  rm -rf $$tmp
 
 # Fashion-MNIST from Debian (real data for tests and the paper's protocol), OpenCV's sample
-# video vtest.avi (real video for the stream tests and `adedge bench --papers`)
+# video vtest.avi (real video for the stream tests and `adedge bench --papers`), the
+# mosquitto MQTT broker (the service's tests start their own on 127.0.0.1)
 # and a C++17 compiler for the optional kernels (cpp_ext/); needs root or sudo.
 system-deps: $(VTEST)
 
 	@if ! command -v g++ >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq g++; \
 	  else echo "no g++: the C++ kernels are skipped, the numpy twins run"; fi; fi
+	@if [ -x /usr/sbin/mosquitto ]; then echo "mosquitto: present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto; \
+	else echo "no root: the service's MQTT tests will skip (apt-get install mosquitto)"; fi
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
 	  echo "dataset-fashion-mnist: present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
