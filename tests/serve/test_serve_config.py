@@ -126,3 +126,11 @@ def test_nothing_to_serve_and_both_forms_are_refused(monkeypatch, capsys) -> Non
     assert_one_line_error(code, err, "nothing to serve")
     code, _, err = run_cli(monkeypatch, capsys, "serve", "--config", "a.yaml", "--source", "x")
     assert_one_line_error(code, err, "both given")
+
+
+def test_the_example_config_is_valid() -> None:
+    example = Path(__file__).parents[2] / "examples" / "adedge.yaml"
+    env = {"CAM_USER": "u", "CAM_PASSWORD": "p", "MQTT_PASSWORD": "m", "QA_TOKEN": "t"}
+    config = load_config(example, env=env)
+    assert set(config.cameras) == {"line3", "belt"}
+    assert config.cameras["line3"].source == "rtsp://u:p@10.0.0.13/stream1"
