@@ -211,6 +211,10 @@ class Camera:
                     continue
                 try:
                     scored_any = self._consume(source)
+                except Exception as error:  # noqa: BLE001 - a bug or a full disk: this camera
+                    # restarts after its back-off; the service and the other cameras go on
+                    self.error = f"{type(error).__name__}: {error}"
+                    scored_any = False
                 finally:
                     self._account_source(source)
                     source.close()
@@ -221,7 +225,7 @@ class Camera:
                     return
                 if scored_any:
                     backoff = BACKOFF_S
-                self.recorder.stop(time.time(), EndReason.CAMERA_LOST, self.threshold[0])
+                self._end_events(EndReason.CAMERA_LOST)
                 self.reconnects += 1
                 self.hub.metrics.reconnect(self.name)
                 self._set_state(CameraState.OFFLINE, self.error or "the source stopped")
@@ -234,9 +238,17 @@ class Camera:
                 reason = EndReason.SOURCE_ENDED
             else:
                 reason = EndReason.CAMERA_LOST
-            self.recorder.stop(time.time(), reason, self.threshold[0])
+            self._end_events(reason)
             if self._jsonl is not None:
                 self._jsonl.close()
+
+    def _end_events(self, reason: EndReason) -> None:
+        """End the open event and finish clips; a failure here (a full disk) is logged, not
+        fatal: the event stays open in the store and the next start closes it."""
+        try:
+            self.recorder.stop(time.time(), reason, self.threshold[0])
+        except Exception as error:  # noqa: BLE001
+            self.hub.log(f"camera {self.name}: ending its events failed: {error}")
 
     def _wait(self, seconds: float) -> None:
         self._stop.wait(seconds)
