@@ -58,7 +58,7 @@ class EventStore:
     def __init__(
         self, root: Path, channels: Sequence[str], max_bytes: int, min_free_bytes: int = 0
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # media paths are resolved against it
         self.media_dir = self.root / "media"
         self.channels = tuple(channels)
         if len(set(self.channels)) != len(self.channels):

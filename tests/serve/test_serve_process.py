@@ -147,3 +147,36 @@ def _get(url: str) -> httpx.Response:
         return httpx.get(url, timeout=5)
     except httpx.HTTPError:
         return httpx.Response(599)
+
+
+def test_the_quick_form_serves_one_camera(tmp_path: Path, bundle: Path) -> None:
+    import subprocess
+    import sys
+
+    video = write_scene(tmp_path / "v.avi", 30, range(10, 20))
+    port = free_port()
+    command = ["serve", "--source", str(video), "--model", str(bundle), "--port", str(port)]
+    process = subprocess.Popen(
+        # the store's folder relative to the working folder, as a user types it
+        [sys.executable, "-m", "adedge", *command, "--storage", "store"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        live = f"http://127.0.0.1:{port}/api/health/live"
+        wait_until(lambda: _get(live).status_code == 200, what="the service up", timeout=60)
+        wait_until(lambda: _events(tmp_path / "store"), what="the scene's event", timeout=30)
+    finally:
+        code, out = end_process(process)
+    assert code == 143, out
+    assert "serving 1 camera(s)" in out and "Traceback" not in out and "failed" not in out
+    assert list((tmp_path / "store" / "media").rglob("*-snapshot.jpg"))
+
+
+def _events(store_path: Path) -> list:
+    import sqlite3
+
+    with sqlite3.connect(store_path / "events.db") as db:
+        return db.execute("SELECT id FROM events WHERE end_time IS NOT NULL").fetchall()
