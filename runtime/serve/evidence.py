@@ -17,6 +17,7 @@ import math
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,6 +45,7 @@ __all__ = [  # the clip's parts live in evidence_clips and are importable from h
     "PreRoll",
     "apply_mask",
     "as_bgr",
+    "PeakFrame",
     "draw_snapshot",
     "encode_jpeg",
     "estimate_fps",
@@ -187,19 +189,32 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
     return np.array(frame[:, :, :3], dtype=np.uint8, order="C", copy=True)
 
 
-def draw_snapshot(
-    frame: np.ndarray,
-    amap: np.ndarray | None,
-    box: Box | None,
-    score: float,
-    threshold: float,
-    camera: str,
-    when: float,
-    heat_range: tuple[float, float] | None = None,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class PeakFrame:
+    """The frame an event's evidence shows: the image (BGR or grey), its heatmap (masked
+    already; None without one), the hottest region, the score against the threshold, and
+    which camera saw it when (Unix time)."""
+
+    camera: str
+    when: float
+    frame: np.ndarray
+    amap: np.ndarray | None
+    box: Box | None
+    score: float
+    threshold: float
+
+
+def draw_snapshot(peak: PeakFrame, heat_range: tuple[float, float] | None = None) -> np.ndarray:
     """The peak frame (BGR, its own size) with the heatmap overlaid (coloured over
-    ``heat_range``, else the map's own finite range) and its colour bar, ``box`` outlined in
+    ``heat_range``, else the map's own finite range) and its colour bar, the box outlined in
     red on a dark edge, and two text bars: camera and UTC time; score and threshold."""
+    frame, amap, box, score, threshold = (
+        peak.frame,
+        peak.amap,
+        peak.box,
+        peak.score,
+        peak.threshold,
+    )
     canvas = as_bgr(frame)
     height, width = canvas.shape[:2]
     value_range = None
@@ -214,11 +229,11 @@ def draw_snapshot(
         corner = (box.x + box.width - 1, box.y + box.height - 1)
         cv2.rectangle(canvas, (box.x, box.y), corner, DARK, thickness + 2)
         cv2.rectangle(canvas, (box.x, box.y), corner, RED, thickness)
-    stamp = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = datetime.fromtimestamp(peak.when, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     anomalous = math.isfinite(score) and score >= threshold
     margin = max(2, min(height, width) // 120)
     label = "ANOMALY" if anomalous else "normal"
-    lines = (f"{camera}  {stamp}", f"score {score:.4g} / thr {threshold:.4g} {label}")
+    lines = (f"{peak.camera}  {stamp}", f"score {score:.4g} / thr {threshold:.4g} {label}")
     bottom = _text_bar(canvas, lines, RED if anomalous else GREEN, margin)
     if value_range is not None:
         _colour_bar(canvas, *value_range, top=bottom + 4, margin=margin)
@@ -301,29 +316,21 @@ def read_heatmap_png(data: bytes) -> tuple[np.ndarray, float, float]:
 
 def write_evidence(
     store_media_file: Callable[[MediaKind, str], Path],
-    frame: np.ndarray,
-    amap: np.ndarray | None,
-    box: Box | None,
-    score: float,
-    threshold: float,
-    camera: str,
-    when: float,
+    peak: PeakFrame,
     options: EvidenceConfig,
     heat_range: tuple[float, float] | None = None,
 ) -> dict[MediaKind, Path]:
     """Write the peak frame's snapshot (.jpg), raw frame (.jpg) and heatmap (.png, where
     there is a map) as ``options`` asks, each atomically at the path
-    ``store_media_file(kind, suffix)`` gives; returns what was written. ``amap`` should be
+    ``store_media_file(kind, suffix)`` gives; returns what was written. The map should be
     masked already (:func:`apply_mask`). OSError (disk full) reaches the caller."""
+    frame, amap = peak.frame, peak.amap
     images: dict[MediaKind, tuple[str, Callable[[], bytes]]] = {}
     quality = options.jpeg_quality
     if options.snapshot:
         images[MediaKind.SNAPSHOT] = (
             ".jpg",
-            lambda: encode_jpeg(
-                draw_snapshot(frame, amap, box, score, threshold, camera, when, heat_range),
-                quality,
-            ),
+            lambda: encode_jpeg(draw_snapshot(peak, heat_range), quality),
         )
     if options.raw_frame:
         images[MediaKind.FRAME] = (".jpg", lambda: encode_jpeg(as_bgr(frame), quality))

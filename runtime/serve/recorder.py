@@ -16,6 +16,8 @@ they hold.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from adedge.runtime.serve.config import CameraConfig
@@ -29,6 +31,7 @@ from adedge.runtime.serve.event_types import (
 )
 from adedge.runtime.serve.evidence import (
     ClipRecorder,
+    PeakFrame,
     PreRoll,
     hottest_box,
     write_evidence,
@@ -202,21 +205,11 @@ class EventRecorder:
         event.box = box
         store = self.hub.store
 
-        def target(kind: MediaKind, suffix: str):
+        def target(kind: MediaKind, suffix: str) -> Path:
             return store.media_file(self.camera, event.id, kind, suffix)
 
-        written = write_evidence(
-            target,
-            peak.image,
-            peak.amap,
-            box,
-            peak.score,
-            threshold,
-            self.camera,
-            peak.wall,
-            options,
-            heat_range,
-        )
+        shown = PeakFrame(self.camera, peak.wall, peak.image, peak.amap, box, peak.score, threshold)
+        written = write_evidence(target, shown, options, heat_range)
         for kind, path in written.items():
             event.media[kind] = str(path.relative_to(store.media_dir))
             if stored:  # rewritten from the peak frame: measured again against the cap

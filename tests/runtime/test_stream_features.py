@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 from jsonl_records import frame_records
+from video_files import read_video
 
 from adedge.errors import AdedgeError, SourceError
 from adedge.outputs import Existing
@@ -40,19 +41,6 @@ from adedge.runtime.stream import AlarmFilter, StreamOptions, run_stream
 pytestmark = pytest.mark.runtime  # needs no torch: also runs where it is not installed
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), path
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
-    cap.release()
-    return frames
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -476,3 +476,11 @@ def serve_helpers() -> Any:
         first_occurrences=first_occurrences,
         LogLines=LogLines,
     )
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The scenes' bundle (serve_scenes): score = the brightest pixel, threshold 0.5."""
+    from serve_scenes import brightest_pixel_bundle
+
+    return brightest_pixel_bundle(tmp_path_factory.mktemp("bundle"))

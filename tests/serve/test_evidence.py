@@ -8,12 +8,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from video_files import read_video, video_fps
 
 from adedge.runtime.serve.config import EvidenceConfig
 from adedge.runtime.serve.event_types import Box, MediaKind
 from adedge.runtime.serve.evidence import (
     CameraMask,
     ClipRecorder,
+    PeakFrame,
     PreRoll,
     apply_mask,
     draw_snapshot,
@@ -161,7 +163,7 @@ def red_fraction(image: np.ndarray, rows: slice, cols: slice) -> float:
 def test_snapshot_is_a_jpeg_of_frame_size_with_the_box_outlined_in_red(frames) -> None:
     frame, amap = frames[3], blob_map()
     box = hottest_box(amap, frame.shape[:2])
-    snapshot = draw_snapshot(frame, amap, box, 2.5, 1.0, "line3", 1_764_000_000.0)
+    snapshot = draw_snapshot(PeakFrame("line3", 1_764_000_000.0, frame, amap, box, 2.5, 1.0))
     assert snapshot.shape == frame.shape and snapshot.dtype == np.uint8
     decoded = cv2.imdecode(np.frombuffer(encode_jpeg(snapshot, 90), np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == frame.shape
@@ -181,7 +183,7 @@ def test_snapshot_is_a_jpeg_of_frame_size_with_the_box_outlined_in_red(frames) -
 
 def test_snapshot_without_a_map_of_a_grey_frame(frames) -> None:
     grey = cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)
-    snapshot = draw_snapshot(grey, None, None, 0.2, 1.0, "cam", 0.0)
+    snapshot = draw_snapshot(PeakFrame("cam", 0.0, grey, None, None, 0.2, 1.0))
     assert snapshot.shape == (SIDE, SIDE, 3)
     body = slice(SIDE // 2, SIDE)
     assert np.array_equal(snapshot[body, body], cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)[body, body])
@@ -215,9 +217,8 @@ def test_write_evidence_writes_what_the_options_ask(tmp_path: Path, frames) -> N
     frame, amap = frames[5], blob_map()
     box = hottest_box(amap, frame.shape[:2])
     options = EvidenceConfig(jpeg_quality=80)
-    written = write_evidence(
-        store_media_file, frame, amap, box, 1.5, 1.0, "cam", 1_764_000_000.0, options
-    )
+    peak = PeakFrame("cam", 1_764_000_000.0, frame, amap, box, 1.5, 1.0)
+    written = write_evidence(store_media_file, peak, options)
     assert set(written) == {MediaKind.SNAPSHOT, MediaKind.FRAME, MediaKind.HEATMAP}
     media = tmp_path / "media"
     names = ["event-frame.jpg", "event-heatmap.png", "event-snapshot.jpg"]
@@ -229,9 +230,8 @@ def test_write_evidence_writes_what_the_options_ask(tmp_path: Path, frames) -> N
     assert heat.dtype == np.uint16
 
     options = EvidenceConfig(snapshot=False, raw_frame=True, heatmap=True)
-    written = write_evidence(
-        store_media_file, frame, None, None, 1.5, 1.0, "cam", 0.0, options, heat_range=(0, 1)
-    )
+    peak = PeakFrame("cam", 0.0, frame, None, None, 1.5, 1.0)
+    written = write_evidence(store_media_file, peak, options, heat_range=(0, 1))
     assert set(written) == {MediaKind.FRAME}  # no map: no heatmap
 
 
@@ -257,20 +257,6 @@ def test_preroll_is_bounded_by_seconds_frames_and_bytes(frames) -> None:
     assert off.frames() == []
 
 
-def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    capture = cv2.VideoCapture(str(path))
-    assert capture.isOpened(), path
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    images = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        images.append(image)
-    capture.release()
-    return images, fps
-
-
 def test_clip_with_preroll_event_and_postroll(tmp_path: Path, frames) -> None:
     pre = PreRoll(seconds=10.0)
     for index in range(10):  # 4 fps: 0.0 .. 2.25
@@ -290,7 +276,7 @@ def test_clip_with_preroll_event_and_postroll(tmp_path: Path, frames) -> None:
     assert wall == 5.0  # the frame at 4.75 ended it
     assert clip.finish() == path
     assert only_files(path.parent) == ["event.mp4"]
-    images, fps = read_video(path)
+    images, fps = read_video(path), video_fps(path)
     assert len(images) == 10 + 5 + 4
     assert fps == pytest.approx(4.0, abs=0.01)
     assert all(image.shape == (SIDE, SIDE, 3) for image in images)
@@ -310,7 +296,7 @@ def test_clip_finished_early_still_plays(tmp_path: Path, frames) -> None:
     assert any(name.endswith(".mp4") and name != "early.mp4" for name in only_files(tmp_path))
     assert clip.finish() == path
     assert only_files(tmp_path) == ["early.mp4"]
-    images, fps = read_video(path)
+    images, fps = read_video(path), video_fps(path)
     assert len(images) == 12 and fps == pytest.approx(12.5, abs=0.01)
 
 
@@ -322,7 +308,7 @@ def test_clip_of_odd_size_is_cut_to_even_sides(tmp_path: Path, frames) -> None:
     clip.end_event(2.0)
     assert clip.done
     assert clip.finish() == path
-    images, _ = read_video(path)
+    images = read_video(path)
     assert len(images) == 3 and images[0].shape == (100, 76, 3)
 
 
@@ -332,7 +318,7 @@ def test_clip_limits_and_empty_clips(tmp_path: Path, frames) -> None:
         long.add(index * 0.1, frames[index % 10])
     assert long.done and long.frames_written == 5
     long.finish()
-    assert len(read_video(tmp_path / "long.mp4")[0]) == 5
+    assert len(read_video(tmp_path / "long.mp4")) == 5
 
     empty = ClipRecorder(tmp_path / "empty.mp4", [], post_seconds=1.0, fps=None)
     assert empty.fps == 10.0  # nothing to estimate from

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from conftest import free_port, wait_until
 from serve_scenes import (
-    brightest_pixel_bundle,
     camera,
     end_process,
     mqtt_section,
@@ -29,11 +28,6 @@ from adedge.runtime.serve.store import EventStore
 pytestmark = pytest.mark.runtime
 
 BASE = "adedge/line-test"
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return brightest_pixel_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def long_alarm_config(tmp_path: Path, bundle: Path, broker, port: int | None = None) -> dict:

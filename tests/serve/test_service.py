@@ -12,13 +12,13 @@ import pytest
 from conftest import first_occurrences, message_key, wait_until
 from serve_scenes import (
     DEFECT_CENTRE,
-    brightest_pixel_bundle,
     camera,
     mqtt_section,
     running_service,
     service_config,
     write_scene,
 )
+from video_files import read_video
 
 from adedge.runtime.serve.event_types import EndReason, MediaKind
 from adedge.runtime.serve.stats import CameraState, DropReason
@@ -26,11 +26,6 @@ from adedge.runtime.serve.stats import CameraState, DropReason
 pytestmark = pytest.mark.runtime
 
 BASE = "adedge/line-test"
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return brightest_pixel_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def event_messages(collector, topic: str = f"{BASE}/events") -> list[dict]:
@@ -263,12 +258,5 @@ def test_frames_are_scored_equal_to_scoring_alone(tmp_path: Path, bundle: Path) 
         wait_until(lambda: service.cameras["cam"].state is CameraState.ENDED, what="the end")
     records = [json.loads(line) for line in log.read_text().splitlines()]
     scores = [r["score"] for r in records if r["type"] == "frame"]
-    capture = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    want = [r.score for r in Detector(bundle).score_frames(frames)]
+    want = [r.score for r in Detector(bundle).score_frames(read_video(video))]
     np.testing.assert_allclose(scores, want, atol=1e-6)
