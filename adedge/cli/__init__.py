@@ -2,9 +2,9 @@
 commands: `adedge stream`, `eval` and `bench` run where torch is not installed.
 
 Importing this package registers every command on :data:`app`: train and export
-(:mod:`.train_commands`); eval, stream and video (:mod:`.run_commands`); bench and the
-engines group (:mod:`.bench_commands`). The app, its command classes and :func:`main` are in
-:mod:`.app`."""
+(:mod:`.train_commands`); eval, stream and video (:mod:`.run_commands`); serve
+(:mod:`.serve_commands`); bench and the engines group (:mod:`.bench_commands`). The app,
+its command classes and :func:`main` are in :mod:`.app`."""
 
 from __future__ import annotations
 

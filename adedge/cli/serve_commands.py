@@ -91,8 +91,11 @@ def serve(
     """Run the inspection service: many cameras, one shared engine per model, events with
     evidence in SQLite, MQTT and webhooks, health and Prometheus metrics over HTTP.
 
-    Runs until SIGTERM or Ctrl-C; open events then end as 'shutdown' with their clips
-    finished (exit 143 after SIGTERM, 130 after Ctrl-C; systemd: SuccessExitStatus=143).
+    Runs until SIGTERM or Ctrl-C. Open events then end as 'shutdown', clips are finished.
+
+    Exits 143 after SIGTERM (systemd: SuccessExitStatus=143), 130 after Ctrl-C.
+
+    A bad config is one line naming its key and exit 2, before anything starts.
     """
     _require_serve_packages()
     from adedge.runtime.serve.config import load_config, redacted, schema_json

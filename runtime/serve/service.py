@@ -26,7 +26,7 @@ from adedge.runtime.serve.engine import SharedEngine
 from adedge.runtime.serve.event_types import ModelRef
 from adedge.runtime.serve.hub import Hub
 from adedge.runtime.serve.metrics import ServiceMetrics
-from adedge.runtime.serve.stats import ModelState, ModelStats, StorageStats
+from adedge.runtime.serve.stats import CameraStats, ModelState, ModelStats, StorageStats
 from adedge.runtime.serve.store import EventStore
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ class Service:
             self.log(f"camera {camera.name}: detection {request.value} over MQTT")
 
     # --- the view the HTTP layer reads ------------------------------------------------
-    def camera_stats(self):
+    def camera_stats(self) -> list[CameraStats]:
         return [camera.stats() for camera in self.cameras.values()]
 
     def model_stats(self) -> list[ModelStats]:
@@ -237,15 +237,7 @@ class Service:
         return stats
 
     def storage_stats(self) -> StorageStats:
-        channels = self.store.channels
-        return StorageStats(
-            path=str(self.store.root),
-            media_bytes=self.store.media_bytes(),
-            max_bytes=self.config.storage.max_bytes,
-            free_bytes=self.store.free_bytes(),
-            events=self.store.count(),
-            outbox={channel: self.store.outbox_depth(channel) for channel in channels},
-        )
+        return self.store.storage_stats()
 
     def not_ready(self) -> list[str]:
         reasons = []
