@@ -1,6 +1,7 @@
 """`adedge engines build` (a bundle's TensorRT engines, built on this device) and
 `adedge bench` (a bundle's latency and throughput, or with --papers every method at the
-papers' sizes, which imports torch inside the command)."""
+papers' sizes, which imports torch inside the command, or with --serve N cameras through one
+service against N `adedge stream` processes)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,13 @@ def bench(
         Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
     ] = None,
     batch: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,8,64",
-    seconds: Annotated[float, typer.Option(help="Time budget per measurement.")] = 2.0,
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Time budget per measurement (default 2); with --serve the window counted "
+            "per case (default 10)."
+        ),
+    ] = None,
     threads: Annotated[
         int, typer.Option(help="Threads for ONNX Runtime (and torch, sgemm with --papers); 0: all.")
     ] = 0,
@@ -92,9 +99,53 @@ def bench(
         Path | None,
         typer.Option(help="With --papers: the stream's video (default: vtest.avi if found)."),
     ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Instead of one bundle's graphs: N cameras through one service (one "
+            "shared engine) against N `adedge stream` processes, unpaced, for "
+            "--model (a whole-frame bundle) and --tiled-model; without either, stand-in "
+            "convolutional bundles (need onnx). A markdown table, and --json.",
+        ),
+    ] = False,
+    tiled_model: Annotated[
+        Path | None, typer.Option(help="With --serve: the tiled bundle to measure.")
+    ] = None,
+    cameras: Annotated[
+        str, typer.Option(help="With --serve: camera counts N, comma-separated.")
+    ] = "1,2,4,8",
+    sources: Annotated[
+        str,
+        typer.Option(
+            help="With --serve: source kinds, vtest (vtest.avi looped) and texture "
+            "(synthetic grass, 512 px)."
+        ),
+    ] = "vtest,texture",
+    warmup: Annotated[
+        float, typer.Option(help="With --serve: seconds each case runs before it is counted.")
+    ] = 3.0,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(help="With --serve: the service engine's max_batch (default: config's)."),
+    ] = None,
+    max_delay_ms: Annotated[
+        float | None,
+        typer.Option(help="With --serve: the engine's max_delay_ms (default: config's)."),
+    ] = None,
 ) -> None:
     """Latency and throughput of a bundle's graphs, or (--papers) of every method at the
-    papers' sizes, beside the papers' per-image times."""
+    papers' sizes, beside the papers' per-image times, or (--serve) one service against
+    one process per camera."""
+    if serve:
+        if papers:
+            raise AdedgeError("--serve and --papers both given", "run them one at a time")
+        bench_serve(
+            model, tiled_model, cameras, sources, seconds, warmup, threads, backend,
+            max_batch, max_delay_ms, json_out,
+        )  # fmt: skip
+        return
+    seconds = 2.0 if seconds is None else seconds
     if papers:
         bench_papers(seconds, threads, cases, report, video)
         return
@@ -145,3 +196,64 @@ def bench_papers(
     if report:
         written = write_report(results, report)
         say("wrote " + ", ".join(str(path) for path in written))
+
+
+def bench_serve(
+    model: Path | None,
+    tiled_model: Path | None,
+    cameras: str,
+    sources: str,
+    seconds: float | None,
+    warmup: float,
+    threads: int,
+    backend: str,
+    max_batch: int | None,
+    max_delay_ms: float | None,
+    json_out: Path | None,
+) -> None:
+    """`adedge bench --serve`: see runtime/bench/serve.py."""
+    import tempfile
+
+    from adedge.runtime.bench.serve import (
+        bench_model,
+        bench_sources,
+        check_settings,
+        parse_cameras,
+        parse_sources,
+        render_markdown,
+        run_serve_bench,
+    )
+    from adedge.runtime.bench.serve_runs import RunSettings
+
+    counts = parse_cameras(cameras)
+    kinds = parse_sources(sources)
+    parse_backend(backend)
+    settings = RunSettings(
+        10.0 if seconds is None else seconds, warmup, threads, backend, max_batch, max_delay_ms
+    )
+    check_settings(settings)
+    if json_out is not None:
+        from adedge.outputs import check_writable
+
+        check_writable(json_out, "--json")
+    with tempfile.TemporaryDirectory(prefix="adedge-standin-") as scratch:
+        if model is None and tiled_model is None:
+            from adedge.runtime.bench.serve_models import write_standin_bundles
+
+            standins = write_standin_bundles(Path(scratch))
+            paths = [standins.whole, standins.tiled]
+        else:
+            paths = [path for path in (model, tiled_model) if path is not None]
+        models = [bench_model(path) for path in paths]
+        found, notes = bench_sources(kinds)
+        for note in notes:
+            say(f"note: {note}")
+        if not found:
+            raise AdedgeError("no source kind to measure here", "pass --sources texture")
+        report = run_serve_bench(models, found, counts, settings, say, notes)
+    typer.echo(render_markdown(report))
+    if json_out:
+        from adedge.atomic import write_json
+
+        write_json(json_out, report.to_dict())
+        say(f"wrote {json_out}")
