@@ -209,6 +209,7 @@ class Camera:
                     self._wait(backoff)
                     backoff = min(2 * backoff, BACKOFF_CAP_S)
                     continue
+                self.engine.activate(self.name)
                 try:
                     scored_any = self._consume(source)
                 except Exception as error:  # noqa: BLE001 - a bug or a full disk: this camera
@@ -216,6 +217,7 @@ class Camera:
                     self.error = f"{type(error).__name__}: {error}"
                     scored_any = False
                 finally:
+                    self.engine.activate(self.name, False)
                     self._account_source(source)
                     source.close()
                 if self._stop.is_set():

@@ -49,14 +49,16 @@ class ModelConfig(Section):
     """One bundle and how it runs; one engine per model is shared by all its cameras.
 
     ``max_batch`` (batch rows: frames, or tiles of tiled stages) and ``max_delay_ms`` (how
-    long a batch waits to fill) work as Triton's dynamic batcher does.
+    long a batch waits to fill) work as Triton's dynamic batcher does. The default holds
+    four frames of 64 tiles: a smaller batch lets one tiled frame fill it alone, and the
+    cameras are no longer batched together (measured in ``benchmarks/results/serve.md``).
     """
 
     bundle: Path
     backend: str = "onnxruntime"
     precision: str | None = None  # None: the backend's default (the bundle's own graph)
     threads: int = Field(0, ge=0)  # ONNX Runtime threads per stage; 0: every core
-    max_batch: int = Field(32, ge=1, le=4096)
+    max_batch: int = Field(256, ge=1, le=4096)  # rows: a 64-tile frame is 64
     max_delay_ms: float = Field(5.0, ge=0, le=10_000)
 
     @model_validator(mode="after")
@@ -107,6 +109,8 @@ class EvidenceConfig(Section):
     post_s: float = Field(3.0, ge=0, le=60)
     clip_fps: float | None = Field(None, gt=0, le=120)  # None: the camera's scored rate
     jpeg_quality: int = Field(90, ge=10, le=100)
+    # the pre-roll ring buffer's memory: an unpaced camera would fill pre_s x its rate
+    pre_max_bytes: int = Field(128 * 1024**2, ge=1024**2)
 
 
 class CameraConfig(Section):

@@ -3,17 +3,20 @@
 Cameras :meth:`~SharedEngine.submit` frames; a single engine thread gathers them into
 micro-batches, as Triton's dynamic batcher and DeepStream's ``nvstreammux`` do: a batch
 closes when it holds ``max_batch`` rows (a whole-frame stage takes one row per frame, a
-tiled stage one per tile) or ``max_delay_ms`` after its first frame arrived, whichever
-comes first. The frames of one batch, from any cameras and of any sizes, go through the
+tiled stage one per tile), when every active camera has a frame in it (no other frame can
+come: waiting longer would only add latency), or ``max_delay_ms`` after its first frame
+arrived, whichever comes first. A camera is active while its source is open
+(:meth:`~SharedEngine.activate`): one that is offline does not hold the others' batches.
+The frames of one batch, from any cameras and of any sizes, go through the
 :class:`~adedge.runtime.detector.Detector` in one call, so the tiles of four cameras fill
 one inference batch.
 
 Fairness: every camera has its own short queue and the batch is filled round-robin, one
-frame per camera per round, starting after the camera served last in the previous batch. A fast or
-heavily tiled camera can therefore never take a batch from the others: each camera with a
-frame waiting gets a frame into every batch (as long as ``max_batch`` holds one frame of
-each). A camera whose queue is full is told so (:class:`Busy`) and counts a drop; it never
-blocks the engine.
+frame per camera per round, starting after the camera served last in the previous batch.
+A fast or heavily tiled camera can therefore never take a batch from the others: each
+camera with a frame waiting gets a frame into every batch (as long as ``max_batch`` holds
+one frame of each). A camera whose queue is full is told so (:class:`Busy`) and counts a
+drop; it never blocks the engine.
 
 A model that fails to load puts the engine in ``error``: each submit answers with that
 error at once, and the service marks the model's cameras as errored while the others go on.
@@ -99,6 +102,7 @@ class SharedEngine:
         self.stats = BatchStats()
         self._queues: dict[str, deque[_Request]] = {}
         self._order: list[str] = []  # cameras in round-robin order
+        self._active: set[str] = set()  # cameras whose source is open
         self._next = 0  # where the next round starts
         self._cond = threading.Condition()
         self._stop = False
@@ -151,6 +155,16 @@ class SharedEngine:
                 self._queues[camera] = deque()
                 self._order.append(camera)
 
+    def activate(self, camera: str, active: bool = True) -> None:
+        """A camera's source opened (``active``) or closed: the batches wait for the frames
+        of active cameras only."""
+        with self._cond:
+            if active:
+                self._active.add(camera)
+            else:
+                self._active.discard(camera)
+            self._cond.notify_all()
+
     def submit(self, camera: str, image: np.ndarray) -> Future[Scored]:
         """Queue a BGR or grey uint8 frame of ``camera``; its Future gives a :class:`Scored`.
         Raises Busy when the camera already has QUEUE_PER_CAMERA frames waiting, and the
@@ -173,8 +187,8 @@ class SharedEngine:
             return sum(len(queue) for queue in self._queues.values())
 
     def rows_for(self, image: np.ndarray) -> int:
-        """Batch rows one frame of this size takes (summed over stages: the largest stage
-        decides how full a batch is, but every stage runs, so the sum is the honest cost)."""
+        """Batch rows one frame of this size takes: the most any stage takes (1 for a
+        whole-frame stage, its tiles for a tiled one), which decides how full a batch is."""
         key = image.shape[:2]
         rows = self._rows_cache.get(key)
         if rows is None:
@@ -198,20 +212,29 @@ class SharedEngine:
             self._score(batch)
 
     def _gather(self) -> list[_Request] | None:
-        """The next batch: wait for a first frame, then up to ``max_delay`` for more rows,
-        filled round-robin across cameras. None when stopping."""
+        """The next batch: wait for a first frame, then up to ``max_delay`` for more rows
+        (less when every active camera has a frame waiting), filled round-robin across
+        cameras. None when stopping."""
         with self._cond:
             while not self._stop and not self._waiting_rows():
                 self._cond.wait()
             if self._stop:
                 return None
             deadline = time.monotonic() + self.max_delay
-            while self._waiting_rows() < self.max_batch and not self._stop:
+            while (
+                self._waiting_rows() < self.max_batch
+                and not self._every_active_camera_waiting()
+                and not self._stop
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
             return self._take_round_robin()
+
+    def _every_active_camera_waiting(self) -> bool:
+        active = [camera for camera in self._order if camera in self._active]
+        return bool(active) and all(self._queues[camera] for camera in active)
 
     def _waiting_rows(self) -> int:
         return sum(r.rows for queue in self._queues.values() for r in queue)

@@ -72,7 +72,9 @@ class EventRecorder:
         )
         self.lifecycle = EventLifecycle(config.alarm)
         evidence = config.evidence
-        self.preroll = PreRoll(evidence.pre_s if evidence.clip else 0.0)
+        self.preroll = PreRoll(
+            evidence.pre_s if evidence.clip else 0.0, max_bytes=evidence.pre_max_bytes
+        )
         self.heat = HeatmapScale()
         self.event: Event | None = None
         self.peak: _Peak | None = None

@@ -133,3 +133,21 @@ def test_many_threads_submitting_all_get_their_own_result(tiled_bundle: Path) ->
     assert errors == []
     assert engine.stats.frames == 120
     assert engine.stats.batches < 120  # frames of different cameras shared batches
+
+
+def test_a_batch_closes_once_every_active_camera_has_a_frame(tiled_bundle: Path) -> None:
+    # a minute of max_delay_ms: were the engine to wait for it, no result would come in 30 s
+    engine = engine_for(tiled_bundle, max_batch=256, delay_ms=60_000)
+    for camera in ("a", "b"):
+        engine.add_camera(camera)
+        engine.activate(camera)
+    engine.start()
+    try:
+        first = engine.submit("a", frames(1)[0])
+        second = engine.submit("b", frames(1)[0])
+        assert first.result(timeout=30).batch_frames in (1, 2)
+        assert second.result(timeout=30).result.score > 0
+        engine.activate("b", False)  # b's source closed: a alone fills a batch now
+        assert engine.submit("a", frames(1)[0]).result(timeout=30).batch_frames == 1
+    finally:
+        engine.stop()
