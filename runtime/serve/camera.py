@@ -160,6 +160,10 @@ class Camera:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     # --- stats --------------------------------------------------------------------------
     def stats(self) -> CameraStats:
         now = time.monotonic()

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 TICK_S = 1.0  # how often rates, queue depths and storage gauges are refreshed
 FLUSH_GRACE_S = 3.0  # on stop: time the channels get to deliver what is queued
+CAMERA_STOP_S = 15.0  # on stop: time the cameras get, together, to end events and clips
 MQTT_CHANNEL = "mqtt"
 
 
@@ -168,8 +169,11 @@ class Service:
         self._stop.set()
         for camera in self.cameras.values():
             camera.stop()
+        deadline = time.monotonic() + CAMERA_STOP_S
         for camera in self.cameras.values():
-            camera.join()
+            camera.join(max(0.0, deadline - time.monotonic()))
+            if camera.running:  # e.g. an RTSP open that FFmpeg has not given up yet
+                self.log(f"camera {camera.name} did not stop in {CAMERA_STOP_S:g} s; leaving it")
         self._flush(FLUSH_GRACE_S)
         for engine in self.engines.values():
             engine.stop()
