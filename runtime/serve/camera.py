@@ -33,6 +33,7 @@ from adedge.runtime.serve.engine import Busy, Scored, SharedEngine
 from adedge.runtime.serve.event_types import EndReason, ModelRef, ThresholdSource
 from adedge.runtime.serve.evidence import apply_mask, mask_array
 from adedge.runtime.serve.hub import Hub
+from adedge.runtime.serve.live import LiveBuffer
 from adedge.runtime.serve.recorder import EventRecorder
 from adedge.runtime.serve.stats import CameraState, CameraStats, DropReason
 from adedge.runtime.sinks import JsonlSink
@@ -107,6 +108,7 @@ class Camera:
         self.drops: dict[DropReason, int] = {}
         self.latest_score: float | None = None
         self.produced = threading.Event()  # a first frame arrived (readiness)
+        self.live = LiveBuffer()  # the newest scored frame and recent scores (the console)
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._input_rate, self._scored_rate = _Rate(), _Rate()
         self._masks: dict[tuple[int, int], np.ndarray | None] = {}
@@ -391,6 +393,9 @@ class Camera:
             item.frame.wall, item.frame.image, result.score, amap, threshold, source, self.model
         )
         result.alarm = self.recorder.alarm
+        self.live.put(
+            item.frame.wall, item.frame.image, amap, result.score, threshold, result.alarm
+        )
         if self._jsonl is not None:
             self._jsonl.threshold = threshold
             self._jsonl.write(item.frame, result)

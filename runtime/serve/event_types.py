@@ -56,6 +56,7 @@ class MediaKind(str, Enum):
     FRAME = "frame"  # JPEG: the raw peak frame
     HEATMAP = "heatmap"  # PNG: the peak frame's heatmap (16-bit, its own min..max)
     CLIP = "clip"  # MP4: pre-roll .. post-roll
+    TRACE = "trace"  # JSON: the scores from the event's start to its end (a ScoreHistory)
 
 
 @dataclass(frozen=True)
