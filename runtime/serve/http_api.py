@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from adedge import __version__
 from adedge.errors import AdedgeError
+from adedge.runtime.serve.api_types import ConsoleView, NotFound, Refused
 from adedge.runtime.serve.config import ApiConfig
 from adedge.runtime.serve.metrics import ServiceMetrics
 from adedge.runtime.serve.stats import ServiceView
@@ -48,6 +49,23 @@ def service_view(request: Request) -> ServiceView:
 
 def service_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
+
+
+def console_view(request: Request) -> ConsoleView:
+    """The running service with its console methods (the routers of the web console)."""
+    return request.app.state.view
+
+
+def _not_found(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": _one_line(error)}, 404)
+
+
+def _refused(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": _one_line(error)}, 409)
+
+
+def _one_line(error: Exception) -> str:
+    return error.one_line() if isinstance(error, AdedgeError) else str(error)
 
 
 class Health(BaseModel):
@@ -133,6 +151,8 @@ def build_app(
     app.state.view = view
     app.state.metrics = metrics
     app.state.log = log or _logger_line
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(Refused, _refused)
     for router in (health_router, stats_router, metrics_router, *routers):
         app.include_router(router)
     return app
