@@ -4,8 +4,10 @@ typed schema, Frigate-shaped: ``node``, ``models``, ``cameras``, ``mqtt``, ``web
 
 Secrets stay out of the file and out of ``ps``: ``${NAME}`` anywhere in a value is replaced
 by the environment variable ``NAME`` (``${NAME:-default}`` gives a default); a variable that
-is not set is an error naming the key that asked for it. Every mistake is one line that
-names the key path: ``cameras.line3.alarm.k: must be >= 1``.
+is not set is an error naming the key that asked for it. The HTTP API's tokens are not in
+the file either: ``api.tokens`` names, for each, a file or an environment variable to read
+it from at start. Every mistake is one line that names the key path:
+``cameras.line3.alarm.k: must be >= 1``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import math
 import os
 import re
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -191,12 +194,57 @@ class WebhookConfig(Section):
     backoff_cap_s: float = Field(60.0, gt=0)
 
 
+class Scope(str, Enum):
+    """What an API token may do: ``viewer`` reads (GET/HEAD), ``admin`` also changes things."""
+
+    VIEWER = "viewer"
+    ADMIN = "admin"
+
+
+class TokenConfig(Section):
+    """One bearer token of the HTTP API: a ``name`` (in logs and ``/api/auth/whoami``), its
+    ``scope``, and where the token is: a ``file`` (read once at start) or an ``env``
+    variable. The config names where the secret is, never the secret itself."""
+
+    name: str = Field(pattern=NAME)
+    scope: Scope
+    file: Path | None = None
+    env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenConfig:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of 'file' (a path) or 'env' (a variable name)")
+        return self
+
+
+class TlsConfig(Section):
+    """HTTPS: the PEM certificate (chain) and its private key; checked when the API starts."""
+
+    cert: Path
+    key: Path
+
+
 class ApiConfig(Section):
-    """The HTTP server: health, stats, Prometheus metrics. 127.0.0.1 unless configured."""
+    """The HTTP server: health, stats, metrics, the web console. 127.0.0.1 unless configured.
+
+    Without ``tokens`` only this machine's own clients (loopback) are served, as admin; with
+    them every request but health and the page's files needs one (see ``auth.py``)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_API_PORT, ge=0, le=65535)  # 0: any free port
+    tokens: list[TokenConfig] = Field(default_factory=list)
+    tls: TlsConfig | None = None
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, tokens: list[TokenConfig]) -> list[TokenConfig]:
+        names = [token.name for token in tokens]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"token name '{repeated[0]}' is used twice; names must differ")
+        return tokens
 
 
 class StorageConfig(Section):
