@@ -63,6 +63,8 @@ class ModelConfig(Section):
     threads: int = Field(0, ge=0)  # ONNX Runtime threads per stage; 0: every core
     max_batch: int = Field(256, ge=1, le=4096)  # rows: a 64-tile frame is 64
     max_delay_ms: float = Field(5.0, ge=0, le=10_000)
+    # swap in the bundle when its folder changes on disk (checked as an API load is)
+    watch: bool = False
 
     @model_validator(mode="after")
     def _backend_known(self) -> ModelConfig:
