@@ -1,9 +1,10 @@
 """The service's HTTP API: health, stats and Prometheus metrics (FastAPI, served by uvicorn
-in a thread of the service process).
+in a thread of the service process), and the web console's routers beside them.
 
-Every endpoint here only reads, and there is no authentication yet: the server binds
-127.0.0.1 unless ``api.host`` says otherwise, so only this machine can ask. Endpoints that
-change things (thresholds, cameras) come with the web console, with tokens.
+Who may ask what is decided once, for the whole app, by :class:`~.auth.AuthMiddleware`
+(installed by :func:`build_app`): reads need a ``viewer`` token, writes an ``admin`` one,
+health and the page's files are open, and without tokens only this machine is served. The
+server binds 127.0.0.1 unless ``api.host`` says otherwise and speaks HTTPS with ``api.tls``.
 
 The app grows by routers: each job is an :class:`~fastapi.APIRouter` that reads the service
 through the :func:`service_view` and :func:`service_metrics` dependencies, so a new one
@@ -17,10 +18,12 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -32,6 +35,7 @@ from pydantic import BaseModel
 from adedge import __version__
 from adedge.errors import AdedgeError
 from adedge.runtime.serve.api_types import ConsoleView, NotFound, Refused
+from adedge.runtime.serve.auth import AuthMiddleware, TokenTable, load_tokens
 from adedge.runtime.serve.config import ApiConfig
 from adedge.runtime.serve.metrics import ServiceMetrics
 from adedge.runtime.serve.stats import ServiceView
@@ -141,8 +145,13 @@ def build_app(
     metrics: ServiceMetrics,
     routers: Sequence[APIRouter] = (),
     log: Log | None = None,
+    tokens: TokenTable | None = None,
 ) -> FastAPI:
-    """The HTTP app over a running service; ``routers`` add endpoints beside these."""
+    """The HTTP app over a running service; ``routers`` add endpoints beside these.
+
+    ``tokens`` are the API's tokens (:func:`~.auth.load_tokens`, called by the service
+    before it starts anything); None reads them from ``view.config.api`` here, or serves
+    this machine only when the view has no config."""
     app = FastAPI(
         title="adedge serve",
         version=__version__,
@@ -151,6 +160,11 @@ def build_app(
     app.state.view = view
     app.state.metrics = metrics
     app.state.log = log or _logger_line
+    if tokens is None:
+        config = getattr(view, "config", None)
+        tokens = TokenTable() if config is None else load_tokens(config.api)
+    app.state.tokens = tokens
+    app.add_middleware(AuthMiddleware, tokens=tokens, log=app.state.log)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Refused, _refused)
     for router in (health_router, stats_router, metrics_router, *routers):
@@ -202,11 +216,33 @@ def _bind_error(host: str, port: int, exc: OSError) -> AdedgeError:
     )
 
 
+def check_tls(api: ApiConfig) -> None:
+    """``api.tls``'s certificate and key load together, or a one-line AdedgeError."""
+    if api.tls is None:
+        return
+    for key, path in (("api.tls.cert", api.tls.cert), ("api.tls.key", api.tls.key)):
+        if not Path(path).is_file():
+            raise AdedgeError(
+                f"{key}: '{path}' is not a file", "give the path of a PEM file (or remove api.tls)"
+            )
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            str(api.tls.cert), str(api.tls.key)
+        )
+    except (ssl.SSLError, OSError) as error:
+        raise AdedgeError(
+            f"api.tls: certificate '{api.tls.cert}' and key '{api.tls.key}' do not load together "
+            f"({getattr(error, 'reason', None) or error})",
+            "give a PEM certificate and its own unencrypted private key",
+        ) from None
+
+
 class ApiServer:
     """uvicorn serving ``app`` from a daemon thread of the service.
 
     ``port`` is the port bound once :meth:`start` returns (``api.port: 0`` picks a free
-    one). :meth:`stop` lets open requests finish for a few seconds, then closes."""
+    one). With ``api.tls`` it speaks HTTPS (checked before binding: a bad certificate is
+    one line). :meth:`stop` lets open requests finish for a few seconds, then closes."""
 
     def __init__(self, app: FastAPI, config: ApiConfig, log: Log) -> None:
         self.app = app
@@ -221,6 +257,7 @@ class ApiServer:
         """Bind, serve, and return once uvicorn accepts connections."""
         if self._thread is not None:
             raise RuntimeError("ApiServer.start called twice")
+        check_tls(self.config)
         listener = bind_listener(self.config.host, self.config.port)
         self.port = listener.getsockname()[1]
         server = uvicorn.Server(
@@ -232,6 +269,7 @@ class ApiServer:
                 log_level="warning",
                 access_log=False,  # a scrape every 15 s would fill the log
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                **self._tls_options(),
             )
         )
         self._server = server
@@ -245,7 +283,7 @@ class ApiServer:
                 self.stop()
                 raise RuntimeError(f"the HTTP server did not start: {self._failure!r}")
             time.sleep(0.01)
-        self.log(f"api: http://{self._url_host()}:{self.port} (docs at /docs)")
+        self.log(f"api: {self.scheme}://{self._url_host()}:{self.port} (docs at /docs)")
 
     def _serve(self, server: uvicorn.Server, listener: socket.socket) -> None:
         try:
@@ -256,9 +294,27 @@ class ApiServer:
         finally:
             listener.close()
 
+    def _tls_options(self) -> dict[str, Any]:
+        tls = self.config.tls
+        if tls is None:
+            return {}
+        return {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.config.tls is None else "https"
+
+    @property
+    def api_url(self) -> str:
+        """Where this machine reaches the server (``0.0.0.0``/``::`` as the loopback
+        address), e.g. ``https://127.0.0.1:5080``; the port is the bound one after start."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+            self.config.host, self.config.host
+        )
+        return f"{self.scheme}://{_bracketed(host)}:{self.port}"
+
     def _url_host(self) -> str:
-        host = self.config.host
-        return f"[{host}]" if ":" in host else host
+        return _bracketed(self.config.host)
 
     def stop(self) -> None:
         """Stop serving and wait for the thread; the port is free when this returns."""
@@ -272,3 +328,7 @@ class ApiServer:
             thread.join(5.0)
         if thread.is_alive():
             self.log("api: the HTTP server thread did not stop")
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
