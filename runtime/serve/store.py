@@ -12,32 +12,52 @@ The store owns an event's ``media`` map: files enter through :meth:`~EventStore.
 :meth:`~EventStore.enforce_cap`, which deletes the oldest events' evidence first and keeps
 their rows, marked ``media_pruned``. A running byte total makes the cap cheap to check after
 every event; opening the store walks the folder once to rebuild it (see :class:`OpenReport`).
+
+Review (the console): a reviewer's label per event (:meth:`~EventStore.set_label`, kept
+beside the event's JSON so a later message of the camera never overwrites it and no channel
+publishes it), :meth:`~EventStore.delete` of an ended event, and :meth:`~EventStore.query` /
+:meth:`~EventStore.iterate` over the filters of ``GET /api/events`` (``store_queries``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import math
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adedge.errors import AdedgeError
+from adedge.runtime.serve.api_types import EventLabel
 from adedge.runtime.serve.event_types import EndReason, Event, MediaKind, MessageType, encode
 from adedge.runtime.serve.stats import StorageStats
 from adedge.runtime.serve.store_db import lock_store, open_database, transaction
 from adedge.runtime.serve.store_media import MediaFolder, OpenReport
+from adedge.runtime.serve.store_queries import (
+    EventPage,
+    EventQuery,
+    StoredEvent,
+    media_of,
+    select_events,
+    select_page,
+    set_label,
+    write_event,
+)
 
 log = logging.getLogger(__name__)
 
 MQTT_CHANNEL = "mqtt"
-_EVENT_COLUMNS = "data, start_time, end_time, peak_time"
+EXPORT_PAGE = 200  # rows read per lock hold while iterating (an export never loads all)
+
+
+class EventInProgress(AdedgeError):
+    """The event is still open: the camera writes it (the API answers 409)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +116,7 @@ class EventStore:
                 "SELECT next_seq, data, media_bytes FROM events WHERE id = ?", (event.id,)
             ).fetchone()
             seq, stored, size = (0, None, 0) if row is None else (row[0], row[1], row[2])
-            media, pruned = _media(stored)
+            media, pruned = media_of(stored)
             held = len(media)
             for media_kind, name in event.media.items():
                 file = self._folder.inside(name)  # ValueError outside the media folder
@@ -108,7 +128,7 @@ class EventStore:
             message = event.message(kind, seq)
             payload, created = encode(message), time.time()
             with transaction(self._conn):
-                self._write_event(event, seq + 1, size)
+                write_event(self._conn, event, seq + 1, size)
                 self._conn.executemany(
                     "INSERT INTO outbox (channel, topic, payload, created) VALUES (?, ?, ?, ?)",
                     [(c, self._topic(c, topic), payload, created) for c in self.channels],
@@ -120,7 +140,8 @@ class EventStore:
         """At start: end every event still open (its process died) at ``now`` as
         ``interrupted`` and queue its ``end`` message."""
         with self._lock:
-            closed = self._select("WHERE end_time IS NULL ORDER BY start_time, id", ())
+            found = self._select("WHERE end_time IS NULL ORDER BY start_time, id", ())
+            closed = [stored.event for stored in found]
             for event in closed:
                 event.end = max(now, event.start)
                 event.end_reason = EndReason.INTERRUPTED
@@ -128,6 +149,11 @@ class EventStore:
             return closed
 
     def get(self, event_id: str) -> Event | None:
+        found = self.get_stored(event_id)
+        return None if found is None else found.event
+
+    def get_stored(self, event_id: str) -> StoredEvent | None:
+        """The event with its label, or None."""
         found = self._select("WHERE id = ?", (event_id,))
         return found[0] if found else None
 
@@ -139,17 +165,61 @@ class EventStore:
         before: float | None = None,
     ) -> list[Event]:
         """Newest first; ``before`` pages by start time (the oldest start of a page)."""
-        where, args = [], []
-        if camera is not None:
-            where.append("camera = ?")
-            args.append(camera)
-        if in_progress is not None:
-            where.append("end_time IS NULL" if in_progress else "end_time IS NOT NULL")
-        if before is not None:
-            where.append("start_time < ?")
-            args.append(before)
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-        return self._select(f"{clause} ORDER BY start_time DESC, id DESC LIMIT ?", (*args, limit))
+        if limit < 1:
+            return []
+        query = EventQuery(camera=camera, in_progress=in_progress, before=before, limit=limit)
+        return [stored.event for stored in self.query(query).events]
+
+    def query(self, query: EventQuery) -> EventPage:
+        """One page of events that match ``query``, newest first (see :class:`EventQuery`)."""
+        with self._lock:
+            return select_page(self._conn, query)
+
+    def iterate(self, query: EventQuery, page_size: int = EXPORT_PAGE) -> Iterator[StoredEvent]:
+        """Every event that matches ``query`` (from its cursor on; its limit is ignored),
+        newest first, read a page at a time: the lock is not held between pages, so an
+        export never stalls the cameras. Events started after the first page was read may
+        be left out; none is repeated or skipped among the rest."""
+        cursor = query.cursor
+        while True:
+            page = self.query(dataclasses.replace(query, limit=page_size, cursor=cursor))
+            yield from page.events
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def set_label(
+        self, event_id: str, label: EventLabel | str | None, now: float | None = None
+    ) -> StoredEvent | None:
+        """Store a reviewer's ``label`` (None clears it) with the time it was given; None
+        when there is no such event. The label is review metadata: no message is queued."""
+        with self._lock:
+            with transaction(self._conn):
+                found = set_label(self._conn, event_id, label, time.time() if now is None else now)
+            return self.get_stored(event_id) if found else None
+
+    def delete(self, event_id: str) -> bool:
+        """Remove an ended event: its row and its evidence files (the media total drops by
+        their bytes). Its messages already in the outbox stay: they were promised to the
+        channels. False when there is no such event; :class:`EventInProgress` while it is
+        open (its camera still writes it)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT data, end_time, media_bytes FROM events WHERE id = ?", (event_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            if row[1] is None:
+                raise EventInProgress(
+                    f"event {event_id} is still in progress", "delete it once it has ended"
+                )
+            media, _ = media_of(row[0])
+            with transaction(self._conn):
+                self._conn.execute("DELETE FROM events WHERE id = ?", (event_id,))
+            self._media_bytes -= row[2]
+            for name in media.values():
+                self._folder.discard(name)
+        return True
 
     def count(self) -> int:
         with self._lock:
@@ -305,36 +375,9 @@ class EventStore:
             raise RuntimeError(f"the event store at {self.root} is closed")
         return self._db
 
-    def _select(self, clause: str, args: tuple[Any, ...]) -> list[Event]:
+    def _select(self, clause: str, args: tuple[Any, ...]) -> list[StoredEvent]:
         with self._lock:
-            rows = self._conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events {clause}", args)
-            return [_event(*row) for row in rows.fetchall()]
-
-    def _write_event(self, event: Event, next_seq: int, size: int) -> None:
-        values = (
-            event.camera,
-            event.start,
-            event.end,
-            event.peak_time,
-            event.peak_score if math.isfinite(event.peak_score) else None,
-            json.dumps(event.to_dict(), allow_nan=False),
-            next_seq,
-            len(event.media),
-            size,
-            event.id,
-        )
-        updated = self._conn.execute(
-            "UPDATE events SET camera = ?, start_time = ?, end_time = ?, peak_time = ?, "
-            "peak_score = ?, data = ?, next_seq = ?, media_files = ?, media_bytes = ? "
-            "WHERE id = ?",
-            values,
-        )
-        if updated.rowcount == 0:
-            self._conn.execute(
-                "INSERT INTO events (camera, start_time, end_time, peak_time, peak_score, data, "
-                "next_seq, media_files, media_bytes, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
-            )
+            return select_events(self._conn, clause, args)
 
     def _topic(self, channel: str, topic: str) -> str:
         return topic if channel == MQTT_CHANNEL else ""
@@ -359,20 +402,3 @@ class EventStore:
             log.warning("event store %s: dropped the outbox of channels no longer configured: %s",
                         self.root, report.outbox_dropped)  # fmt: skip
         return report
-
-
-def _event(data: str, start: float, end: float | None, peak_time: float) -> Event:
-    """An event from its row: the JSON, with the exact times (the JSON's ISO text keeps
-    only milliseconds)."""
-    event = Event.from_dict(json.loads(data))
-    event.start, event.end, event.peak_time = start, end, peak_time
-    return event
-
-
-def _media(data: str | None) -> tuple[dict[MediaKind, str], bool]:
-    """A stored event's media map and pruned flag (none for an event not stored yet)."""
-    if data is None:
-        return {}, False
-    fields = json.loads(data)
-    media = {MediaKind(kind): name for kind, name in fields["media"].items()}
-    return media, bool(fields.get("media_pruned"))

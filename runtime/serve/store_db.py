@@ -17,10 +17,13 @@ from typing import IO
 
 from adedge.errors import AdedgeError
 
-SCHEMA_VERSION = 1  # PRAGMA user_version; a newer file is refused, not guessed at
+SCHEMA_VERSION = 2  # PRAGMA user_version; a newer file is refused, not guessed at
 
 # Times are Unix seconds (REAL, exact); ``data`` is Event.to_dict()'s JSON. ``media_files``
-# and ``media_bytes`` say what of the capped media folder the event holds.
+# and ``media_bytes`` say what of the capped media folder the event holds. ``label`` and
+# ``labelled_at`` are a reviewer's verdict (schema 2): columns of their own, never in
+# ``data``, so a message the camera records later cannot overwrite them and no channel
+# publishes them.
 SCHEMA = [
     """CREATE TABLE events (
         id TEXT PRIMARY KEY,
@@ -32,7 +35,9 @@ SCHEMA = [
         data TEXT NOT NULL,
         next_seq INTEGER NOT NULL DEFAULT 0,
         media_files INTEGER NOT NULL DEFAULT 0,
-        media_bytes INTEGER NOT NULL DEFAULT 0
+        media_bytes INTEGER NOT NULL DEFAULT 0,
+        label TEXT,
+        labelled_at REAL
     )""",
     "CREATE INDEX events_camera_start ON events(camera, start_time)",
     "CREATE INDEX events_start ON events(start_time)",
@@ -47,7 +52,17 @@ SCHEMA = [
         created REAL NOT NULL
     )""",
     "CREATE INDEX outbox_channel ON outbox(channel, id)",
+    "CREATE INDEX events_label_start ON events(label, start_time)",
 ]
+
+# How a file of schema N becomes N + 1, in the same transaction as its user_version bump.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "ALTER TABLE events ADD COLUMN label TEXT",
+        "ALTER TABLE events ADD COLUMN labelled_at REAL",
+        "CREATE INDEX events_label_start ON events(label, start_time)",
+    ],
+}
 OUR_TABLES = {"events", "outbox"}
 
 
@@ -107,7 +122,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
             f"{', '.join(sorted(tables))})",
             "point storage.path at a folder of its own",
         )
-    if version == SCHEMA_VERSION and not tables >= OUR_TABLES:
+    if version > 0 and not tables >= OUR_TABLES:
         raise corrupt_store(path, f"tables {sorted(OUR_TABLES - tables)} are missing")
     mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":
@@ -124,6 +139,12 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
             for statement in SCHEMA:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    while 0 < version < SCHEMA_VERSION:  # an older store, upgraded in place, step by step
+        with transaction(db):
+            for statement in MIGRATIONS[version]:
+                db.execute(statement)
+            version += 1
+            db.execute(f"PRAGMA user_version = {version}")
 
 
 @contextlib.contextmanager

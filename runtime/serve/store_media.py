@@ -63,6 +63,20 @@ class MediaFolder:
     def relative(self, file: Path) -> str:
         return file.relative_to(self.root).as_posix()
 
+    def discard(self, name: str) -> None:
+        """Delete a stored name's file, and its day and camera folders once empty."""
+        file = self.file_of(name)
+        if file is None:
+            return
+        file.unlink(missing_ok=True)
+        folder = file.parent
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                return
+            folder = folder.parent
+
     def measure(self, names: Any) -> int:
         """The bytes on disk of the stored names (missing files count 0)."""
         files = (self.file_of(name) for name in names)
