@@ -39,7 +39,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +127,11 @@ def load_tokens(api: ApiConfig, env: Mapping[str, str] | None = None) -> TokenTa
     for index, entry in enumerate(api.tokens):
         key = f"api.tokens[{index}] ({entry.name})"
         secret = _read_secret(entry, key, env)
+        if not all(33 <= byte <= 126 for byte in secret):
+            raise AdedgeError(
+                f"{key}: the token has spaces or characters outside printable ASCII",
+                f"it travels in an HTTP header; {TOKEN_HINT}",
+            )
         if len(secret) < MIN_TOKEN_CHARS:
             raise AdedgeError(
                 f"{key}: the token has {len(secret)} characters; it needs {MIN_TOKEN_CHARS}+",
@@ -375,15 +379,16 @@ def _presented_token(method: str, headers: Mapping[str, str]) -> tuple[str | Non
 
 
 def _cookie(header: str | None) -> str | None:
-    if not header:
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return None
-    morsel = jar.get(COOKIE_NAME)
-    return morsel.value if morsel is not None and morsel.value else None
+    """The ``adedge_token`` cookie's value: parsed by hand, as a malformed cookie of another
+    application on the same host would make ``http.cookies`` drop them all."""
+    for part in (header or "").split(";"):
+        name, equals, value = part.strip().partition("=")
+        if equals and name.strip() == COOKIE_NAME:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value or None
+    return None
 
 
 def _headers(scope: AsgiScope) -> dict[str, str]:

@@ -200,7 +200,7 @@ def test_the_limiter_counts_per_ip_within_its_window() -> None:
 def test_the_cookie_works_for_reads_never_for_writes(tokened: Any) -> None:
     server, writes, _ = tokened
     with httpx.Client(base_url=server.api_url, timeout=TIMEOUT) as client:
-        cookie = {"Cookie": f"theme=dark; {COOKIE_NAME}={ADMIN}"}
+        cookie = {"Cookie": f'prefs={{"a": 1, b}}; {COOKIE_NAME}={ADMIN}; theme=dark'}
         who = client.get("/api/auth/whoami", headers=cookie).json()
         assert who == {"scope": "admin", "name": "ops", "via": "token"}
         assert client.head("/api/stats").status_code == 401
@@ -318,6 +318,7 @@ def test_a_token_that_cannot_be_read_is_one_line_naming_its_key(
         ({"file": str(empty)}, f"api.tokens[1] (b): token file '{empty}' is empty"),
         ({"file": str(short)}, "the token has 3 characters; it needs 16"),
         ({"env": "SAME"}, "api.tokens[1] (b): the same token as api.tokens[0] (a)"),
+        ({"env": "SPACED"}, "api.tokens[1] (b): the token has spaces or characters outside"),
     ]
     for source, expected in cases:
         entries = [
@@ -326,7 +327,7 @@ def test_a_token_that_cannot_be_read_is_one_line_naming_its_key(
         ]
         config = config_with_tokens(tmp_path, entries, bundle)
         with pytest.raises(AdedgeError) as raised:
-            load_tokens(config.api, env={"SAME": ADMIN})
+            load_tokens(config.api, env={"SAME": ADMIN, "SPACED": "a token with spaces in"})
         line = raised.value.one_line()
         assert expected in line
         assert "\n" not in line and ADMIN not in line
