@@ -164,10 +164,14 @@ def stream_fps(asked: float | None) -> float:
     return min(float(asked), MAX_STREAM_FPS)
 
 
-def mjpeg_part(jpeg: bytes) -> bytes:
-    """One part of a ``multipart/x-mixed-replace`` stream holding ``jpeg``."""
+def mjpeg_part(jpeg: bytes, seq: int | None = None) -> bytes:
+    """One part of a ``multipart/x-mixed-replace`` stream holding ``jpeg``; ``seq`` (the
+    frame's number among the camera's scored frames) goes in an ``X-Frame-Seq`` header, which
+    browsers ignore and a client can use to tell frames apart."""
+    seq_header = "" if seq is None else f"X-Frame-Seq: {seq}\r\n"
     head = (
-        f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+        f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(jpeg)}\r\n{seq_header}\r\n"
     ).encode("ascii")
     return head + jpeg + b"\r\n"
 
@@ -198,4 +202,4 @@ def mjpeg_parts(
             continue
         seq = frame.seq
         due = clock() + gap
-        yield mjpeg_part(encode(frame))
+        yield mjpeg_part(encode(frame), frame.seq)

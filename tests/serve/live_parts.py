@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -16,12 +18,22 @@ def decode(jpeg: bytes) -> np.ndarray:
     return image
 
 
-def split_parts(data: bytes) -> tuple[list[bytes], int]:
-    """The JPEGs of the whole parts at the start of an MJPEG body (boundary ``frame``, each
+@dataclass(frozen=True)
+class Part:
+    headers: dict[str, str]
+    jpeg: bytes
+
+    @property
+    def seq(self) -> int:
+        return int(self.headers["X-Frame-Seq"])
+
+
+def split_parts(data: bytes) -> tuple[list[Part], int]:
+    """The whole parts at the start of an MJPEG body (boundary ``frame``, each
     part with its Content-Type and Content-Length) and where the first incomplete part
     begins; AssertionError on a malformed part."""
     marker = f"--{MJPEG_BOUNDARY}\r\n".encode()
-    jpegs: list[bytes] = []
+    jpegs: list[Part] = []
     position = 0
     while True:
         if len(data) - position < len(marker):
@@ -37,5 +49,5 @@ def split_parts(data: bytes) -> tuple[list[bytes], int]:
         if len(data) < end + 2:
             return jpegs, position
         assert data[end : end + 2] == b"\r\n", "a part does not end with CRLF"
-        jpegs.append(data[head_end + 4 : end])
+        jpegs.append(Part(headers, data[head_end + 4 : end]))
         position = end + 2

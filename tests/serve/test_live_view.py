@@ -114,13 +114,15 @@ def test_mjpeg_parts_follow_new_frames_and_end_when_stopped() -> None:
     stop.set()
     watcher.join(10)
     assert not watcher.is_alive(), "the stream did not end when stopped"
-    jpegs, rest = split_parts(b"".join(sent))
+    parts, rest = split_parts(b"".join(sent))
     assert rest == len(b"".join(sent))
-    assert 3 <= len(jpegs) <= put
-    assert len(set(jpegs)) == len(jpegs)  # every part a new frame
-    assert images.encoded == len(jpegs)
-    for jpeg in jpegs:
-        assert decode(jpeg).shape == (240, 320, 3)
+    assert 3 <= len(parts) <= put
+    seqs = [part.seq for part in parts]
+    assert seqs == sorted(set(seqs)) and seqs[-1] <= put  # every part a new frame
+    assert len({part.jpeg for part in parts}) == len(parts)
+    assert images.encoded == len(parts)
+    for part in parts:
+        assert decode(part.jpeg).shape == (240, 320, 3)
 
 
 def test_a_stream_starts_with_the_newest_frame() -> None:
@@ -131,7 +133,8 @@ def test_a_stream_starts_with_the_newest_frame() -> None:
     first = next(parts)
     parts.close()
     assert first.startswith(b"--frame\r\nContent-Type: image/jpeg\r\n")
-    assert split_parts(first) == ([split_parts(first)[0][0]], len(first))
+    parts, rest = split_parts(first)
+    assert len(parts) == 1 and rest == len(first) and parts[0].seq == 1
 
 
 def test_the_histogram_counts_normal_and_alarm_scores_apart() -> None:
