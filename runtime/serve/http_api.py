@@ -268,6 +268,8 @@ class ApiServer:
                 log_config=None,  # the service configures logging; uvicorn's loggers propagate
                 log_level="warning",
                 access_log=False,  # a scrape every 15 s would fill the log
+                proxy_headers=False,  # the client is the socket's peer: X-Forwarded-For is
+                # not trusted, so it cannot dodge the auth rate limit (see auth.py)
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
                 **self._tls_options(),
             )

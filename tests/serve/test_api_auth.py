@@ -167,10 +167,12 @@ def test_health_the_page_and_the_docs_are_open_for_reading_only(tokened: Any) ->
 
 
 def test_five_wrong_tokens_block_the_client_ip_with_429(tokened: Any) -> None:
+    """The client is the socket's peer: a forged X-Forwarded-For does not dodge the count."""
     server, _, lines = tokened
     with httpx.Client(base_url=server.api_url, timeout=TIMEOUT) as client:
-        for _ in range(MAX_FAILURES):
-            assert client.get("/api/stats", headers=bearer("guess-guess-guess")).status_code == 401
+        for attempt in range(MAX_FAILURES):
+            headers = {**bearer("guess-guess-guess"), "X-Forwarded-For": f"203.0.113.{attempt}"}
+            assert client.get("/api/stats", headers=headers).status_code == 401
         blocked = client.get("/api/stats", headers=bearer(ADMIN))  # even the right token
         assert blocked.status_code == 429
         assert 0 < int(blocked.headers["Retry-After"]) <= BLOCK_S
