@@ -128,7 +128,7 @@ def serve(
 
             typer.echo(json.dumps(redacted(settings), indent=2))
         return
-    _run(settings)  # a model that fails to load errors its cameras; the others run
+    _run(settings, config)  # a model that fails to load errors its cameras; the others run
 
 
 def _check_bundles(settings: ServeConfig) -> None:
@@ -143,10 +143,19 @@ def _check_bundles(settings: ServeConfig) -> None:
             raise AdedgeError(f"models.{name}.bundle: {error.message}", error.hint) from None
 
 
-def _run(settings: ServeConfig) -> None:
+def _run(settings: ServeConfig, config_path: Path | None) -> None:
+    import signal
+    import threading
+
     from adedge.runtime.serve.service import Service
 
-    service = Service(settings, say)
+    service = Service(settings, say, config_path=config_path)
+
+    def reload(signum: int, frame: object) -> None:  # SIGHUP: re-read the config file
+        threading.Thread(target=_reload, args=(service,), daemon=True).start()
+
+    if config_path is not None and hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, reload)
     try:
         service.start()
         while not service.wait(1.0):
@@ -154,3 +163,12 @@ def _run(settings: ServeConfig) -> None:
     finally:
         say("stopping: open events end, clips finish, the outbox flushes")
         service.stop()
+
+
+def _reload(service: object) -> None:
+    from adedge.runtime.serve.api_types import Refused
+
+    try:
+        service.reload_config()  # type: ignore[attr-defined]
+    except Refused as error:
+        say(f"config reload refused, the running config goes on: {error.one_line()}")

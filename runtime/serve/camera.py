@@ -133,6 +133,15 @@ class Camera:
         self.hub.metrics.threshold(self.name, value)
         self.hub.report(self.name, "threshold", f"{value:g}")
 
+    def clear_threshold(self) -> None:
+        """Back to the config's threshold (or the card's)."""
+        config = self.config.threshold
+        self.threshold_override = None if config is None else (config, ThresholdSource.CONFIG)
+        value = self.threshold[0]
+        if value == value:
+            self.hub.metrics.threshold(self.name, value)
+        self.hub.report(self.name, "threshold", f"{value:g}")
+
     def set_detect(self, on: bool) -> None:
         self.detect = on
         self.hub.report(self.name, "detect", "on" if on else "off")
@@ -389,8 +398,9 @@ class Camera:
         self._scored_rate.tick(done)
         self.hub.metrics.frame_scored(self.name, result.score, done - item.read_at)
         self.hub.score(self.name, result.score, item.frame.wall)
+        model = scored.model or self.model  # after a swap: the model that scored this frame
         self.recorder.observe(
-            item.frame.wall, item.frame.image, result.score, amap, threshold, source, self.model
+            item.frame.wall, item.frame.image, result.score, amap, threshold, source, model
         )
         result.alarm = self.recorder.alarm
         self.live.put(

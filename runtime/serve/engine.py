@@ -20,6 +20,10 @@ drop; it never blocks the engine.
 
 A model that fails to load puts the engine in ``error``: each submit answers with that
 error at once, and the service marks the model's cameras as errored while the others go on.
+
+A model swap (:meth:`~SharedEngine.swap`) waits for the batch in hand to finish and puts
+the new detector in before the next one starts: every frame is scored exactly once, by
+the old model or the new, and its :class:`Scored` names which (``model``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 from adedge.errors import AdedgeError
 from adedge.runtime.detector import Detector, FrameScore
 from adedge.runtime.frames import batch_rows
+from adedge.runtime.serve.event_types import ModelRef
 from adedge.runtime.serve.stats import ModelState
 
 QUEUE_PER_CAMERA = 2  # frames a camera may have waiting: one scored, one read ahead
@@ -53,6 +58,7 @@ class Scored:
     batch_frames: int
     batch_rows: int
     queued_s: float  # from submit to the start of its batch
+    model: ModelRef | None = None  # the model that scored it (None: not yet named)
 
 
 @dataclass
@@ -97,6 +103,9 @@ class SharedEngine:
         self.max_delay = max_delay_ms / 1000.0
         self.observe = observe
         self.detector: Detector | None = None
+        self.ref: ModelRef | None = None  # names the detector in events and results
+        self.generation = 0  # detectors put in so far (1 after load, +1 per swap)
+        self.loaded_at: float | None = None  # Unix time of the last load or swap
         self.state = ModelState.LOADING
         self.error: str | None = None
         self.stats = BatchStats()
@@ -108,6 +117,7 @@ class SharedEngine:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._rows_cache: dict[tuple[int, ...], int] = {}
+        self._scoring = threading.Lock()  # held while a batch is scored: swaps wait for it
 
     # --- life -------------------------------------------------------------------------
     def load(self) -> bool:
@@ -123,7 +133,20 @@ class SharedEngine:
             self.error = f"{type(error).__name__}: {error}"
             return False
         self.state = ModelState.READY
+        self.generation, self.loaded_at = 1, time.time()
         return True
+
+    def swap(self, detector: Detector, ref: ModelRef) -> Detector | None:
+        """Put ``detector`` in between two batches (see the module docstring); returns the
+        old one. A model that had failed to load becomes ready."""
+        with self._scoring, self._cond:
+            old, self.detector, self.ref = self.detector, detector, ref
+            self._rows_cache = {}
+            self.generation += 1
+            self.loaded_at = time.time()
+            self.state, self.error = ModelState.READY, None
+        self.start()
+        return old
 
     def start(self) -> None:
         if self._thread is None and self.state is ModelState.READY:
@@ -154,6 +177,15 @@ class SharedEngine:
             if camera not in self._queues:
                 self._queues[camera] = deque()
                 self._order.append(camera)
+
+    def remove_camera(self, camera: str) -> None:
+        """Forget a camera that was taken out of the config (it has stopped submitting)."""
+        with self._cond:
+            if camera in self._queues and not self._queues[camera]:
+                del self._queues[camera]
+                self._order.remove(camera)
+                self._active.discard(camera)
+                self._next = 0
 
     def activate(self, camera: str, active: bool = True) -> None:
         """A camera's source opened (``active``) or closed: the batches wait for the frames
@@ -265,15 +297,16 @@ class SharedEngine:
         return batch
 
     def _score(self, batch: list[_Request]) -> None:
-        detector = self.detector
-        assert detector is not None
-        started = time.monotonic()
-        try:
-            results = detector.score_frames([request.image for request in batch])
-        except Exception as error:  # noqa: BLE001 - the cameras hear of it, the engine goes on
-            for request in batch:
-                request.future.set_exception(error)
-            return
+        with self._scoring:
+            detector, ref = self.detector, self.ref
+            assert detector is not None
+            started = time.monotonic()
+            try:
+                results = detector.score_frames([request.image for request in batch])
+            except Exception as error:  # noqa: BLE001 - the cameras hear of it; the engine goes on
+                for request in batch:
+                    request.future.set_exception(error)
+                return
         seconds = time.monotonic() - started
         rows = sum(request.rows for request in batch)
         self.stats.batches += 1
@@ -282,4 +315,6 @@ class SharedEngine:
         if self.observe is not None:
             self.observe(len(batch), rows, seconds)
         for request, result in zip(batch, results, strict=True):
-            request.future.set_result(Scored(result, len(batch), rows, started - request.submitted))
+            request.future.set_result(
+                Scored(result, len(batch), rows, started - request.submitted, ref)
+            )

@@ -73,6 +73,7 @@ METRIC_NAMES = (
     "adedge_model_inference_seconds",
     "adedge_model_batch_rows",
     "adedge_model_queue_depth",
+    "adedge_model_swaps_total",
     "adedge_storage_media_bytes",
     "adedge_storage_free_bytes",
     "adedge_outbox_messages",
@@ -257,6 +258,12 @@ class ServiceMetrics:
         self._queue_depth = per_model(
             Gauge, "adedge_model_queue_depth", "Frames waiting for the engine."
         )
+        self._swaps = Counter(
+            "adedge_model_swaps",
+            "Model swaps tried (outcome: swapped, or refused by the checks).",
+            ("model", "outcome"),
+            registry=r,
+        )
         self._media_bytes = Gauge(
             "adedge_storage_media_bytes", "Bytes of evidence kept.", registry=r
         )
@@ -392,6 +399,9 @@ class ServiceMetrics:
 
     def model_up(self, model: str, up: bool) -> None:
         self._model(model).up.set(1 if up else 0)
+
+    def model_swap(self, model: str, swapped: bool) -> None:
+        self._swaps.labels(model, "swapped" if swapped else "refused").inc()
 
     # --- storage and output --------------------------------------------------------------
 

@@ -304,6 +304,10 @@ class MqttLink:
             self._outage_logged = True
             self._log(f"mqtt: lost {self._where()} ({reason}); events wait in the outbox")
 
+    def set_cameras(self, cameras: Sequence[str]) -> None:
+        """The cameras control messages may address (after a config reload)."""
+        self._cameras = frozenset(cameras)
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             self._handle_control(message.topic, message.payload, bool(message.retain))

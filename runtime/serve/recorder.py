@@ -6,6 +6,8 @@ rows with their evidence and messages.
   announced; the snapshot also goes to the camera's retained MQTT ``snapshot`` topic. A
   clip starts from the pre-roll ring buffer.
 * ``update``: the peak rose (rate-limited by the lifecycle); the peak frame is kept.
+* every scored frame's score is kept from ``pre_s`` before the event to its end, and written
+  as the event's score trace (``trace.json``, the console's chart) when it ends.
 * ``end``: the evidence is rewritten from the peak frame, and the message waits until the
   clip's post-roll is recorded, so the ``end`` message names a finished clip. The event's
   ``end`` time is still when the cooldown passed. A new event may open meanwhile.
@@ -16,10 +18,13 @@ they hold.
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
+from adedge.atomic import write_text
+from adedge.runtime.serve.api_types import ScoreHistory, ScorePoint
 from adedge.runtime.serve.config import CameraConfig
 from adedge.runtime.serve.event_types import (
     EndReason,
@@ -39,6 +44,9 @@ from adedge.runtime.serve.evidence import (
 from adedge.runtime.serve.hub import Hub
 from adedge.runtime.serve.lifecycle import EventLifecycle, Transition
 from adedge.runtime.sinks.annotate import HeatmapScale
+
+TRACE_BEFORE = 256  # scores kept from before an event (those within pre_s go in its trace)
+TRACE_MAX_POINTS = 4096  # a longer event's trace keeps every other point
 
 
 class _Peak:
@@ -81,6 +89,8 @@ class EventRecorder:
         self.clip: ClipRecorder | None = None
         self.ending: list[_Ending] = []
         self.events_total = 0
+        self.recent: deque[tuple[float, float, bool]] = deque(maxlen=TRACE_BEFORE)
+        self.trace: list[tuple[float, float, bool]] = []
 
     @property
     def alarm(self) -> bool:
@@ -104,6 +114,10 @@ class EventRecorder:
         """One scored frame (``amap`` already masked)."""
         heat_range = self.heat.update(amap) if amap is not None else None
         transition = self.lifecycle.observe(wall, score, threshold)
+        point = (wall, score, self.lifecycle.active or transition is Transition.ENDED)
+        self.recent.append(point)
+        if self.event is not None:
+            self._trace_add(point)
         event = self.event
         if event is not None and self.peak is not None and score > self.peak.score:
             self.peak = _Peak(wall, image, amap, score)
@@ -121,6 +135,7 @@ class EventRecorder:
             self._sync(event)
             event.end, event.end_reason = wall, EndReason.NORMAL
             self._write_peak_evidence(event, threshold, heat_range)
+            self._write_trace(event, threshold)
             self.hub.alarm(self.camera, False)
             if self.clip is not None:
                 self.clip.end_event(wall)
@@ -136,6 +151,7 @@ class EventRecorder:
             self._sync(event)
             event.end, event.end_reason = wall, reason
             self._write_peak_evidence(event, threshold, None)
+            self._write_trace(event, threshold)
             self.hub.alarm(self.camera, False)
             self.ending.append(_Ending(event, self.clip))
             self.event, self.peak, self.clip = None, None, None
@@ -169,6 +185,8 @@ class EventRecorder:
         )
         self.event = event
         self.peak = _Peak(wall, image, amap, score)
+        since = start - self.config.evidence.pre_s
+        self.trace = [point for point in self.recent if point[0] >= since]
         self._write_peak_evidence(event, threshold, heat_range, stored=False)
         self.hub.publish(event, MessageType.NEW)
         self.events_total += 1
@@ -179,6 +197,25 @@ class EventRecorder:
             fps = options.clip_fps or (self.config.fps if self.config.fps else None)
             self.clip = ClipRecorder(path, self.preroll.frames(), options.post_s, fps)
             self.clip.add(wall, image)
+
+    def _trace_add(self, point: tuple[float, float, bool]) -> None:
+        self.trace.append(point)
+        if len(self.trace) > TRACE_MAX_POINTS:
+            self.trace = self.trace[::2]
+
+    def _write_trace(self, event: Event, threshold: float) -> None:
+        """The event's scores as a ScoreHistory JSON file among its media."""
+        store = self.hub.store
+        path = store.media_file(self.camera, event.id, MediaKind.TRACE, ".json")
+        history = ScoreHistory(
+            camera=self.camera,
+            threshold=threshold if threshold == threshold else None,
+            points=[ScorePoint(t=t, score=s, alarm=a) for t, s, a in self.trace],
+        )
+        write_text(path, history.model_dump_json())
+        store.add_media(event.id, MediaKind.TRACE, path)
+        event.media[MediaKind.TRACE] = str(path.relative_to(store.media_dir))
+        self.trace = []
 
     def _sync(self, event: Event) -> None:
         """The event row from the lifecycle's state: peak and frame count."""

@@ -18,18 +18,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adedge.bundle import CARD_NAME, sha256_file
-from adedge.runtime.detector import Detector
+from adedge.runtime.serve.api_types import Refused, ReloadReport, SwapReport
 from adedge.runtime.serve.camera import Camera
-from adedge.runtime.serve.config import ServeConfig
+from adedge.runtime.serve.config import CameraConfig, ConfigError, ServeConfig, load_config
 from adedge.runtime.serve.engine import SharedEngine
 from adedge.runtime.serve.event_types import ModelRef
 from adedge.runtime.serve.hub import Hub
 from adedge.runtime.serve.metrics import ServiceMetrics
+from adedge.runtime.serve.model_pool import ModelPool
+from adedge.runtime.serve.reload import plan_reload
+from adedge.runtime.serve.service_console import ConsoleMethods
+from adedge.runtime.serve.settings import RuntimeSettings
 from adedge.runtime.serve.stats import CameraStats, ModelState, ModelStats, StorageStats
 from adedge.runtime.serve.store import EventStore
 
 if TYPE_CHECKING:
+    from adedge.runtime.serve.auth import TokenTable
     from adedge.runtime.serve.mqtt import ControlRequest
 
 Log = Callable[[str], None]
@@ -43,12 +47,26 @@ def webhook_channel(name: str) -> str:
     return f"webhook:{name}"
 
 
-class Service:
-    """``adedge serve`` (see the module docstring); also the HTTP layer's ServiceView."""
+def console_routers() -> list:
+    """The web console's routers (imported here: FastAPI loads only when the API is on)."""
+    from adedge.runtime.serve import api_cameras, api_config, api_console, api_models
 
-    def __init__(self, config: ServeConfig, log: Log) -> None:
+    routers = [api_config.router, api_cameras.router, api_models.router, api_console.router]
+    try:  # TEMPORARY while the events router is written (issue 19): removed before landing
+        from adedge.runtime.serve import api_events
+    except ImportError:
+        return routers
+    return [*routers, api_events.router]
+
+
+class Service(ConsoleMethods):
+    """``adedge serve`` (see the module docstring); also the HTTP layer's ConsoleView.
+    ``config_path``: the file a config reload re-reads (None: reload is refused)."""
+
+    def __init__(self, config: ServeConfig, log: Log, config_path: Path | None = None) -> None:
         self.config = config
-        self.log = log
+        self.config_path = config_path
+        self.log = log  # type: ignore[method-assign]
         self.node = config.node.id
         self.started = time.time()
         self.metrics = ServiceMetrics()
@@ -58,80 +76,71 @@ class Service:
         storage = config.storage
         self.store = EventStore(storage.path, channels, storage.max_bytes, storage.min_free_bytes)
         self.hub = Hub(self.store, self.metrics, log)
-        self.engines: dict[str, SharedEngine] = {}
-        self.model_refs: dict[str, ModelRef] = {}
-        for name, model in config.models.items():
-            self.engines[name] = SharedEngine(
-                name,
-                self._loader(name),
-                model.max_batch,
-                model.max_delay_ms,
-                observe=self._batch_observer(name),
-            )
+        try:
+            self.settings = RuntimeSettings(self.store.root)
+        except BaseException:
+            self.store.close()
+            raise
+        self.models = ModelPool(config.models, self.settings, self.metrics, log, self.recent_frames)
         self.cameras: dict[str, Camera] = {}
+        self._reload_lock = threading.Lock()
         self.mqtt = None
         self.webhooks: list = []
         self.api = None
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
-    # --- building -----------------------------------------------------------------------
-    def _loader(self, name: str) -> Callable[[], Detector]:
-        model = self.config.models[name]
-
-        def load() -> Detector:
-            detector = Detector(model.bundle, backend=model.backend_spec, threads=model.threads)
-            detector.card.warn_if_unknown_method(self.log)
-            return detector
-
-        return load
-
-    def _batch_observer(self, name: str) -> Callable[[int, int, float], None]:
-        def observe(frames: int, rows: int, seconds: float) -> None:
-            self.metrics.batch(name, rows, seconds)
-
-        return observe
-
-    def _model_ref(self, name: str) -> ModelRef:
-        model = self.config.models[name]
-        card = Path(model.bundle) / CARD_NAME
-        sha = sha256_file(card) if card.is_file() else ""
-        return ModelRef(name, sha, model.backend_spec)
+    @property
+    def engines(self) -> dict[str, SharedEngine]:
+        return self.models.engines
 
     # --- life ---------------------------------------------------------------------------
     def start(self) -> None:
         """Start every part (see the module docstring); returns once all are running."""
+        tokens = None
+        if self.config.api.enabled:  # a missing token file fails before anything starts
+            from adedge.runtime.serve.auth import load_tokens
+
+            tokens = load_tokens(self.config.api)
         closed = self.store.close_interrupted(time.time())
         if closed:
             self.log(f"closed {len(closed)} event(s) left open by the last run as interrupted")
-        for name, engine in self.engines.items():
-            self.log(f"loading model {name} from {self.config.models[name].bundle}")
-            if engine.load():
-                engine.start()
-                self.model_refs[name] = self._model_ref(name)
-            else:
-                self.log(f"model {name} failed to load: {engine.error}; its cameras are errored")
-            self.metrics.model_up(name, engine.state is ModelState.READY)
+        self.models.start()
         self._start_channels()
         for name, camera_config in self.config.cameras.items():
-            engine = self.engines[camera_config.model]
-            engine.add_camera(name)
-            self.metrics.camera_added(name, camera_config.model)
-            ref = self.model_refs.get(camera_config.model) or ModelRef(
-                camera_config.model, "", self.config.models[camera_config.model].backend_spec
-            )
-            camera = Camera(
-                name, camera_config, engine, self.hub, self.node, self.config.node.labels, ref
-            )
-            self.cameras[name] = camera
-            camera.start()
-        self._start_api()
+            self._add_camera(name, camera_config)
+        self._start_api(tokens)
         self._ticker = threading.Thread(target=self._tick, name="serve-ticker", daemon=True)
         self._ticker.start()
         self.log(
             f"serving {len(self.cameras)} camera(s) with {len(self.engines)} model(s) "
             f"as node {self.node}; events in {self.store.root}"
         )
+
+    def _add_camera(self, name: str, camera_config: CameraConfig) -> Camera:
+        """Build camera ``name`` with its kept run-time settings and start it."""
+        engine = self.engines[camera_config.model]
+        engine.add_camera(name)
+        self.metrics.camera_added(name, camera_config.model)
+        ref = engine.ref or ModelRef(
+            camera_config.model, "", self.config.models[camera_config.model].backend_spec
+        )
+        camera = Camera(
+            name, camera_config, engine, self.hub, self.node, self.config.node.labels, ref
+        )
+        self.apply_settings(camera)
+        self.cameras[name] = camera
+        camera.start()
+        return camera
+
+    def _stop_camera(self, name: str) -> None:
+        camera = self.cameras.pop(name)
+        camera.stop()
+        camera.join(CAMERA_STOP_S)
+        if camera.running:
+            self.log(f"camera {name} did not stop in {CAMERA_STOP_S:g} s; leaving it")
+        camera.engine.remove_camera(name)
+        self.metrics.camera_removed(name)
 
     def _start_channels(self) -> None:
         if self.config.mqtt is not None:
@@ -155,13 +164,17 @@ class Service:
         channels = [*self.webhooks] + ([self.mqtt] if self.mqtt is not None else [])
         self.hub.attach(channels, self.mqtt)
 
-    def _start_api(self) -> None:
+    def _start_api(self, tokens: TokenTable | None) -> None:
         api = self.config.api
         if not api.enabled:
             return
         from adedge.runtime.serve.http_api import ApiServer, build_app
 
-        self.api = ApiServer(build_app(self, self.metrics, log=self.log), api, self.log)
+        self.api = ApiServer(
+            build_app(self, self.metrics, console_routers(), log=self.log, tokens=tokens),
+            api,
+            self.log,
+        )
         self.api.start()
 
     def stop(self) -> None:
@@ -175,8 +188,7 @@ class Service:
             if camera.running:  # e.g. an RTSP open that FFmpeg has not given up yet
                 self.log(f"camera {camera.name} did not stop in {CAMERA_STOP_S:g} s; leaving it")
         self._flush(FLUSH_GRACE_S)
-        for engine in self.engines.values():
-            engine.stop()
+        self.models.stop()
         if self.mqtt is not None:
             self.mqtt.stop()
         for sender in self.webhooks:
@@ -202,43 +214,96 @@ class Service:
     # --- control ------------------------------------------------------------------------
     def control(self, request: ControlRequest) -> None:
         """A control message (MQTT ``<camera>/threshold/set``, ``…/detect/set``)."""
+        from adedge.runtime.serve.api_types import CameraPatch
         from adedge.runtime.serve.mqtt import ControlKind
 
-        camera = self.cameras.get(request.camera)
-        if camera is None:
+        if request.camera not in self.cameras:
             return
         if request.what is ControlKind.THRESHOLD:  # the link checked it is a finite number
-            camera.set_threshold(float(request.value))
-            self.log(f"camera {camera.name}: threshold set to {request.value} over MQTT")
+            self.update_camera(request.camera, CameraPatch(threshold=float(request.value)))
         elif request.what is ControlKind.DETECT:
-            camera.set_detect(request.value == "on")
-            self.log(f"camera {camera.name}: detection {request.value} over MQTT")
+            self.update_camera(request.camera, CameraPatch(detect=request.value == "on"))
+
+    def load_model(self, name: str, bundle: Path) -> SwapReport:
+        """Swap model ``name`` to ``bundle`` once it passes the checks (``swap.py``)."""
+        with self._reload_lock:
+            report = self.models.swap(name, bundle)
+        self._restart_errored(name)
+        return report
+
+    def _restart_errored(self, model: str) -> None:
+        """Cameras that stopped because their model had failed run again once it loads."""
+        for name, camera in list(self.cameras.items()):
+            if camera.config.model == model and camera.state.value == "error":
+                config = camera.config
+                self._stop_camera(name)
+                self._add_camera(name, config)
+
+    def reload_config(self) -> ReloadReport:
+        """Re-read the config file and apply what can change while running (``reload.py``)."""
+        if self.config_path is None:
+            raise Refused(
+                "this service was started without a config file", "start it with --config"
+            )
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as error:
+            raise Refused(error.message, error.hint) from None
+        with self._reload_lock:
+            plan = plan_reload(self.config, new)
+            for name in plan.models_swapped:  # checked first: a refusal changes nothing else
+                self.models.swap(name, new.models[name].bundle, new.models[name])
+            for name in plan.models_added:
+                self.models.add(name, new.models[name])
+            for name in plan.models_tuned:
+                self.models.tune(name, new.models[name])
+            for name in plan.cameras_removed + plan.cameras_restarted:
+                self._stop_camera(name)
+            old_cameras = self.config.cameras
+            self.config = new
+            for name in plan.models_removed:
+                self.models.remove(name)
+            for name in plan.cameras_restarted + plan.cameras_added:
+                self._add_camera(name, new.cameras[name])
+            for name, keys in plan.cameras_tuned.items():
+                self._retune(name, old_cameras[name], new.cameras[name], keys)
+            if self.mqtt is not None:
+                self.mqtt.set_cameras(list(new.cameras))
+        applied = plan.applied()
+        self.log(
+            "config reloaded: "
+            + ("; ".join(applied) or "nothing to apply")
+            + (
+                f"; needs a restart: {', '.join(plan.restart_required)}"
+                if plan.restart_required
+                else ""
+            )
+        )
+        return ReloadReport(applied=applied, restart_required=plan.restart_required)
+
+    def _retune(self, name: str, old: CameraConfig, new: CameraConfig, keys: set[str]) -> None:
+        """Threshold, alarm rule or detection edited in the file: applied to the running
+        camera, replacing a value set at run time."""
+        camera = self.cameras[name]
+        camera.config = new
+        kept = self.settings.camera(name)
+        if "detect" in keys:
+            kept.detect = None
+            camera.set_detect(new.detect)
+        if "alarm" in keys:
+            kept.alarm = None
+            camera.set_rule(new.alarm)
+        if "threshold" in keys:
+            kept.threshold = None
+            camera.clear_threshold()
+        self.settings.save(name, kept)
 
     # --- the view the HTTP layer reads ------------------------------------------------
     def camera_stats(self) -> list[CameraStats]:
         return [camera.stats() for camera in self.cameras.values()]
 
     def model_stats(self) -> list[ModelStats]:
-        stats = []
-        for name, engine in self.engines.items():
-            ref = self.model_refs.get(name)
-            batches = engine.stats.batches
-            stats.append(
-                ModelStats(
-                    name=name,
-                    bundle=str(self.config.models[name].bundle),
-                    sha256=None if ref is None else ref.sha256,
-                    backend=self.config.models[name].backend_spec,
-                    state=engine.state,
-                    cameras=[c for c, cfg in self.config.cameras.items() if cfg.model == name],
-                    queue_depth=engine.queue_depth(),
-                    batches=batches,
-                    frames=engine.stats.frames,
-                    mean_batch_rows=(engine.stats.rows / batches) if batches else None,
-                    error=engine.error,
-                )
-            )
-        return stats
+        return self.models.stats({c: cfg.model for c, cfg in self.config.cameras.items()})
 
     def storage_stats(self) -> StorageStats:
         return self.store.storage_stats()
