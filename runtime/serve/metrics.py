@@ -387,6 +387,8 @@ class ServiceMetrics:
                         queue_depth=self._queue_depth.labels(model),
                     )
                     self._models[model] = series
+                    for outcome in ("swapped", "refused"):  # at 0 from the start
+                        self._swaps.labels(model, outcome)
         return series
 
     def batch(self, model: str, rows: int, seconds: float) -> None:

@@ -100,8 +100,10 @@ class Service(ConsoleMethods):
         tokens = None
         if self.config.api.enabled:  # a missing token file fails before anything starts
             from adedge.runtime.serve.auth import load_tokens
+            from adedge.runtime.serve.http_api import check_tls
 
             tokens = load_tokens(self.config.api)
+            check_tls(self.config.api)
         closed = self.store.close_interrupted(time.time())
         if closed:
             self.log(f"closed {len(closed)} event(s) left open by the last run as interrupted")

@@ -35,6 +35,7 @@ PINNED_NAMES = (
     "adedge_model_inference_seconds",
     "adedge_model_batch_rows",
     "adedge_model_queue_depth",
+    "adedge_model_swaps_total",
     "adedge_storage_media_bytes",
     "adedge_storage_free_bytes",
     "adedge_outbox_messages",
@@ -90,6 +91,8 @@ def test_a_camera_shows_at_zero_before_its_first_frame(metrics: ServiceMetrics) 
         assert dropped == 0
     assert math.isnan(value(metrics, "adedge_camera_score", camera="line1"))
     assert value(metrics, "adedge_model_up", model="bottle") == 0
+    for outcome in ("swapped", "refused"):
+        assert value(metrics, "adedge_model_swaps_total", model="bottle", outcome=outcome) == 0
     assert value(metrics, "adedge_build_info") == 1
 
 
