@@ -121,7 +121,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
             return float(start), event_id
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         pass
-    raise ValueError("cursor is not one this API gave (use next_cursor of a page, or none)")
+    raise ValueError("cursor: not one this API gave (pass a page's next_cursor, or leave it out)")
 
 
 def select_page(db: sqlite3.Connection, query: EventQuery) -> EventPage:

@@ -320,8 +320,8 @@ def test_iterate_reads_every_match_a_page_at_a_time(reviewed):
     [
         ({"label": "maybe"}, "label 'maybe' is not one of true_anomaly, false_positive"),
         ({"limit": 0}, "limit must be at least 1"),
-        ({"cursor": "not-a-cursor"}, "cursor is not one this API gave"),
-        ({"cursor": encode_cursor(T0, "x")[:-3] + "!!!"}, "cursor is not one this API gave"),
+        ({"cursor": "not-a-cursor"}, "cursor: not one this API gave"),
+        ({"cursor": encode_cursor(T0, "x")[:-3] + "!!!"}, "cursor: not one this API gave"),
         ({"min_score": float("nan")}, "min_score must be a finite number"),
     ],
 )
