@@ -385,7 +385,8 @@ class Camera:
             return
         done = time.monotonic()
         result = scored.result
-        threshold, source = self.threshold
+        # the threshold of the model that scored this frame (a swap may have come between)
+        threshold, source = self.threshold_override or (scored.card_threshold, ThresholdSource.CARD)
         result.anomalous = bool(result.score > threshold)
         amap = result.amap
         if amap is not None and self.config.masks:

@@ -59,6 +59,7 @@ class Scored:
     batch_rows: int
     queued_s: float  # from submit to the start of its batch
     model: ModelRef | None = None  # the model that scored it (None: not yet named)
+    card_threshold: float = float("nan")  # that model's own threshold
 
 
 @dataclass
@@ -316,5 +317,7 @@ class SharedEngine:
             self.observe(len(batch), rows, seconds)
         for request, result in zip(batch, results, strict=True):
             request.future.set_result(
-                Scored(result, len(batch), rows, started - request.submitted, ref)
+                Scored(
+                    result, len(batch), rows, started - request.submitted, ref, detector.threshold
+                )
             )

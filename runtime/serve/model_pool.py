@@ -152,6 +152,7 @@ class ModelPool:
             raise NotFound(f"no model '{name}'", f"the models are: {known}")
         bundle = Path(bundle).expanduser().absolute()
         if not (bundle / CARD_NAME).is_file():
+            self.metrics.model_swap(name, False)
             raise Refused(
                 f"{bundle} is not a bundle (no {CARD_NAME})",
                 "give the folder that `adedge export` wrote, on the service's machine",
