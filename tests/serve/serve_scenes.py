@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 import yaml
-from bundles import write_tile_bundle
+from bundles import tile_max_model, write_bundle, write_tile_bundle
 
 DEFECT_CENTRE = (60, 30)  # x, y in a 96x96 frame
 DEFECT_RADIUS = 6
@@ -48,6 +48,25 @@ def write_scene(path: Path, frames: int, defects: range, side: int = SIDE) -> Pa
 def brightest_pixel_bundle(folder: Path) -> Path:
     """Whole-frame bundle: score = brightest pixel in [0, 1], heatmap = the frame."""
     return write_tile_bundle(folder, None, size=64)
+
+
+def half_bright_bundle(folder: Path) -> Path:
+    """The scenes' bundle scaled by 1/2, with threshold 0.25: same decisions, other scores."""
+    from adedge.preprocess import InputSpec
+
+    spec = InputSpec(64, 64, "gray", (0.0,), (2.0,))
+    return write_bundle(
+        folder,
+        tile_max_model(64),
+        spec,
+        method="tile-max",
+        threshold=0.25,
+        detail="test bundle: half the brightest pixel",
+        stage="local",
+        outputs=("score", "amap"),
+        tiling=None,
+        reduce="max",
+    )
 
 
 def camera(source: Path | str, **options: Any) -> dict[str, Any]:

@@ -17,12 +17,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from bundles import onnx_model, tensor, tile_max_model, write_bundle
+from bundles import onnx_model, tensor, write_bundle
 from conftest import free_port, wait_until
 from onnx import TensorProto, helper
 from serve_scenes import (
     camera,
     end_process,
+    half_bright_bundle,
     running_service,
     service_config,
     start_serve_process,
@@ -35,23 +36,6 @@ pytestmark = pytest.mark.runtime
 
 FIRST_NORMAL = 40 / 255  # a normal frame's score under the first bundle
 SPLIT = 0.12  # between a normal frame's score under the second bundle and the first's
-
-
-def half_bright_bundle(folder: Path) -> Path:
-    """The scenes' bundle scaled by 1/2, with threshold 0.25: same decisions, other scores."""
-    spec = InputSpec(64, 64, "gray", (0.0,), (2.0,))
-    return write_bundle(
-        folder,
-        tile_max_model(64),
-        spec,
-        method="tile-max",
-        threshold=0.25,
-        detail="test bundle: half the brightest pixel",
-        stage="local",
-        outputs=("score", "amap"),
-        tiling=None,
-        reduce="max",
-    )
 
 
 def nan_bundle(folder: Path) -> Path:
