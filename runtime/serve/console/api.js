@@ -131,7 +131,5 @@ export async function whoami() {
     session.who = null;
     if (error.status !== 401) hooks.error(error);
   }
-  document.body.classList.toggle("is-admin", isAdmin());
-  document.body.classList.toggle("is-viewer", session.who !== null && !isAdmin());
   return session.who;
 }

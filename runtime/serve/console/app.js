@@ -48,22 +48,42 @@ dialog.addEventListener("close", async () => {
 
 whoButton.addEventListener("click", () => askToken(""));
 
-let asking = false;
+// A 401 (no token, a wrong or revoked one): stop every view's polling, which would only
+// collect more refusals (wrong tokens get an address blocked), and ask for a token.
 onUnauthorized((error) => {
-  if (asking || dialog.open) return;
-  asking = true;
-  askToken(`The service asks for a token: ${error.detail}`);
-  setTimeout(() => {
-    asking = false;
-  }, 1000);
+  const wasIn = session.who !== null;
+  session.who = null;
+  showWho(null);
+  if (wasIn) route();
+  if (!dialog.open) askToken(`The service asks for a token: ${error.detail}`);
 });
 onError(showError);
 
-async function refreshWho() {
-  const who = await whoami();
+function showWho(who) {
   whoButton.textContent = who ? `${who.scope} · ${who.name}` : "Token";
   whoButton.classList.toggle("needs-token", !who);
+  document.body.classList.toggle("is-admin", Boolean(who) && who.scope === "admin");
+  document.body.classList.toggle("is-viewer", Boolean(who) && who.scope !== "admin");
+}
+
+async function refreshWho() {
+  const who = await whoami();
+  showWho(who);
+  if (who && !document.getElementById("node-name").textContent) {
+    api.get("/api/stats", { quiet: true }).then((stats) => {
+      document.getElementById("node-name").textContent = stats.node;
+      document.title = `adedge · ${stats.node}`;
+    }).catch(() => {});
+  }
   return who;
+}
+
+function signInPanel() {
+  return h("section", { class: "panel", id: "sign-in" },
+    h("h1", {}, "A token is needed"),
+    h("p", {}, "This service asks for an access token (viewer or admin) before it shows anything."),
+    h("div", { class: "buttons" },
+      h("button", { type: "button", class: "primary", onclick: () => askToken("") }, "Enter a token")));
 }
 
 // --- routing -------------------------------------------------------------------------------
@@ -97,6 +117,7 @@ async function route() {
     }
     cleanup = null;
   }
+  banner.hidden = true; // a message about the previous view
   const { path, query } = currentRoute();
   const view = VIEWS.find((candidate) => candidate.match.test(path));
   for (const link of document.querySelectorAll("nav a")) {
@@ -105,6 +126,10 @@ async function route() {
     else link.removeAttribute("aria-current");
   }
   fill(main);
+  if (session.who === null) {
+    fill(main, signInPanel());
+    return;
+  }
   if (!view) {
     fill(main, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the cameras")));
     return;
@@ -120,13 +145,6 @@ window.addEventListener("hashchange", route);
 async function start() {
   syncCookie();
   await refreshWho();
-  try {
-    const stats = await api.get("/api/stats", { quiet: true });
-    document.getElementById("node-name").textContent = stats.node;
-    document.title = `adedge · ${stats.node}`;
-  } catch {
-    // shown by the views once a token is given
-  }
   route();
 }
 

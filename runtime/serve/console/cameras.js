@@ -340,7 +340,7 @@ export async function mountCamera(main, { args }) {
   function drawHistogram() {
     const typed = Number.parseFloat(threshold.input.value);
     const proposed = Number.isFinite(typed) && camera && typed !== camera.threshold ? typed : null;
-    if (hist) fill(chart, histogram(hist, { proposed }));
+    if (hist) fill(chart, histogram(hist, { proposed, width: chart.clientWidth }));
     const current = camera ? camera.threshold : null;
     share.textContent = shareText(recent.points, current);
     proposedShare.textContent = proposed === null ? "" : `With ${proposed}: ${shareText(recent.points, proposed)}`;

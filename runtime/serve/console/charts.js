@@ -40,7 +40,9 @@ function scorePaths(points, x, y) {
 export function sparkline(points, threshold, { seconds = 120, width = 300, height = 56 } = {}) {
   const right = points.length ? points[points.length - 1].t : Date.now() / 1000;
   const shown = points.filter((p) => p.t >= right - seconds);
-  const x = scale([right - seconds, right], [0, width]);
+  // a camera that started less than `seconds` ago fills the width with what it has
+  const left = shown.length ? Math.min(shown[0].t, right - 10) : right - seconds;
+  const x = scale([left, right], [0, width]);
   const y = scale(extent(shown.map((p) => p.score), threshold), [height - 2, 2]);
   const { line, alarm } = scorePaths(shown, x, y);
   const above = shown.filter((p) => Number.isFinite(threshold) && p.score > threshold).length;
@@ -70,10 +72,14 @@ function yTicks(domain, count = 4) {
   return Array.from({ length: count + 1 }, (_, i) => low + i * step);
 }
 
+// Wide charts are drawn at their box's width in CSS pixels, so their text keeps its size.
+const chartWidth = (width) => Math.max(300, Math.round(width || 640));
+
 /** An event's scores over time (its trace) with the threshold and the peak marked;
  * `start`/`end` (Unix seconds) shade the event's extent. */
-export function scoreChart(points, threshold, { start = null, end = null, peak = null } = {}) {
-  const width = 640;
+export function scoreChart(points, threshold, options = {}) {
+  const { start = null, end = null, peak = null } = options;
+  const width = chartWidth(options.width);
   const height = 220;
   const m = { left: 52, right: 12, top: 12, bottom: 28 };
   const svg = s("svg", {
@@ -144,8 +150,8 @@ export function scoreChart(points, threshold, { start = null, end = null, peak =
 
 /** Bars of the recent scores per bin (normal frames, and frames inside events stacked on
  * top), the threshold as a solid line and a proposed one (not applied yet) dashed. */
-export function histogram(data, { proposed = null } = {}) {
-  const width = 640;
+export function histogram(data, { proposed = null, width: boxWidth } = {}) {
+  const width = chartWidth(boxWidth);
   const height = 200;
   const m = { left: 12, right: 12, top: 16, bottom: 28 };
   const edges = data.edges || [];

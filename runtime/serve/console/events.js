@@ -166,8 +166,10 @@ function figure(media, caption) {
 function clipFigure(url) {
   const video = h("video", { controls: true, preload: "metadata", src: url, playsinline: true });
   const note = h("span", { class: "muted small", hidden: true },
-    " This browser cannot play the clip's codec: download it.");
+    " This browser cannot play the clip's codec: download it to watch it.");
   video.addEventListener("error", () => {
+    // an MPEG-4 Part 2 clip, which browsers do not decode: offer the file instead
+    video.hidden = true;
     note.hidden = false;
   });
   return figure(video, [h("a", { href: url, download: "" }, "Clip (MP4)"), note]);
@@ -281,7 +283,7 @@ export async function mountDetail(main, { args, alive }) {
     if (trace) {
       fill(chart, scoreChart(trace.points, event.threshold, {
         start: unix(event.start), end: unix(event.end),
-        peak: { t: unix(event.peak_time), score: event.peak_score },
+        peak: { t: unix(event.peak_time), score: event.peak_score }, width: chart.clientWidth,
       }));
     }
     if (event.end !== null) stopRefresh();
