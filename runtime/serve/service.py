@@ -49,14 +49,15 @@ def webhook_channel(name: str) -> str:
 
 def console_routers() -> list:
     """The web console's routers (imported here: FastAPI loads only when the API is on)."""
-    from adedge.runtime.serve import api_cameras, api_config, api_console, api_models
+    from adedge.runtime.serve import api_cameras, api_config, api_console, api_events, api_models
 
-    routers = [api_config.router, api_cameras.router, api_models.router, api_console.router]
-    try:  # TEMPORARY while the events router is written (issue 19): removed before landing
-        from adedge.runtime.serve import api_events
-    except ImportError:
-        return routers
-    return [*routers, api_events.router]
+    return [
+        api_config.router,
+        api_cameras.router,
+        api_events.router,
+        api_models.router,
+        api_console.router,
+    ]
 
 
 class Service(ConsoleMethods):
