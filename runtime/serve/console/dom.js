@@ -83,6 +83,7 @@ export function fmtBytes(bytes) {
 
 export function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 10) return `${Number(seconds).toFixed(1)} s`;
   const s = Math.round(seconds);
   const d = Math.floor(s / 86400);
   const hh = Math.floor((s % 86400) / 3600);
