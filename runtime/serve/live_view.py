@@ -120,6 +120,7 @@ class LiveImages:
         self.quality = quality
         self.max_width = max_width
         self.encoded = 0  # frames encoded (a cache hit does not count)
+        self.encode_cpu_s = 0.0  # CPU time of the drawing and encoding (this thread's only)
         self._lock = threading.Lock()
         self._slots: dict[tuple[str, Overlay], _Slot] = {}
         self._heat: dict[str, HeatmapScale] = {}
@@ -137,15 +138,18 @@ class LiveImages:
             return data
 
     def _encode(self, camera: str, frame: LiveFrame, overlay: Overlay) -> bytes:
+        began = time.thread_time()
         heat_range = None
         if overlay is Overlay.HEATMAP and frame.amap is not None:
             with self._lock:
                 scale = self._heat.setdefault(camera, HeatmapScale())
                 heat_range = scale.update(np.asarray(frame.amap, np.float32))
         canvas = draw_live(camera, frame, overlay, heat_range, self.max_width)
+        data = encode_jpeg(canvas, self.quality)
         with self._lock:
             self.encoded += 1
-        return encode_jpeg(canvas, self.quality)
+            self.encode_cpu_s += time.thread_time() - began
+        return data
 
 
 class _Slot:
