@@ -36,12 +36,10 @@ from adedge.runtime.serve.live_view import (
     MAX_STREAM_FPS,
     MJPEG_MEDIA_TYPE,
     LiveImages,
-    NextFrame,
     Overlay,
     mjpeg_parts,
 )
 
-POLL_S = 0.01  # how often a stream looks for a newly scored frame
 DEFAULT_SCORE_SECONDS = 120.0
 DEFAULT_HISTOGRAM_SECONDS = 600.0
 MAX_SECONDS = 7 * 24 * 3600.0
@@ -129,23 +127,6 @@ def latest_jpeg(
     return Response(images.jpeg(cam, frame, overlay), media_type="image/jpeg", headers=NO_STORE)
 
 
-def _frames_of(view: StreamView, cam: str) -> NextFrame:
-    """``next_frame(seq, timeout)`` over the view: the newest frame once it is newer than
-    ``seq`` (looked at every :data:`POLL_S`), None after ``timeout`` or once stopping."""
-
-    def next_frame(after: int, timeout: float) -> LiveFrame | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            frame = view.live_frame(cam)
-            if frame is not None and frame.seq > after:
-                return frame
-            left = deadline - time.monotonic()
-            if left <= 0 or view.wait(min(POLL_S, left)):
-                return None
-
-    return next_frame
-
-
 def _stopped(view: StreamView) -> Callable[[], bool]:
     return lambda: view.wait(0)
 
@@ -164,10 +145,10 @@ def stream_mjpeg(
 ) -> StreamingResponse:
     """A live view for an ``<img>`` tag: a part each time a new frame was scored, at most
     ``fps`` a second (capped at 15), drawn as ``latest.jpg``. Ends when the client goes away
-    or the service stops."""
-    view.camera_info(cam)  # 404 before the stream starts
+    or the service stops. The stream waits on the event loop, not in a worker thread."""
+    view.live_frame(cam)  # 404 before the stream starts
     parts = mjpeg_parts(
-        _frames_of(view, cam),
+        lambda: view.live_frame(cam),
         lambda frame: images.jpeg(cam, frame, overlay),
         fps,
         _stopped(view),

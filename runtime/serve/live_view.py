@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from enum import Enum
 
+import anyio
 import cv2
 import numpy as np
 
@@ -34,11 +35,10 @@ LIVE_MAX_WIDTH = 960  # wider frames are shrunk: enough for a laptop, light for 
 LIVE_MIN_WIDTH = 320  # narrower frames are enlarged (whole pixels) so the text bar is legible
 DEFAULT_STREAM_FPS = 5.0
 MAX_STREAM_FPS = 15.0  # whatever a client asks, a stream sends no more parts a second
-STOP_POLL_S = 0.5  # a stream with no new frame checks this often whether to end
+STOP_POLL_S = 0.5  # a stream waiting for its next part checks this often whether to end
+POLL_S = 0.02  # a stream whose part is due looks for a new frame this often
 MJPEG_BOUNDARY = "frame"
 MJPEG_MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}"
-
-NextFrame = Callable[[int, float], "LiveFrame | None"]  # (after this seq, timeout) -> newer
 
 
 class Overlay(str, Enum):
@@ -180,30 +180,34 @@ def mjpeg_part(jpeg: bytes, seq: int | None = None) -> bytes:
     return head + jpeg + b"\r\n"
 
 
-def mjpeg_parts(
-    next_frame: NextFrame,
+async def mjpeg_parts(
+    latest: Callable[[], LiveFrame | None],
     encode: Callable[[LiveFrame], bytes],
     fps: float,
     stopped: Callable[[], bool],
-    clock: Callable[[], float] = time.monotonic,
-) -> Iterator[bytes]:
-    """The parts of an MJPEG stream: one per newly scored frame (``next_frame(seq,
-    timeout)`` gives the newest frame once one newer than ``seq`` was scored, None after
-    ``timeout``), at most ``fps`` a second (frames scored in between are skipped: the
-    client sees the newest). The first part is the newest frame at once. Ends once
-    ``stopped()`` (checked at least every :data:`STOP_POLL_S`); the server closes the
-    generator when the client goes away."""
+) -> AsyncIterator[bytes]:
+    """The parts of an MJPEG stream: one per newly scored frame (``latest()``, a cheap read
+    of the camera's newest frame, is looked at every :data:`POLL_S` once a part is due), at
+    most ``fps`` a second (frames scored in between are skipped: the client sees the
+    newest). The first part is the newest frame at once. Ends once ``stopped()`` (checked
+    at every look); the server closes the generator when the client goes away.
+
+    It runs on the server's event loop and takes a worker thread only to draw and encode
+    (``encode``), so many open streams do not use up the thread pool the plain endpoints
+    run in."""
     gap = 1.0 / stream_fps(fps)
     seq = 0
-    due = clock()
+    due = time.monotonic()
     while not stopped():
-        wait = due - clock()
+        wait = due - time.monotonic()
         if wait > 0:
-            time.sleep(min(wait, STOP_POLL_S))
+            await anyio.sleep(min(wait, STOP_POLL_S))
             continue
-        frame = next_frame(seq, STOP_POLL_S)
+        frame = latest()
         if frame is None or frame.seq <= seq:
+            await anyio.sleep(POLL_S)
             continue
         seq = frame.seq
-        due = clock() + gap
-        yield mjpeg_part(encode(frame), frame.seq)
+        due = time.monotonic() + gap
+        jpeg = await anyio.to_thread.run_sync(encode, frame)
+        yield mjpeg_part(jpeg, frame.seq)

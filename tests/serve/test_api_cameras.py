@@ -9,6 +9,7 @@ histogram agreeing with the frames scored."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,6 +177,26 @@ def test_the_mjpeg_stream_sends_each_new_frame_once(looping: tuple[Any, httpx.Cl
     assert decode(again[0].jpeg).shape[:2] == LIVE_HW  # the first stream's end left it serving
     assert http.get("/api/cameras/nope/stream.mjpeg").status_code == 404
     assert http.get("/api/cameras/line1/stream.mjpeg?fps=0").status_code == 422
+
+
+def test_many_open_streams_leave_the_api_answering(looping: tuple[Any, httpx.Client]) -> None:
+    """45 streams open at once, more than the 40 worker threads the plain endpoints share:
+    each gets its first part and the API still answers (a stream waits on the event loop)."""
+    service, _ = looping
+    limits = httpx.Limits(max_connections=64)
+    with (
+        client(service) as http,
+        httpx.Client(base_url=http.base_url, timeout=WAIT_S, limits=limits) as streams,
+        contextlib.ExitStack() as open_streams,
+    ):
+        wait_until(lambda: camera_json(http, "line1")["frames_scored"] > 0, what="a frame")
+        for _ in range(45):
+            answer = open_streams.enter_context(
+                streams.stream("GET", "/api/cameras/line1/stream.mjpeg?fps=1")
+            )
+            assert next(answer.iter_bytes()).startswith(b"--frame")
+        assert http.get("/api/cameras").status_code == 200
+        assert http.get("/api/stats").status_code == 200
 
 
 def test_a_stream_ends_when_the_service_stops(tmp_path: Path, bundle: Path) -> None:

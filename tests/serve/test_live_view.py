@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import anyio
 import cv2
 import numpy as np
 import pytest
@@ -94,9 +95,13 @@ def test_mjpeg_parts_follow_new_frames_and_end_when_stopped() -> None:
     images = LiveImages()
     sent: list[bytes] = []
 
+    async def collect() -> None:
+        parts = mjpeg_parts(buffer.latest, lambda f: images.jpeg("cam", f), 50, stop.is_set)
+        async for part in parts:
+            sent.append(part)
+
     def watch() -> None:
-        parts = mjpeg_parts(buffer.wait_newer, lambda f: images.jpeg("cam", f), 50, stop.is_set)
-        sent.extend(parts)
+        anyio.run(collect)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -129,9 +134,14 @@ def test_a_stream_starts_with_the_newest_frame() -> None:
     buffer = LiveBuffer()
     frame = defect_frame(1)
     buffer.put(frame.wall, frame.image, frame.amap, 1.0, 0.5, True)
-    parts = mjpeg_parts(buffer.wait_newer, lambda f: LiveImages().jpeg("c", f), 5, lambda: False)
-    first = next(parts)
-    parts.close()
+
+    async def first_part() -> bytes:
+        parts = mjpeg_parts(buffer.latest, lambda f: LiveImages().jpeg("c", f), 5, lambda: False)
+        part = await parts.__anext__()
+        await parts.aclose()
+        return part
+
+    first = anyio.run(first_part)
     assert first.startswith(b"--frame\r\nContent-Type: image/jpeg\r\n")
     parts, rest = split_parts(first)
     assert len(parts) == 1 and rest == len(first) and parts[0].seq == 1
