@@ -312,7 +312,8 @@ class EventStore:
     def enforce_cap(self) -> list[str]:
         """Delete the evidence of the oldest events that have some until the media fit in
         ``max_bytes`` and the disk keeps ``min_free_bytes`` free; their rows stay, marked
-        ``media_pruned``. Returns the pruned event ids, oldest first."""
+        ``media_pruned``. Reviewed (labelled) events go after every unlabelled one: their
+        raw frames are what a retraining wants. Returns the pruned event ids in order."""
         pruned: list[str] = []
         with self._lock:
             while self._media_bytes > self.max_bytes or (
@@ -320,7 +321,7 @@ class EventStore:
             ):
                 row = self._conn.execute(
                     "SELECT id, data, media_bytes FROM events WHERE media_files > 0 "
-                    "ORDER BY start_time, id LIMIT 1"
+                    "ORDER BY label IS NOT NULL, start_time, id LIMIT 1"
                 ).fetchone()
                 if row is None:
                     break  # nothing left to prune: the disk is full of something else

@@ -328,3 +328,18 @@ def test_iterate_reads_every_match_a_page_at_a_time(reviewed):
 def test_a_bad_filter_is_refused_with_what_is_wrong(filters, message):
     with pytest.raises(ValueError, match=message):
         EventQuery(**filters)
+
+
+def test_the_media_cap_prunes_reviewed_events_after_every_unreviewed_one(tmp_path):
+    store = open_store(tmp_path)
+    events = [make_event("cam", 1000.0 + index) for index in range(4)]
+    for event in events:
+        store.record(event, MessageType.NEW)
+        attach(store, event, MediaKind.FRAME, 1000)
+    store.set_label(events[0].id, EventLabel.FALSE_POSITIVE)  # the oldest, reviewed
+    store.max_bytes = 1500  # room for one event's evidence
+    assert store.enforce_cap() == [event.id for event in events[1:]]
+    assert store.media_path(events[0].id, MediaKind.FRAME) is not None
+    store.max_bytes = 500
+    assert store.enforce_cap() == [events[0].id]
+    store.close()
