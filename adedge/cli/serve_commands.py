@@ -89,9 +89,12 @@ def serve(
     ] = False,
 ) -> None:
     """Run the inspection service: many cameras, one shared engine per model, events with
-    evidence in SQLite, MQTT and webhooks, health and Prometheus metrics over HTTP.
+    evidence in SQLite, MQTT and webhooks, health and Prometheus metrics over HTTP, and a
+    web console at http://HOST:PORT/ (live views, event review, thresholds, model swaps;
+    the API is documented at /docs).
 
     Runs until SIGTERM or Ctrl-C. Open events then end as 'shutdown', clips are finished.
+    SIGHUP re-reads the config file (as POST /api/config/reload does).
 
     Exits 143 after SIGTERM (systemd: SuccessExitStatus=143), 130 after Ctrl-C.
 
@@ -118,6 +121,7 @@ def serve(
         settings = quick_config(source, model, backend, threshold, storage, port, host)
     if check:
         _check_bundles(settings)
+        _check_api(settings)
         cameras = ", ".join(settings.cameras)
         say(
             f"config OK: node {settings.node.id}, {len(settings.models)} model(s), "
@@ -141,6 +145,16 @@ def _check_bundles(settings: ServeConfig) -> None:
             load_bundle(model.bundle)
         except AdedgeError as error:
             raise AdedgeError(f"models.{name}.bundle: {error.message}", error.hint) from None
+
+
+def _check_api(settings: ServeConfig) -> None:
+    """The API's token files and TLS certificate, as the start would check them."""
+    if settings.api.enabled:
+        from adedge.runtime.serve.auth import load_tokens
+        from adedge.runtime.serve.http_api import check_tls
+
+        load_tokens(settings.api)
+        check_tls(settings.api)
 
 
 def _run(settings: ServeConfig, config_path: Path | None) -> None:
