@@ -255,6 +255,29 @@ def test_new_event_arrives_with_snapshot_and_is_labelled_false_positive(
     js_until(driver, "document.querySelectorAll('.event-row').length > 0", "unlabelled events")
     assert not driver.find_elements(By.CSS_SELECTOR, row), "a labelled event listed as unlabelled"
 
+    go(driver, "#/events?label=false_positive&camera=line1")
+    js_until(driver, f'document.querySelector("{row}")', "the event under its label's filter")
+    csv = console.http.get(driver.find_element(By.ID, "export-csv").get_attribute("href"))
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert event["id"] in csv.text and "false_positive" in csv.text
+
+
+def test_admin_deletes_an_event_from_its_page_after_confirming(console: Console, browser) -> None:
+    event = wait(lambda: new_event(console, "line2", 0, ended=True), "an ended event of line2")
+    driver = browser()
+    signed_in(driver, console, ADMIN, f"#/event/{event['id']}")
+    js_until(driver, image_loaded("#event-snapshot"), "the event page")
+    driver.find_element(By.ID, "delete-event").click()
+    driver.switch_to.alert.dismiss()  # changed their mind: nothing happens
+    assert console.http.get(f"/api/events/{event['id']}").status_code == 200
+    driver.find_element(By.ID, "delete-event").click()
+    driver.switch_to.alert.accept()
+    until(driver, lambda d: d.execute_script("return location.hash") == "#/events", "the list")
+    assert console.http.get(f"/api/events/{event['id']}").status_code == 404
+    js_until(driver, "document.querySelector('.event-row')", "the remaining events")
+    assert not driver.find_elements(By.CSS_SELECTOR, f".event-row[data-event='{event['id']}']")
+    assert severe(driver) == []
+
 
 def test_threshold_set_on_the_camera_page_changes_the_decisions(console: Console, browser) -> None:
     driver = browser((DESKTOP[0], 1500))
@@ -286,13 +309,18 @@ def test_threshold_set_on_the_camera_page_changes_the_decisions(console: Console
         return [p for p in answer.raise_for_status().json()["points"] if p["t"] > since]
 
     start = changed + 0.5  # an event open at the change may take its cooldown to end
+    normal = wait(
+        lambda: [p for p in scores_since(start) if p["score"] < CARD_THRESHOLD],
+        "a normal frame after the change",
+    )
+    calm = normal[0]["t"]  # the next defect is a whole one, from its first frame
     defects = wait(
-        lambda: [p for p in scores_since(start) if p["score"] > CARD_THRESHOLD],
+        lambda: [p for p in scores_since(calm) if p["score"] > CARD_THRESHOLD],
         "a defect frame scored",
     )
-    settled = max(p["t"] for p in defects) + 1.0  # past k of n and the cooldown
+    settled = max(p["t"] for p in defects) + 1.0  # past its last frame, k of n and the cooldown
     wait(lambda: scores_since(settled), "frames scored after the defect")
-    defects = [p for p in scores_since(start) if p["score"] > CARD_THRESHOLD]
+    defects = [p for p in scores_since(calm) if p["score"] > CARD_THRESHOLD]
     # k of n (2 of 3) frames above 0.5 used to open an event; above 1.5 none does
     assert len(defects) >= 3 and not any(p["alarm"] for p in defects), defects
     assert new_event(console, "line2", start) is None, "an event opened above 1.5"
