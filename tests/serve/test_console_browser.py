@@ -42,8 +42,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-ADMIN = "console-admin-0123456789abcdef"
-VIEWER = "console-viewer-0123456789abcdef"
+ADMIN = "Zm9v+YmFy/console-admin=="  # base64 characters: sent as they are in the cookie
+VIEWER = "dmlld2Vy+wall/screen-token="
 WAIT_S = 20.0
 LOOP_FRAMES = 100  # 4 s at 25 fps
 DEFECT = range(50, 62)  # one event per loop
@@ -225,6 +225,12 @@ def test_new_event_arrives_with_snapshot_and_is_labelled_false_positive(
     row = f".event-row[data-event='{event['id']}']"
     js_until(driver, image_loaded(f"{row} img.thumb"), "the new event's row with its snapshot")
     assert driver.find_element(By.CSS_SELECTOR, f"{row} .badge").text == "unlabelled"
+    listed = "return [...document.querySelectorAll('.event-row')].map(r => r.dataset.event)"
+    until(
+        driver,
+        lambda d: d.execute_script(listed) == [e["id"] for e in console.events(camera="line1")],
+        "the list in the API's order, newest first",
+    )
 
     wait(lambda: new_event(console, "line1", opened, ended=True), "the event to end")
     driver.find_element(By.CSS_SELECTOR, f"{row} a.event-link").click()

@@ -37,7 +37,9 @@ export function setToken(token) {
   const secure = location.protocol === "https:" ? "; Secure" : "";
   if (value) {
     localStorage.setItem(TOKEN_KEY, value);
-    document.cookie = `${COOKIE}=${encodeURIComponent(value)}; path=/; SameSite=Strict${secure}`;
+    // as typed (base64's + / = are fine in a cookie); only what would break it is escaped
+    const cookie = value.replace(/[;,"\\%\s]/g, (c) => encodeURIComponent(c));
+    document.cookie = `${COOKIE}=${cookie}; path=/; SameSite=Strict${secure}`;
   } else {
     localStorage.removeItem(TOKEN_KEY);
     document.cookie = `${COOKIE}=; path=/; SameSite=Strict; Max-Age=0${secure}`;

@@ -21,6 +21,13 @@ function unix(iso) {
   return iso ? new Date(iso).getTime() / 1000 : null;
 }
 
+/** The list's order, as the API's: newest start first, then the larger id. */
+function newer(a, b) {
+  const ta = Date.parse(a.start);
+  const tb = Date.parse(b.start);
+  return ta !== tb ? ta > tb : a.id > b.id;
+}
+
 function durationText(event) {
   return event.end === null ? "in progress" : fmtDuration(event.duration_s);
 }
@@ -124,17 +131,20 @@ export async function mountList(main, { query }) {
       list.append(row.el);
       return;
     }
-    const after = [...list.children].find((el) => el.dataset.event < event.id);
-    list.insertBefore(row.el, after || null);
+    const older = [...list.children].find((el) => {
+      const other = rows.get(el.dataset.event);
+      return other && other !== row && newer(event, other.event);
+    });
+    list.insertBefore(row.el, older || null);
   };
 
   const refreshFirst = async () => {
     const page = await api.get(withQuery("/api/events", { ...filters, limit: PAGE }));
     const ids = new Set(page.events.map((event) => event.id));
-    const oldest = page.events.length ? page.events[page.events.length - 1].id : "";
+    const oldest = page.events.length ? page.events[page.events.length - 1] : null;
     for (const [id, row] of rows) {
       // gone from the range this page covers: deleted, or no longer matching the filter
-      if (!ids.has(id) && (id >= oldest || !page.next_cursor)) {
+      if (!ids.has(id) && (!page.next_cursor || !oldest || !newer(oldest, row.event))) {
         row.el.remove();
         rows.delete(id);
       }
