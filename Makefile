@@ -53,6 +53,10 @@ system-deps: $(VTEST)
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto; \
 	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto; \
 	else echo "no root: the service's MQTT tests will skip (apt-get install mosquitto)"; fi
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium: present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver; \
+	else echo "no root: the console's browser tests will skip (apt-get install chromium chromium-driver)"; fi
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
 	  echo "dataset-fashion-mnist: present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
