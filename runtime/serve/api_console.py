@@ -69,6 +69,12 @@ def index() -> FileResponse:
     return _send(INDEX)
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> FileResponse:
+    """Browsers ask for it on any page of the server (the console names its icon itself)."""
+    return _send("icon.svg")
+
+
 @router.get("/console/{name:path}", include_in_schema=False)
 def console_asset(name: str) -> FileResponse:
     """A script, style sheet or icon of the console."""

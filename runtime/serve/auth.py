@@ -52,7 +52,9 @@ FAILURE_WINDOW_S = 60.0
 BLOCK_S = 60.0  # ... and it gets 429 for this long
 MAX_TRACKED_IPS = 4096  # the limiter's memory stays bounded when many IPs fail
 READ_METHODS = frozenset({"GET", "HEAD"})
-OPEN_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset(
+    {"/", "/favicon.ico", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 OPEN_PREFIXES = ("/api/health/", "/console/")
 TOKEN_HINT = "generate one with `openssl rand -hex 32`"
 

@@ -86,3 +86,10 @@ def test_a_link_leading_out_of_the_folder_is_refused(tmp_path: Path) -> None:
         with pytest.raises(HTTPException) as refused:
             console_file(name, folder)
         assert refused.value.status_code == 404
+
+
+def test_favicon_is_the_console_icon(client: TestClient) -> None:
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("image/svg+xml")
+    assert answer.content == (CONSOLE_DIR / "icon.svg").read_bytes()
