@@ -150,8 +150,8 @@ def _check_bundles(settings: ServeConfig) -> None:
 def _check_api(settings: ServeConfig) -> None:
     """The API's token files and TLS certificate, as the start would check them."""
     if settings.api.enabled:
-        from adedge.runtime.serve.auth import load_tokens
         from adedge.runtime.serve.http_api import check_tls
+        from adedge.runtime.serve.tokens import load_tokens
 
         load_tokens(settings.api)
         check_tls(settings.api)

@@ -11,7 +11,7 @@ A token is sent as ``Authorization: Bearer <token>``; for GET and HEAD also as t
 accepts the cookie: another site could make a browser send it (CSRF), not the header.
 
 Tokens live in files or environment variables named by ``api.tokens`` (read once by
-:func:`load_tokens` when the service starts; a missing one stops the start with one line),
+:func:`~.tokens.load_tokens` when the service starts; a missing one stops the start with one line),
 and are compared in constant time. Without any token configured only this machine's own
 clients (loopback) are served, as admin; others get 403 saying how to configure tokens.
 
@@ -28,25 +28,21 @@ makes every client look local (admin), so configure tokens before putting one in
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import math
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from adedge.errors import AdedgeError
-from adedge.runtime.serve.config import ApiConfig, Scope, TokenConfig
+from adedge.runtime.serve.config import Scope
+from adedge.runtime.serve.tokens import TokenTable
 
 COOKIE_NAME = "adedge_token"
-MIN_TOKEN_CHARS = 16  # shorter is guessable; `openssl rand -hex 32` gives 64
 MAX_FAILURES = 5  # wrong tokens from one IP within FAILURE_WINDOW_S ...
 FAILURE_WINDOW_S = 60.0
 BLOCK_S = 60.0  # ... and it gets 429 for this long
@@ -56,7 +52,6 @@ OPEN_PATHS = frozenset(
     {"/", "/favicon.ico", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
 OPEN_PREFIXES = ("/api/health/", "/console/")
-TOKEN_HINT = "generate one with `openssl rand -hex 32`"
 
 Log = Callable[[str], None]
 AsgiScope = MutableMapping[str, Any]  # an ASGI scope (not a token's Scope)
@@ -84,95 +79,6 @@ class Identity:
 
     def to_dict(self) -> dict[str, str]:
         return {"scope": self.scope.value, "name": self.name, "via": self.via.value}
-
-
-@dataclass(frozen=True)
-class Token:
-    name: str
-    scope: Scope
-    secret: bytes = field(repr=False)
-
-
-class TokenTable:
-    """The tokens the API accepts; empty: loopback clients only (see the module docstring)."""
-
-    def __init__(self, tokens: Sequence[Token] = ()) -> None:
-        self._tokens = tuple(tokens)
-
-    @property
-    def configured(self) -> bool:
-        return bool(self._tokens)
-
-    @property
-    def names(self) -> list[str]:
-        return [token.name for token in self._tokens]
-
-    def match(self, presented: str) -> Token | None:
-        """The token equal to ``presented``; every one is compared, in constant time."""
-        candidate = presented.encode("utf-8", "surrogateescape")
-        found = None
-        for token in self._tokens:
-            if hmac.compare_digest(token.secret, candidate):
-                found = token
-        return found
-
-    def __repr__(self) -> str:
-        return f"TokenTable({', '.join(f'{t.name}:{t.scope.value}' for t in self._tokens)})"
-
-
-def load_tokens(api: ApiConfig, env: Mapping[str, str] | None = None) -> TokenTable:
-    """Read every ``api.tokens`` entry's secret (files once, stripped); call it before the
-    service starts anything. A missing file, an unset variable, an empty or short token or
-    two entries with the same token is a one-line AdedgeError naming ``api.tokens[i]``."""
-    env = os.environ if env is None else env
-    tokens: list[Token] = []
-    for index, entry in enumerate(api.tokens):
-        key = f"api.tokens[{index}] ({entry.name})"
-        secret = _read_secret(entry, key, env)
-        if not all(33 <= byte <= 126 for byte in secret):
-            raise AdedgeError(
-                f"{key}: the token has spaces or characters outside printable ASCII",
-                f"it travels in an HTTP header; {TOKEN_HINT}",
-            )
-        if len(secret) < MIN_TOKEN_CHARS:
-            raise AdedgeError(
-                f"{key}: the token has {len(secret)} characters; it needs {MIN_TOKEN_CHARS}+",
-                TOKEN_HINT,
-            )
-        for earlier_index, earlier in enumerate(tokens):
-            if hmac.compare_digest(earlier.secret, secret):
-                raise AdedgeError(
-                    f"{key}: the same token as api.tokens[{earlier_index}] ({earlier.name})",
-                    "give each entry its own token",
-                )
-        tokens.append(Token(entry.name, entry.scope, secret))
-    return TokenTable(tokens)
-
-
-def _read_secret(entry: TokenConfig, key: str, env: Mapping[str, str]) -> bytes:
-    if entry.env is not None:
-        value = env.get(entry.env)
-        if value is None:
-            raise AdedgeError(
-                f"{key}: environment variable {entry.env} is not set",
-                f"export {entry.env}=<token> before starting ({TOKEN_HINT})",
-            )
-        where = f"environment variable {entry.env}"
-        text = value.strip()
-    else:
-        path = Path(str(entry.file))
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or type(error).__name__
-            raise AdedgeError(
-                f"{key}: cannot read token file '{path}': {reason}",
-                f"write the token to that file ({TOKEN_HINT}) or fix api.tokens[].file",
-            ) from None
-        where = f"token file '{path}'"
-    if not text:
-        raise AdedgeError(f"{key}: {where} is empty", f"put a token in it ({TOKEN_HINT})")
-    return text.encode("utf-8", "surrogateescape")
 
 
 class FailureLimiter:

@@ -35,10 +35,11 @@ from pydantic import BaseModel
 from adedge import __version__
 from adedge.errors import AdedgeError
 from adedge.runtime.serve.api_types import ConsoleView, NotFound, Refused
-from adedge.runtime.serve.auth import AuthMiddleware, TokenTable, load_tokens
+from adedge.runtime.serve.auth import AuthMiddleware
 from adedge.runtime.serve.config import ApiConfig
 from adedge.runtime.serve.metrics import ServiceMetrics
 from adedge.runtime.serve.stats import ServiceView
+from adedge.runtime.serve.tokens import TokenTable, load_tokens
 
 Log = Callable[[str], None]  # one line for a person, as everywhere in the service
 STARTUP_TIMEOUT_S = 20.0

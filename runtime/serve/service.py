@@ -33,8 +33,8 @@ from adedge.runtime.serve.stats import CameraStats, ModelState, ModelStats, Stor
 from adedge.runtime.serve.store import EventStore
 
 if TYPE_CHECKING:
-    from adedge.runtime.serve.auth import TokenTable
     from adedge.runtime.serve.mqtt import ControlRequest
+    from adedge.runtime.serve.tokens import TokenTable
 
 Log = Callable[[str], None]
 TICK_S = 1.0  # how often rates, queue depths and storage gauges are refreshed
@@ -100,8 +100,8 @@ class Service(ConsoleMethods):
         """Start every part (see the module docstring); returns once all are running."""
         tokens = None
         if self.config.api.enabled:  # a missing token file fails before anything starts
-            from adedge.runtime.serve.auth import load_tokens
             from adedge.runtime.serve.http_api import check_tls
+            from adedge.runtime.serve.tokens import load_tokens
 
             tokens = load_tokens(self.config.api)
             check_tls(self.config.api)

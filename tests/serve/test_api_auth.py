@@ -29,12 +29,11 @@ from adedge.runtime.serve.auth import (
     COOKIE_NAME,
     MAX_FAILURES,
     FailureLimiter,
-    TokenTable,
     is_loopback,
-    load_tokens,
 )
 from adedge.runtime.serve.config import ApiConfig, parse_config
 from adedge.runtime.serve.http_api import ApiServer, build_app
+from adedge.runtime.serve.tokens import TokenTable, load_tokens
 
 pytestmark = pytest.mark.runtime
 
