@@ -146,6 +146,16 @@ def signed_in(driver: WebDriver, console: Console, token: str, route: str = "#/"
     driver.get(f"{console.url}/{route}")
 
 
+def threshold_shows(value: str) -> Callable[[WebDriver], bool]:
+    """The camera page's threshold field exists and shows ``value`` (looked up at every
+    poll: the page renders after its first fetch)."""
+
+    def check(driver: WebDriver) -> bool:
+        return driver.find_element(By.ID, "threshold-input").get_attribute("value") == value
+
+    return check
+
+
 def go(driver: WebDriver, route: str) -> None:
     driver.execute_script("location.hash = arguments[0]", route)
 
@@ -288,8 +298,8 @@ def test_admin_deletes_an_event_from_its_page_after_confirming(console: Console,
 def test_threshold_set_on_the_camera_page_changes_the_decisions(console: Console, browser) -> None:
     driver = browser((DESKTOP[0], 1500))
     signed_in(driver, console, ADMIN, "#/camera/line2")
+    until(driver, threshold_shows("0.5"), "the card's threshold")  # the page has rendered
     field = driver.find_element(By.ID, "threshold-input")
-    until(driver, lambda d: field.get_attribute("value") == "0.5", "the card's threshold")
     js_until(driver, "document.querySelector('#histogram rect.bar')", "the histogram")
     js_until(driver, image_loaded("img.live"), "the live view")
     js_until(driver, "document.getElementById('threshold-share').textContent", "the share above")
@@ -346,8 +356,8 @@ def test_viewer_token_shows_no_edit_controls_and_cannot_patch(console: Console, 
     driver.find_element(By.CSS_SELECTOR, "#token-form button[value=save]").click()
     until(driver, lambda d: d.find_element(By.ID, "who").text == "viewer · wall-screen", "viewer")
 
+    until(driver, threshold_shows("0.5"), "the camera's settings")
     field = driver.find_element(By.ID, "threshold-input")
-    until(driver, lambda d: field.get_attribute("value") == "0.5", "the camera's settings")
     assert not field.is_enabled()
     assert not driver.find_element(By.ID, "detect-input").is_enabled()
     for button in ("threshold-apply", "threshold-reset", "alarm-apply"):
