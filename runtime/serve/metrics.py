@@ -14,13 +14,13 @@ pinned in :data:`METRIC_NAMES`. Every per-camera series has the labels ``camera`
   :class:`~adedge.runtime.serve.stats.CameraState`, 1 for the current state, 0 for the rest
   (``sum by (state) (adedge_camera_state)`` counts cameras per state).
 - ``adedge_camera_score_distribution`` is a histogram of raw scores whose bucket edges are
-  placed around each camera's threshold (see :data:`SCORE_BUCKET_OFFSETS`): scores are in
-  each model's own units, so fixed edges would suit one model and be blind for the next. A
+  placed around each camera's threshold (``score_histograms.py``): scores are in each
+  model's own units, so fixed edges would suit one model and be blind for the next. A
   Prometheus histogram's ``le`` is a label, so edges may differ per series; prometheus-client
-  only lacks a class for it, hence :class:`_ScoreHistograms`. Drift shows as mass moving
-  towards the ``le`` equal to ``adedge_camera_threshold``. Changing a camera's threshold
-  moves its edges and restarts its counts (series with the new ``le`` values; the old
-  ones go stale, so compare rates within one threshold).
+  only lacks a class for it, hence :class:`~.score_histograms.ScoreHistograms`. Drift shows
+  as mass moving towards the ``le`` equal to ``adedge_camera_threshold``. Changing a
+  camera's threshold moves its edges and restarts its counts (series with the new ``le``
+  values; the old ones go stale, so compare rates within one threshold).
   Until the threshold is known every score counts in ``+Inf`` alone. Where an edge is
   negative (a threshold of 0 or below) prometheus-client leaves out ``_sum`` and ``_count``
   as OpenMetrics asks; the ``+Inf`` bucket is the count.
@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
-from bisect import bisect_left
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prometheus_client import (
@@ -47,10 +45,14 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from adedge import __version__
+from adedge.runtime.serve.score_histograms import (
+    CAMERA_LABELS,
+    ScoreHistogram,
+    ScoreHistograms,
+    score_bucket_edges,
+)
 from adedge.runtime.serve.stats import CameraState, DropReason
 
 METRIC_NAMES = (
@@ -80,87 +82,12 @@ METRIC_NAMES = (
 )
 """Every family this module exposes, as written in the exposition's ``# TYPE`` lines."""
 
-CAMERA_LABELS = ("camera", "model")
 MetricKind = TypeVar("MetricKind", Gauge, Counter, Histogram)
 # read -> scored: a frame waits at most max_delay_ms for its batch, then the batch runs
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # a batch is frames x tiles across cameras, so rows reach the hundreds for tiled models
 BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-SCORE_BUCKET_OFFSETS = (-0.9, -0.75, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-"""Score edges are ``threshold + offset * |threshold|`` (``|threshold|`` taken as 1 when the
-threshold is 0): for a threshold of 1 the edges are 0.1, 0.25, ..., 0.9, 1, 1.1, ..., 5."""
-
-
-def score_bucket_edges(threshold: float) -> tuple[float, ...]:
-    """The ``le`` edges of a camera's score histogram, rounded to 6 significant digits so
-    the label reads ``0.37`` rather than ``0.37000000000000005``."""
-    scale = abs(threshold) or 1.0
-    return tuple(float(f"{threshold + offset * scale:.6g}") for offset in SCORE_BUCKET_OFFSETS)
-
-
-@dataclass
-class _ScoreHistogram:
-    """One camera's score histogram: cumulative only when collected, so observing is a
-    bisect and an increment under the lock."""
-
-    edges: tuple[float, ...] = ()
-    counts: list[int] = field(default_factory=lambda: [0])  # one per edge, then +Inf
-    total: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def reset(self, edges: tuple[float, ...]) -> None:
-        with self.lock:
-            self.edges = edges
-            self.counts = [0] * (len(edges) + 1)
-            self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        with self.lock:
-            self.counts[bisect_left(self.edges, value)] += 1
-            self.total += value
-
-    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
-        with self.lock:
-            edges, counts, total = self.edges, list(self.counts), self.total
-        buckets, running = [], 0
-        for edge, count in zip((*edges, math.inf), counts, strict=True):
-            running += count
-            buckets.append(("+Inf" if edge == math.inf else repr(edge), float(running)))
-        return buckets, total
-
-
-class _ScoreHistograms(Collector):
-    """``adedge_camera_score_distribution``: a histogram per camera with its own edges."""
-
-    NAME = "adedge_camera_score_distribution"
-    HELP = "Scores (model units), bucketed around the camera's threshold (le=threshold: normal)."
-
-    def __init__(self) -> None:
-        self._cameras: dict[tuple[str, str], _ScoreHistogram] = {}
-        self._lock = threading.Lock()
-
-    def add(self, camera: str, model: str) -> _ScoreHistogram:
-        histogram = _ScoreHistogram()
-        with self._lock:
-            self._cameras[(camera, model)] = histogram
-        return histogram
-
-    def remove(self, camera: str, model: str) -> None:
-        with self._lock:
-            self._cameras.pop((camera, model), None)
-
-    def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self.NAME, self.HELP, labels=CAMERA_LABELS)
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.NAME, self.HELP, labels=CAMERA_LABELS)
-        with self._lock:
-            cameras = list(self._cameras.items())
-        for labels, histogram in cameras:
-            buckets, total = histogram.snapshot()
-            family.add_metric(list(labels), buckets, total)
-        yield family
 
 
 @dataclass
@@ -178,7 +105,7 @@ class _CameraSeries:
     dropped: dict[DropReason, Counter]
     score: Gauge
     threshold: Gauge
-    scores: _ScoreHistogram
+    scores: ScoreHistogram
     latency: Histogram
     alarm: Gauge
     events: Counter
@@ -237,7 +164,7 @@ class ServiceMetrics:
         self._threshold = per_camera(
             Gauge, "adedge_camera_threshold", "The threshold scores are compared with."
         )
-        self._scores = _ScoreHistograms()
+        self._scores = ScoreHistograms()
         r.register(self._scores)
         self._latency = Histogram(
             "adedge_camera_latency_seconds",

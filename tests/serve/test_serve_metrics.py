@@ -9,7 +9,8 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adedge.runtime.serve.metrics import METRIC_NAMES, ServiceMetrics, score_bucket_edges
+from adedge.runtime.serve.metrics import METRIC_NAMES, ServiceMetrics
+from adedge.runtime.serve.score_histograms import score_bucket_edges
 from adedge.runtime.serve.stats import CameraState, DropReason
 
 pytestmark = pytest.mark.runtime
