@@ -33,7 +33,7 @@ from adedge.runtime.serve.engine import Busy, Scored, SharedEngine
 from adedge.runtime.serve.event_types import EndReason, ModelRef, ThresholdSource
 from adedge.runtime.serve.evidence import apply_mask, mask_array
 from adedge.runtime.serve.hub import Hub
-from adedge.runtime.serve.live import LiveBuffer
+from adedge.runtime.serve.live import LiveBuffer, Rate
 from adedge.runtime.serve.recorder import EventRecorder
 from adedge.runtime.serve.stats import CameraState, CameraStats, DropReason
 from adedge.runtime.sinks import JsonlSink
@@ -41,7 +41,6 @@ from adedge.runtime.sources import Frame, FrameSource, LiveSource, conform_image
 
 BACKOFF_S = 1.0
 BACKOFF_CAP_S = 30.0
-RATE_WINDOW_S = 5.0  # input and scored fps over this many seconds
 LATENCY_WINDOW = 512  # latency percentiles over this many frames
 IN_FLIGHT = 2
 
@@ -51,28 +50,6 @@ class _Pending:
     frame: Frame
     future: Future[Scored]
     read_at: float  # monotonic
-
-
-class _Rate:
-    """Events per second over the last RATE_WINDOW_S seconds."""
-
-    def __init__(self) -> None:
-        self.times: deque[float] = deque()
-
-    def tick(self, now: float) -> None:
-        self.times.append(now)
-        self._trim(now)
-
-    def value(self, now: float) -> float:
-        self._trim(now)
-        if len(self.times) < 2:
-            return 0.0
-        span = max(now - self.times[0], 1e-6)
-        return (len(self.times) - 1) / span if now - self.times[-1] < RATE_WINDOW_S else 0.0
-
-    def _trim(self, now: float) -> None:
-        while self.times and now - self.times[0] > RATE_WINDOW_S:
-            self.times.popleft()
 
 
 class Camera:
@@ -110,7 +87,7 @@ class Camera:
         self.produced = threading.Event()  # a first frame arrived (readiness)
         self.live = LiveBuffer()  # the newest scored frame and recent scores (the console)
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._input_rate, self._scored_rate = _Rate(), _Rate()
+        self._input_rate, self._scored_rate = Rate(), Rate()
         self._masks: dict[tuple[int, int], np.ndarray | None] = {}
         self._last_submit = -float("inf")
         self._stop = threading.Event()

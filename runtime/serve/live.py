@@ -4,7 +4,8 @@ The camera thread :meth:`~LiveBuffer.put`\\ s every scored frame (a reference, n
 frame is not written to afterwards); the HTTP threads read :meth:`~LiveBuffer.latest` and
 :meth:`~LiveBuffer.history`. Keeping the newest frame costs one reference; the score ring
 holds the last :data:`HISTORY_POINTS` scores, enough for the console's sparkline, the
-histogram of normal scores under the threshold and an open event's score chart.
+histogram of normal scores under the threshold and an open event's score chart. A
+camera's input and scored fps (:class:`Rate`) are kept the same way, over a short window.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from adedge.runtime.serve.api_types import LiveFrame, ScorePoint
 
 HISTORY_POINTS = 4096
+RATE_WINDOW_S = 5.0  # a camera's input and scored fps are over this many seconds
 
 
 class LiveBuffer:
@@ -61,3 +63,25 @@ class LiveBuffer:
         return [
             ScorePoint(t=t, score=s, alarm=a) for t, s, a in points if since is None or t >= since
         ]
+
+
+class Rate:
+    """Events per second over the last RATE_WINDOW_S seconds."""
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+
+    def tick(self, now: float) -> None:
+        self.times.append(now)
+        self._trim(now)
+
+    def value(self, now: float) -> float:
+        self._trim(now)
+        if len(self.times) < 2:
+            return 0.0
+        span = max(now - self.times[0], 1e-6)
+        return (len(self.times) - 1) / span if now - self.times[-1] < RATE_WINDOW_S else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self.times and now - self.times[0] > RATE_WINDOW_S:
+            self.times.popleft()
