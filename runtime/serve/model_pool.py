@@ -249,7 +249,7 @@ class ModelPool:
     def stats(self, cameras: dict[str, str]) -> list[ModelStats]:
         """``cameras``: camera -> model name."""
         stats = []
-        for name, engine in self.engines.items():
+        for name, engine in list(self.engines.items()):
             batches = engine.stats.batches
             stats.append(
                 ModelStats(

@@ -303,7 +303,7 @@ class Service(ConsoleMethods):
 
     # --- the view the HTTP layer reads ------------------------------------------------
     def camera_stats(self) -> list[CameraStats]:
-        return [camera.stats() for camera in self.cameras.values()]
+        return [camera.stats() for camera in list(self.cameras.values())]
 
     def model_stats(self) -> list[ModelStats]:
         return self.models.stats({c: cfg.model for c, cfg in self.config.cameras.items()})
@@ -313,10 +313,10 @@ class Service(ConsoleMethods):
 
     def not_ready(self) -> list[str]:
         reasons = []
-        for name, engine in self.engines.items():
+        for name, engine in list(self.engines.items()):
             if engine.state is not ModelState.READY:
                 reasons.append(f"model {name} is {engine.state.value}")
-        for name, camera in self.cameras.items():
+        for name, camera in list(self.cameras.items()):
             if camera.config.enabled and not camera.produced.is_set():
                 reasons.append(f"camera {name} has produced no frame ({camera.state.value})")
         return reasons
@@ -324,10 +324,10 @@ class Service(ConsoleMethods):
     def _tick(self) -> None:
         while not self._stop.wait(TICK_S):
             try:
-                for camera in self.cameras.values():
+                for camera in list(self.cameras.values()):
                     stats = camera.stats()
                     self.metrics.rates(camera.name, stats.input_fps, stats.scored_fps)
-                for name, engine in self.engines.items():
+                for name, engine in list(self.engines.items()):
                     self.metrics.queue_depth(name, engine.queue_depth())
                 storage = self.storage_stats()
                 self.metrics.storage(storage.media_bytes, storage.free_bytes, storage.outbox)
