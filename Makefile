@@ -5,11 +5,15 @@ BIN := $(VENV)/bin
 # a second venv without torch: the runtime's tests run where a Jetson's stream runs
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_BIN := $(RUNTIME_VENV)/bin
+# tritonclient pins protobuf<7 (onnx here brings 7): its own venv, whose model_config_pb2 is
+# the schema `adedge triton-repo` checks every config.pbtxt against (ADEDGE_TRITON_PYTHON)
+TRITON_VENV ?= .venv-triton
+TRITON_BIN := $(TRITON_VENV)/bin
 DEMO_DATA ?= digits:anomaly=0
 # OpenCV's sample video, extracted without installing opencv-doc (adedge.paths.find_vtest looks there)
 VTEST := /tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi
 
-.PHONY: demo test test-all test-runtime install system-deps lint bench clean
+.PHONY: demo test test-all test-runtime install triton-venv system-deps lint bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py $(wildcard cpp_ext/*.cpp cpp_ext/*.hpp)
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +33,14 @@ $(RUNTIME_BIN)/.installed: pyproject.toml setup.py $(wildcard cpp_ext/*.cpp cpp_
 	@if $(RUNTIME_BIN)/python -c "import torch" 2>/dev/null; then \
 	  echo "$(RUNTIME_VENV) has torch: the torch-free tests would prove nothing"; exit 1; fi
 	touch $@
+
+$(TRITON_BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_BIN)/pip install --quiet --upgrade pip
+	$(TRITON_BIN)/pip install --quiet 'tritonclient[grpc]==2.73.0'
+	touch $@
+
+triton-venv: $(TRITON_BIN)/.installed
 
 # apt-get download needs no root, only package lists (`apt-get update` once, as root).
 $(VTEST):
@@ -74,13 +86,13 @@ RUNTIME_TESTS = $(shell grep -rl --include='test_*.py' "pytest.mark.runtime" tes
 
 # What CI runs (.ci/run): every test that proves behaviour, the papers' 32 px cases as a
 # benchmark smoke test, then the torch-free tests again in a venv without torch.
-test: system-deps install $(RUNTIME_BIN)/.installed
+test: system-deps install $(RUNTIME_BIN)/.installed $(TRITON_BIN)/.installed
 	$(BIN)/python -m pytest -q -m "not slow" tests benchmarks $(SHORT_BENCH)
 	$(RUNTIME_BIN)/python -m pytest -q -m "runtime and not slow" $(RUNTIME_TESTS) $(SHORT_BENCH)
 
 # Everything: also the papers' geometries (CBiGAN 512 px as 64 tiles, IGD 256 px with 225
 # patches) and every paper-size benchmark case (`slow`).
-test-all: system-deps install
+test-all: system-deps install $(TRITON_BIN)/.installed
 	$(BIN)/python -m pytest -q tests benchmarks $(SHORT_BENCH)
 
 # Only the torch-free tests, in the venv without torch.
