@@ -14,3 +14,40 @@ def detector(mean_bundle: Path) -> Detector:
     """The tiny mean bundle's detector, on one ONNX Runtime thread: a 32x32 mean gains nothing
     from a thread pool, and the stream's own threads are what these tests watch."""
     return Detector(mean_bundle, threads=1)
+
+
+# === a real Triton server (nvidia-pytriton's tritonserver) ==================================
+
+
+TRITON_TILING = (128, 96, 32)  # a 4 x 3 grid of 32 px tiles: 12 tiles per frame
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory: pytest.TempPathFactory, mean_bundle: Path):
+    """A tritonserver on free 127.0.0.1 ports serving, through its Python backend, the mean
+    bundle and a tiled one (one model ``<bundle>_<stage>`` each); yields
+    ``(server, {"mean": bundle, "tiles": bundle}, {"mean": model, "tiles": model})``.
+    Skips only when .venv-pytriton is absent (make pytriton-venv)."""
+    from triton_server import pytriton_missing, start_server
+
+    missing = pytriton_missing()
+    if missing:
+        pytest.skip(missing)
+    from bundles import write_tile_bundle
+    from triton_python_repo import write_python_repository
+
+    from adedge.bundle import TilingSpec
+
+    scratch = tmp_path_factory.mktemp("triton")
+    height, width, tile = TRITON_TILING
+    tiles = write_tile_bundle(scratch / "tiles", TilingSpec((height, width), tile, tile))
+    bundles = {"mean": mean_bundle, "tiles": tiles}
+    models = {
+        key: write_python_repository([bundle], scratch / "repo")[0]
+        for key, bundle in bundles.items()
+    }
+    server = start_server(scratch / "repo", scratch)
+    try:
+        yield server, bundles, models
+    finally:
+        server.stop()
