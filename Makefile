@@ -9,11 +9,15 @@ RUNTIME_BIN := $(RUNTIME_VENV)/bin
 # the schema `adedge triton-repo` checks every config.pbtxt against (ADEDGE_TRITON_PYTHON)
 TRITON_VENV ?= .venv-triton
 TRITON_BIN := $(TRITON_VENV)/bin
+# nvidia-pytriton carries a real tritonserver (Python backend only) and pins numpy<2: its own
+# venv, with onnxruntime for the tests' Python-backend stand-in of onnxruntime_onnx
+PYTRITON_VENV ?= .venv-pytriton
+PYTRITON_BIN := $(PYTRITON_VENV)/bin
 DEMO_DATA ?= digits:anomaly=0
 # OpenCV's sample video, extracted without installing opencv-doc (adedge.paths.find_vtest looks there)
 VTEST := /tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi
 
-.PHONY: demo test test-all test-runtime install triton-venv system-deps lint bench clean
+.PHONY: demo test test-all test-runtime install triton-venv pytriton-venv system-deps lint bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py $(wildcard cpp_ext/*.cpp cpp_ext/*.hpp)
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +45,14 @@ $(TRITON_BIN)/.installed: pyproject.toml
 	touch $@
 
 triton-venv: $(TRITON_BIN)/.installed
+
+$(PYTRITON_BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PYTRITON_VENV)
+	$(PYTRITON_BIN)/pip install --quiet --upgrade pip
+	$(PYTRITON_BIN)/pip install --quiet nvidia-pytriton==0.7.0 onnxruntime==1.19.2
+	touch $@
+
+pytriton-venv: $(PYTRITON_BIN)/.installed
 
 # apt-get download needs no root, only package lists (`apt-get update` once, as root).
 $(VTEST):
@@ -86,7 +98,7 @@ RUNTIME_TESTS = $(shell grep -rl --include='test_*.py' "pytest.mark.runtime" tes
 
 # What CI runs (.ci/run): every test that proves behaviour, the papers' 32 px cases as a
 # benchmark smoke test, then the torch-free tests again in a venv without torch.
-test: system-deps install $(RUNTIME_BIN)/.installed $(TRITON_BIN)/.installed
+test: system-deps install $(RUNTIME_BIN)/.installed $(TRITON_BIN)/.installed $(PYTRITON_BIN)/.installed
 	$(BIN)/python -m pytest -q -m "not slow" tests benchmarks $(SHORT_BENCH)
 	$(RUNTIME_BIN)/python -m pytest -q -m "runtime and not slow" $(RUNTIME_TESTS) $(SHORT_BENCH)
 
