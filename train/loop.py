@@ -24,6 +24,7 @@ from adedge.atomic import write_text
 from adedge.data import DataSet
 from adedge.metrics import auroc
 from adedge.paths import BEST, LAST
+from adedge.train import distributed
 from adedge.train.checkpoint import Checkpoint, invalid, load_weights, problem
 from adedge.train.methods.base import CommonConfig, score_of
 from adedge.train.prepare import Prepared
@@ -179,10 +180,13 @@ class EpochLoop:
                 self.start_epoch()
             self.model.train()
             while self.step_in_epoch < self.steps_per_epoch:
-                batch = order[
-                    self.step_in_epoch * self.config.batch_size : (self.step_in_epoch + 1)
-                    * self.config.batch_size
-                ]
+                batch = distributed.shard(  # this process's part of the global batch
+                    order[
+                        self.step_in_epoch * self.config.batch_size : (self.step_in_epoch + 1)
+                        * self.config.batch_size
+                    ],
+                    self.trainer.world,
+                )
                 progress = (self.epoch * self.steps_per_epoch + self.step_in_epoch) / total_steps
                 losses = self.trainer.method.train_step(
                     self.model,
@@ -192,14 +196,19 @@ class EpochLoop:
                     progress,
                     self.config,
                 )
-                self.accumulate(losses)
+                self.accumulate(
+                    distributed.average_losses(losses, self.trainer.world, self.trainer.device)
+                )
                 self.step_in_epoch += 1
                 now = time.monotonic()
                 self.epoch_seconds = now - started
                 if now - last_log > self.trainer.options.log_seconds:
                     self.log_progress(total_steps)
                     last_log = now
-                if now - last_save > 60 * self.trainer.options.checkpoint_minutes:
+                if (
+                    now - last_save > 60 * self.trainer.options.checkpoint_minutes
+                    and self.trainer.world.main
+                ):
                     self.checkpoint().save(self.trainer.run_dir / LAST)
                     last_save = now
             self.finish_epoch()
@@ -223,6 +232,14 @@ class EpochLoop:
 
     def finish_epoch(self) -> None:
         self.trainer.method.epoch_end(self.model, self.config, self.epoch, self.training_inputs)
+        if not self.trainer.world.main:  # rank 0 alone validates and writes
+            distributed.broadcast_state(self.model)
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.sums, self.count, self.epoch_seconds = {}, 0, 0.0
+            return
+        if self.trainer.world.active:
+            distributed.broadcast_state(self.model)
         scorer = self.trainer.method.inference_module(self.model)
         self.model.eval()
         val_loss = self.trainer.method.validation_loss(

@@ -41,6 +41,7 @@ class TrainOptions:
     log_seconds: float = 15.0
     mode: str | None = None  # a method's mode (e.g. cbigan object|texture, igd global|local)
     overrides: dict[str, str] = field(default_factory=dict)  # --set KEY=VALUE config fields
+    nproc: int = 1  # training processes (--nproc; torchrun sets its own)
 
     def __post_init__(self) -> None:
         self.check()
@@ -58,6 +59,7 @@ class TrainOptions:
                 "data's own size",
             )
         for flag, value in (
+            ("--nproc", self.nproc),
             ("--epochs", self.epochs),
             ("--batch-size", self.batch_size),
             ("--threads", self.threads),
@@ -86,6 +88,7 @@ class TrainOptions:
 class TrainResult:
     run_dir: Path
     history: list[dict[str, Any]] = field(default_factory=list)
+    main: bool = True  # False on the other ranks of a torchrun job
 
     @property
     def best(self) -> Path:

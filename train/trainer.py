@@ -32,6 +32,7 @@ from adedge.atomic import write_json
 from adedge.data import DataSet, load
 from adedge.errors import AdedgeError
 from adedge.paths import BEST, LAST, RUN_INFO
+from adedge.train import distributed
 from adedge.train.checkpoint import (
     Checkpoint,
     DamagedCheckpoint,
@@ -53,10 +54,13 @@ RESUME_FLAGS = {"image_size": "--image-size", "batch_size": "--batch-size", "lr"
 
 
 class Trainer:
-    def __init__(self, options: TrainOptions, log: Log = print) -> None:
+    def __init__(
+        self, options: TrainOptions, log: Log = print, world: distributed.World = distributed.SINGLE
+    ) -> None:
         options.check()  # again: the fields may have changed since the options were made
         self.options = options
         self.log = log
+        self.world = world  # rank and size of a distributed run (adedge.train.distributed)
         self.method: Method = load_method(options.method)
         self.run_dir = Path(options.out)
         self.device = pick_device(options.device)
@@ -251,6 +255,13 @@ class Trainer:
         )
 
     def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            if self.world.active:
+                distributed.shutdown()
+
+    def _run(self) -> TrainResult:
         resumed = self._check_run_dir()
         if resumed:
             self.check_resume(resumed)
@@ -261,25 +272,57 @@ class Trainer:
         dataset = load(self.options.data)
         self.log(f"data: {dataset.spec} ({dataset.protocol}): {json.dumps(dataset.summary())}")
         config = self.make_config(dataset, resumed)
+        distributed.check_global_batch(config.batch_size, self.world.size)
         plan = self.method.stage_plan(config)
         data = prepare(dataset, self.options, self.method, plan)
         self.log(self.describe_plan(plan))
         model = self.build(config, data, resumed)
         optimizers = self.method.make_optimizers(model, config)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(
-            self.run_dir / RUN_INFO,
-            {"method": self.method.name, "data": dataset.spec, "preset": self.preset},
-        )
+        if self.world.active:
+            distributed.init(self.world, self.device)
+            model = distributed.prepare_model(model, optimizers, self.world, self.device)
+            self.log(
+                f"{self.world.size} processes: {config.batch_size // self.world.size} of each "
+                f"global batch of {config.batch_size} per process, gradients averaged"
+            )
+        if self.world.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(
+                self.run_dir / RUN_INFO,
+                {"method": self.method.name, "data": dataset.spec, "preset": self.preset},
+            )
         loop = EpochLoop(self, dataset, data, config, model, optimizers)
         if resumed:
             loop.restore(resumed)
             self.log(
                 f"resuming {self.run_dir} at epoch {loop.epoch + 1}, step {loop.step_in_epoch}"
             )
+        distributed.spread_rng(self.world)
         loop.run()
         return TrainResult(self.run_dir, loop.history)
 
 
 def train(options: TrainOptions, log: Log = print) -> TrainResult:
+    """One process, ``options.nproc`` spawned local processes, or this process as one rank of
+    a torchrun job (its RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT)."""
+    if distributed.launched_by_torchrun():
+        world = distributed.world_from_env()
+        if options.nproc not in (1, world.size):
+            raise AdedgeError(
+                f"--nproc {options.nproc} differs from torchrun's WORLD_SIZE {world.size}",
+                "leave out --nproc under torchrun",
+            )
+        result = Trainer(options, log if world.main else distributed.silent, world).run()
+        return TrainResult(result.run_dir, result.history, main=world.main)
+    if options.nproc > 1:
+        distributed.spawn(options, log)
+        return TrainResult(Path(options.out), read_history(Path(options.out)))
     return Trainer(options, log).run()
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records rank 0 wrote (what a spawned run's parent reports)."""
+    path = run_dir / "history.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -3,6 +3,7 @@ import torch (the training and export stages) inside the command, never at modul
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -124,6 +125,14 @@ def train(
     no_monitor: Annotated[
         bool, typer.Option("--no-monitor", help="Skip logging the test AUROC each epoch.")
     ] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Data-parallel training processes on this machine (gloo on CPU, NCCL on "
+            "GPUs); each takes --batch-size / N of every global batch. Under torchrun, "
+            "leave it out: torchrun's WORLD_SIZE is used."
+        ),
+    ] = 1,
 ) -> None:
     """Train a method on normal images; writes last.pt, best.pt and the loss history."""
     info = get_method(method)
@@ -136,6 +145,11 @@ def train(
             f"unknown preset '{preset}'",
             f"choose one of: {', '.join(load_method(info.name).presets)}",
         )
+    from adedge.train.distributed import check_global_batch, check_nproc
+
+    check_nproc(nproc)
+    if batch_size is not None:
+        check_global_batch(batch_size, nproc)  # the preset's is checked once it is known
     from adedge.train.trainer import TrainOptions
     from adedge.train.trainer import train as run_training
 
@@ -158,10 +172,14 @@ def train(
         monitor_test=not no_monitor,
         mode=mode,
         overrides=parse_settings(set_ or [], backbone_weights, info.name),
+        nproc=nproc,
     )
-    say(f"training {info.title} into {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # torchrun's other ranks stay quiet
+        say(f"training {info.title} into {run_dir}")
     try:
         result = run_training(options, log=say)
+        if not result.main:  # another rank of a torchrun job: rank 0 reports
+            return
     except KeyboardInterrupt as exc:
         say(f"interrupted: continue with `adedge train ... --out {run_dir} --resume`")
         raise typer.Exit(interrupt_exit_code(exc)) from None
