@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from adedge.bundle import Bundle, Card, StageSpec, TilingSpec, check_threshold, load_bundle
-from adedge.errors import BundleError
+from adedge.errors import AdedgeError, BundleError
 from adedge.runtime import frames, kernels
 from adedge.runtime.backends import Backend, create_backend
+from adedge.runtime.backends.triton import RemoteModel, is_triton
 from adedge.runtime.tiling import TilingPlan, plan_tiles, reduce_scores, resize_map
 
 AMAP = "amap"
@@ -63,10 +64,14 @@ def run_chunked(backend: Backend, batch: np.ndarray, names: list[str]) -> dict[s
 class Stage:
     """One ONNX graph of the bundle with its preprocessing and aggregation."""
 
-    def __init__(self, bundle: Bundle, spec: StageSpec, backend: str, threads: int) -> None:
+    def __init__(
+        self, bundle: Bundle | None, spec: StageSpec, backend: str | Backend, threads: int
+    ) -> None:
         self.spec = spec
-        self.backend: Backend = create_backend(
-            backend, bundle.stage_file(spec), spec, threads=threads
+        self.backend: Backend = (
+            create_backend(backend, bundle.stage_file(spec), spec, threads=threads)
+            if isinstance(backend, str) and bundle is not None
+            else backend
         )
         self.has_map = AMAP in spec.outputs
         self._plans: dict[tuple[int, int], TilingPlan] = {}
@@ -165,15 +170,30 @@ class Detector:
 
     def __init__(
         self,
-        bundle: Bundle | str | Path,
+        bundle: Bundle | str | Path | None,
         backend: str = "onnxruntime",
         threshold: float | None = None,
         threads: int = 0,
     ) -> None:
         kernels.configure_from_environment()  # a bad ADEDGE_KERNELS fails before any work
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        card = self.bundle.card
-        self.stages = [Stage(self.bundle, spec, backend, threads) for spec in card.stages]
+        if is_triton(backend):  # the card and the stages come from the server
+            from adedge.runtime.backends.triton import connect
+
+            if bundle is not None:
+                raise AdedgeError(
+                    "a triton backend takes its model from the server, not from a bundle",
+                    "leave out the bundle (--model) with --backend triton+http://...",
+                )
+            remote = connect(backend)
+            self.bundle: Bundle | RemoteModel = remote
+            card = remote.card
+            self.stages = [Stage(None, s, remote.backends[s.name], threads) for s in card.stages]
+        else:
+            if bundle is None:
+                raise AdedgeError("no model bundle given", "pass the bundle folder (--model)")
+            self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+            card = self.bundle.card
+            self.stages = [Stage(self.bundle, spec, backend, threads) for spec in card.stages]
         self.threshold = (
             card.threshold.value
             if threshold is None

@@ -28,6 +28,7 @@ from urllib.request import urlopen
 ROOT = Path(__file__).resolve().parents[1]
 PYTRITON_VENV = ROOT / ".venv-pytriton"
 START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 8.0
 
 
 def _site_packages(venv: Path) -> Path | None:
@@ -88,9 +89,11 @@ class TritonServer:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # Triton unloads its models, then exits
+            # Triton unloads its models, then exits; it may linger on clients' keep-alive
+            # connections: the models are gone after a few seconds, so it is killed then
+            self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -6,7 +6,9 @@ A backend is named ``NAME[:PRECISION]``:
   feeds TensorRT, on the CPU), ``onnxruntime:int8`` (the QDQ graph written by
   ``adedge export --int8``, for CPU edge boxes);
 * ``tensorrt`` (an engine of the card's engine precision, FP16 unless the export said
-  otherwise), ``tensorrt:fp16``, ``tensorrt:fp32``; engines are built on first use.
+  otherwise), ``tensorrt:fp16``, ``tensorrt:fp32``; engines are built on first use;
+* ``triton+http://HOST:PORT/MODEL``: the stages run on a Triton server, the card comes from
+  it (:mod:`adedge.runtime.backends.triton`; the Detector builds it, not :func:`create_backend`).
 
 The backends, the precisions each runs and ``--backend``'s help are one table,
 :mod:`adedge.formats` (``BACKENDS``), and :func:`parse_backend` reads the name there.

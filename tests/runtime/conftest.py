@@ -20,6 +20,7 @@ def detector(mean_bundle: Path) -> Detector:
 
 
 TRITON_TILING = (128, 96, 32)  # a 4 x 3 grid of 32 px tiles: 12 tiles per frame
+TRITON_TILES = 12
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +38,23 @@ def triton(tmp_path_factory: pytest.TempPathFactory, mean_bundle: Path):
     from triton_python_repo import write_python_repository
 
     from adedge.bundle import TilingSpec
+    from adedge.export.triton_repo import RepoOptions
 
     scratch = tmp_path_factory.mktemp("triton")
     height, width, tile = TRITON_TILING
     tiles = write_tile_bundle(scratch / "tiles", TilingSpec((height, width), tile, tile))
     bundles = {"mean": mean_bundle, "tiles": tiles}
+    # the tiled model waits up to 100 ms for 48 rows (4 frames of 12 tiles): requests of
+    # clients sending together are batched by Triton, which its metrics show
+    batching = RepoOptions(
+        max_batch=4 * TRITON_TILES,
+        preferred=(4 * TRITON_TILES,),
+        queue_delay_us=100_000,
+        instance_kind="cpu",
+    )
     models = {
-        key: write_python_repository([bundle], scratch / "repo")[0]
-        for key, bundle in bundles.items()
+        "mean": write_python_repository([mean_bundle], scratch / "repo")[0],
+        "tiles": write_python_repository([tiles], scratch / "repo", batching)[0],
     }
     server = start_server(scratch / "repo", scratch)
     try:

@@ -1,0 +1,128 @@
+"""The triton backend against a real Triton server (nvidia-pytriton's tritonserver, its
+Python backend running each stage's ONNX graph): the card comes from the server, scores and
+heatmaps equal local ONNX Runtime's, concurrent clients' requests are batched by Triton (its
+metrics), and an unreachable server or a bad address is a one-line error."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import numpy as np
+import pytest
+from bundles import defect_frame
+from triton_server import free_ports
+
+from adedge.errors import AdedgeError
+from adedge.runtime.backends.triton import TritonUnavailable, parse_address
+from adedge.runtime.detector import Detector
+
+pytestmark = pytest.mark.runtime
+TOLERANCE = 1e-5
+
+
+def address(server, model: str) -> str:
+    return f"triton+{server.http_url}/{model}"
+
+
+def tiled_frames(count: int) -> list[np.ndarray]:
+    """Real-looking BGR frames (tests/bundles.py's defect frame), each shifted and dimmed."""
+    base = defect_frame()
+    return [np.roll(base, 7 * i, axis=1) // (1 + i % 3) for i in range(count)]
+
+
+def test_mean_scores_equal_local_onnxruntime(triton, digit_frames) -> None:
+    server, bundles, models = triton
+    remote = Detector(None, backend=address(server, models["mean"]))
+    local = Detector(bundles["mean"], threads=1)
+    assert remote.card.to_dict() == local.card.to_dict()
+    assert remote.threshold == local.threshold
+    through = remote.score_frames(digit_frames)
+    direct = local.score_frames(digit_frames)
+    np.testing.assert_allclose(
+        [f.score for f in through], [f.score for f in direct], rtol=0, atol=TOLERANCE
+    )
+    assert [f.anomalous for f in through] == [f.anomalous for f in direct]
+    remote.bundle.close()
+
+
+def test_tiled_scores_and_maps_equal_local_onnxruntime(triton) -> None:
+    server, bundles, models = triton
+    remote = Detector(None, backend=address(server, models["tiles"]))
+    local = Detector(bundles["tiles"], threads=1)
+    frames = tiled_frames(3)
+    through, direct = remote.score_frames(frames), local.score_frames(frames)
+    for a, b in zip(through, direct, strict=True):
+        assert abs(a.score - b.score) <= TOLERANCE
+        assert a.amap is not None and a.amap.shape == b.amap.shape == frames[0].shape[:2]
+        np.testing.assert_allclose(a.amap, b.amap, rtol=0, atol=TOLERANCE)
+    remote.bundle.close()
+
+
+def counter(metrics: str, name: str, model: str) -> float:
+    found = re.search(rf'^{name}\{{model="{re.escape(model)}",version="1"\}} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_concurrent_clients_are_batched_by_triton(triton) -> None:
+    """Two clients (one Detector each) send one frame (12 tiles) per request together; the
+    model waits up to 100 ms for 48 rows, so Triton runs fewer batches than requests."""
+    server, _, models = triton
+    model = models["tiles"]
+    names = ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count")
+    before = {n: counter(server.metrics(), n, model) for n in names}
+    clients = [Detector(None, backend=address(server, model)) for _ in range(2)]
+    frames = tiled_frames(4)
+    barrier = threading.Barrier(len(clients))
+    errors: list[BaseException] = []
+
+    def send(detector: Detector) -> None:
+        try:
+            for frame in frames:
+                barrier.wait(timeout=30)
+                detector.score_frames([frame])
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=send, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for client in clients:
+        client.bundle.close()
+    assert not errors
+    after = {n: counter(server.metrics(), n, model) for n in names}
+    delta = {n: after[n] - before[n] for n in names}
+    requests = len(clients) * len(frames)
+    assert delta["nv_inference_request_success"] == requests
+    assert delta["nv_inference_count"] == requests * 12
+    assert delta["nv_inference_exec_count"] < delta["nv_inference_count"]
+    assert delta["nv_inference_exec_count"] < requests  # requests of both clients ran together
+
+
+def test_unreachable_server_is_one_line_error() -> None:
+    (port,) = free_ports(1)
+    with pytest.raises(TritonUnavailable) as caught:
+        Detector(None, backend=f"triton+http://127.0.0.1:{port}/m_global")
+    assert "unreachable" in caught.value.message and "\n" not in caught.value.one_line()
+
+
+def test_unknown_model_is_refused(triton) -> None:
+    server, _, _ = triton
+    with pytest.raises(TritonUnavailable, match="refused"):
+        Detector(None, backend=address(server, "no_such_model"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["triton://127.0.0.1:8001/m", "triton+http://127.0.0.1:8000/", "triton+ftp://h/m"],
+)
+def test_bad_addresses(name: str) -> None:
+    with pytest.raises(AdedgeError):
+        parse_address(name)
+
+
+def test_address_parts() -> None:
+    parsed = parse_address("triton+http://10.0.0.5:8000/line1_global")
+    assert (parsed.base, parsed.model) == ("http://10.0.0.5:8000", "line1_global")
