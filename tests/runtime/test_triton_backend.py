@@ -59,6 +59,21 @@ def test_tiled_scores_and_maps_equal_local_onnxruntime(triton) -> None:
     remote.bundle.close()
 
 
+def test_two_stages_run_as_two_models(triton) -> None:
+    """The address names the last stage's model; the card's other stage is found beside it
+    (``two_global``), and the weighted sum and heatmaps equal the local ones."""
+    server, bundles, models = triton
+    assert models["two"] == "two_local"
+    remote = Detector(None, backend=address(server, models["two"]))
+    assert [s.backend.model for s in remote.stages] == ["two_global", "two_local"]
+    local = Detector(bundles["two"], threads=1)
+    frames = tiled_frames(2)
+    for a, b in zip(remote.score_frames(frames), local.score_frames(frames), strict=True):
+        assert abs(a.score - b.score) <= TOLERANCE
+        np.testing.assert_allclose(a.amap, b.amap, rtol=0, atol=TOLERANCE)
+    remote.bundle.close()
+
+
 def counter(metrics: str, name: str, model: str) -> float:
     found = re.search(rf'^{name}\{{model="{re.escape(model)}",version="1"\}} (\S+)$', metrics, re.M)
     return float(found.group(1)) if found else 0.0
