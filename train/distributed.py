@@ -283,6 +283,8 @@ def _worker(rank: int, size: int, port: int, options: TrainOptions, errors: Any,
     except AdedgeError as exc:
         errors.put((rank, exc.message, exc.hint))
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C reaches every process: the parent says how to resume
+        raise SystemExit(130) from None
 
 
 def silent(_: str) -> None:
@@ -309,18 +311,10 @@ def spawn(options: TrainOptions, log: Callable[[str], None] | None = None) -> No
     ]
     for process in processes:
         process.start()
-    failed = None
-    while any(p.is_alive() for p in processes):
-        for p in processes:
-            p.join(timeout=0.2)
-            if p.exitcode not in (None, 0) and failed is None:
-                failed = p
-        if failed is not None:
-            for p in processes:
-                if p.is_alive():
-                    p.terminate()
-            for p in processes:
-                p.join()
+    try:
+        _wait(processes)
+    finally:  # Ctrl-C, SIGTERM or a failed rank: no process outlives the command
+        _stop(processes)
     if not errors.empty():
         rank, message, hint = errors.get()
         raise AdedgeError(message, hint)
@@ -330,3 +324,20 @@ def spawn(options: TrainOptions, log: Callable[[str], None] | None = None) -> No
             f"a training process stopped with exit code {bad[0]}",
             "see its messages above; rerun with --nproc 1 to debug",
         )
+
+
+def _wait(processes: list[Any]) -> None:
+    """Until all ranks end, or one fails (the others would wait for it for ever)."""
+    while any(p.is_alive() for p in processes):
+        for p in processes:
+            p.join(timeout=0.2)
+            if p.exitcode not in (None, 0):
+                return
+
+
+def _stop(processes: list[Any]) -> None:
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join()

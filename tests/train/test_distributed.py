@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,45 @@ def test_one_line_errors(monkeypatch, capsys, tmp_path):
     )
     assert_one_line_error(code, err, "32", "not divisible by 3")
     assert not (tmp_path / "c" / "last.pt").exists()
+
+
+def running(pid: int) -> bool:
+    """A process that exists and is no zombie (Linux /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_sigterm_ends_every_process(tmp_path):
+    """The spawned ranks do not outlive the command (they would wait for each other)."""
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "adedge", "train", "--method", "ygan", "--data", DATA,
+        "--preset", "tiny", "--epochs", "50", "--batch-size", "512", "--nproc", "2",
+        "--no-monitor", "--out", str(run),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "last.pt").exists():
+            assert process.poll() is None and time.monotonic() < deadline
+            children |= {int(p) for p in Path(f"/proc/{process.pid}/task/{process.pid}/children")
+                         .read_text().split()}  # fmt: skip
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, err
+    assert "--resume" in err and "Traceback" not in err
+    assert len(history(run)) < 50  # the ranks stopped: the run did not go on to its end
+    assert len(children) >= 2
+    deadline = time.monotonic() + 10
+    while any(running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(pid) for pid in children)
