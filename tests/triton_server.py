@@ -67,6 +67,7 @@ class TritonServer:
     grpc_port: int
     metrics_port: int
     log: Path
+    repository: Path
 
     @property
     def http_url(self) -> str:
@@ -150,7 +151,7 @@ def start_server(
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = TritonServer(process, http, grpc, metrics, log)
+    server = TritonServer(process, http, grpc, metrics, log, Path(repository))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
