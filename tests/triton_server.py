@@ -88,6 +88,11 @@ class TritonServer:
         with urlopen(self.metrics_url, timeout=5) as response:
             return response.read().decode()
 
+    def kill(self) -> None:
+        """As a crash: no unloading, connections cut."""
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             # Triton unloads its models, then exits; it may linger on clients' keep-alive
@@ -115,13 +120,20 @@ def prepare_server_dir(scratch: Path, venv: Path = PYTRITON_VENV) -> Path:
 
 
 def start_server(
-    repository: Path, scratch: Path, venv: Path = PYTRITON_VENV, timeout: float = START_TIMEOUT_S
+    repository: Path,
+    scratch: Path,
+    venv: Path = PYTRITON_VENV,
+    timeout: float = START_TIMEOUT_S,
+    ports: tuple[int, int, int] | None = None,
 ) -> TritonServer:
-    """Start ``tritonserver --model-repository repository`` on free ports; wait until
-    ``/v2/health/ready`` answers 200 (every model loaded) or fail with its log."""
-    server_dir = prepare_server_dir(scratch, venv)
+    """Start ``tritonserver --model-repository repository`` on free ports (or ``ports``:
+    HTTP, gRPC, metrics, to restart one); wait until ``/v2/health/ready`` answers 200 (every
+    model loaded) or fail with its log."""
+    server_dir = scratch / "tritonserver"
+    if not server_dir.is_dir():
+        server_dir = prepare_server_dir(scratch, venv)
     site = _site_packages(venv)
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics = ports or free_ports(3)
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = ":".join(
         p for p in (str(site / "nvidia_pytriton.libs"), env.get("LD_LIBRARY_PATH")) if p
@@ -129,6 +141,8 @@ def start_server(
     env["PYTHONPATH"] = str(site)  # the stub embeds the system libpython: give it the venv
     env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
     log = scratch / "tritonserver.log"
+    if log.exists():
+        log.rename(scratch / f"tritonserver.{time.time_ns()}.log")
     command = [
         str(server_dir / "bin" / "tritonserver"),
         f"--model-repository={repository}",

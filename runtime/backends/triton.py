@@ -11,12 +11,15 @@ gets its outputs back.
 The protocol is KServe v2 over HTTP with Triton's binary tensor extension (the tensors travel
 as raw bytes after a JSON header, not as JSON numbers), through httpx: no tritonclient, no
 torch on the edge box. gRPC (``triton://``) is not here yet. Each call has a timeout; an
-unreachable server is a one-line :class:`TritonUnavailable`.
+unreachable server is a one-line :class:`TritonUnavailable` (at once when connecting; an
+inference first reconnects with back-off for ``retry_s``, so a restarted server loses no
+frame).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,11 @@ from adedge.runtime.triton_config import card_from_config, check_model_name
 SCHEMES = ("triton+http", "triton+https")
 PREFIX = "triton"
 DEFAULT_TIMEOUT_S = 10.0
+# an inference that loses the server (restart, network blip) reconnects with back-off
+# (0.1 s doubling to 2 s) for this long before the frame fails; the first config is not retried
+DEFAULT_RETRY_S = 30.0
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 2.0
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DTYPES = {
     "FP32": np.float32,
@@ -46,7 +54,9 @@ DTYPES = {
 
 
 class TritonUnavailable(AdedgeError):
-    """The server cannot be reached, or answers with an error."""
+    """The server cannot be reached (``transport``), or answers with an error."""
+
+    transport = False
 
 
 def is_triton(name: str) -> bool:
@@ -82,7 +92,9 @@ def parse_address(name: str) -> TritonAddress:
 class TritonHttp:
     """KServe v2 REST calls to one server (httpx, thread-safe: the stream's threads share it)."""
 
-    def __init__(self, base: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, base: str, timeout: float = DEFAULT_TIMEOUT_S, retry_s: float = DEFAULT_RETRY_S
+    ) -> None:
         try:
             import httpx
         except ImportError:
@@ -92,6 +104,23 @@ class TritonHttp:
         self.base = base
         self._httpx = httpx
         self.client = httpx.Client(base_url=base, timeout=timeout)
+        self.retry_s = retry_s
+        self.reconnects = 0  # transport errors survived by a retry
+
+    def _retrying(self, method: str, path: str, **kwargs: Any) -> Any:
+        """:meth:`_call`, retried with back-off while the server is unreachable (not on a
+        timeout or an error answer: the server is there and said no)."""
+        deadline = time.monotonic() + self.retry_s
+        pause = BACKOFF_FIRST_S
+        while True:
+            try:
+                return self._call(method, path, **kwargs)
+            except TritonUnavailable as error:
+                if not error.transport or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, BACKOFF_MAX_S)
+            self.reconnects += 1
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -102,10 +131,12 @@ class TritonHttp:
                 "check the server's load and its queue, or raise the timeout",
             ) from None
         except self._httpx.HTTPError as error:
-            raise TritonUnavailable(
+            unreachable = TritonUnavailable(
                 f"Triton at {self.base} is unreachable ({type(error).__name__}: {error})",
                 "start the server, or check the host and port of --backend",
-            ) from None
+            )
+            unreachable.transport = True
+            raise unreachable from None
         if response.status_code != 200:
             try:
                 detail = response.json().get("error", response.text)
@@ -138,7 +169,7 @@ class TritonHttp:
         }
         head = json.dumps(header).encode()
         body = b"".join([head, *(array.tobytes() for array in arrays)])
-        response = self._call(
+        response = self._retrying(
             "POST",
             f"/v2/models/{model}/infer",
             content=body,
@@ -238,12 +269,14 @@ class RemoteModel:
         self.http.close()
 
 
-def connect(name: str, timeout: float = DEFAULT_TIMEOUT_S) -> RemoteModel:
+def connect(
+    name: str, timeout: float = DEFAULT_TIMEOUT_S, retry_s: float = DEFAULT_RETRY_S
+) -> RemoteModel:
     """The card of ``triton+http://host:port/<bundle>_<stage>`` and a backend for each of its
     stages (``<bundle>_<stage>`` for every stage of the card, each checked to carry it)."""
     address = parse_address(name)
     check_model_name(address.model)
-    http = TritonHttp(address.base, timeout)
+    http = TritonHttp(address.base, timeout, retry_s)
     try:
         return _remote_model(http, address)
     except BaseException:

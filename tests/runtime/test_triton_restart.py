@@ -1,0 +1,57 @@
+"""Killing the Triton server while a client sends, and starting it again on the same ports:
+the triton backend reconnects with back-off and every frame is scored (none lost, none
+failed), with the same scores as before the crash."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from triton_python_repo import write_python_repository
+from triton_server import pytriton_missing, start_server
+
+from adedge.runtime.detector import Detector
+
+pytestmark = pytest.mark.runtime
+FRAMES = 200  # ~0.7 s of sending: the kill lands in the middle
+
+
+def test_client_reconnects_after_the_server_restarts(tmp_path, mean_bundle, digit_frames):
+    missing = pytriton_missing()
+    if missing:
+        pytest.skip(missing)
+    (model,) = write_python_repository([mean_bundle], tmp_path / "repo")
+    server = start_server(tmp_path / "repo", tmp_path)
+    ports = (server.http_port, server.grpc_port, server.metrics_port)
+    remote = Detector(None, backend=f"triton+{server.http_url}/{model}")
+    expected = [f.score for f in Detector(mean_bundle, threads=1).score_frames(digit_frames)]
+    scores: list[float] = []
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            for index in range(FRAMES):
+                frame = digit_frames[index % len(digit_frames)]
+                scores.append(remote.score_frames([frame])[0].score)
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    thread = threading.Thread(target=client)
+    try:
+        thread.start()
+        while len(scores) < 5 and thread.is_alive():
+            time.sleep(0.01)
+        server.kill()
+        killed_at = len(scores)
+        server = start_server(tmp_path / "repo", tmp_path, ports=ports)
+        thread.join(timeout=60)
+    finally:
+        remote.bundle.close()
+        server.stop()
+    assert not errors
+    assert killed_at < FRAMES  # the crash happened while the client was sending
+    assert len(scores) == FRAMES
+    wanted = [expected[i % len(expected)] for i in range(FRAMES)]
+    assert max(abs(a - b) for a, b in zip(scores, wanted, strict=True)) <= 1e-5
+    assert remote.stages[0].backend.http.reconnects >= 1
