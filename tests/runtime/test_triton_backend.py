@@ -5,12 +5,18 @@ metrics), and an unreachable server or a bad address is a one-line error."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from bundles import defect_frame
+from triton_cameras import camera_frame
 from triton_server import free_ports
 
 from adedge.errors import AdedgeError
@@ -19,6 +25,7 @@ from adedge.runtime.detector import Detector
 
 pytestmark = pytest.mark.runtime
 TOLERANCE = 1e-5
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def address(server, model: str) -> str:
@@ -141,3 +148,35 @@ def test_bad_addresses(name: str) -> None:
 def test_address_parts() -> None:
     parsed = parse_address("triton+http://10.0.0.5:8000/line1_global")
     assert (parsed.base, parsed.model) == ("http://10.0.0.5:8000", "line1_global")
+
+
+def test_two_client_processes_of_four_cameras(triton) -> None:
+    """2 processes x 4 cameras send one frame per request to the tiled model: every score
+    equals local ONNX Runtime's, and Triton ran fewer batches than requests (it batched
+    requests of different cameras, whichever process they came from)."""
+    server, bundles, models = triton
+    model = models["tiles"]
+    processes, cameras, frames = 2, 4, 3
+    names = ("nv_inference_request_success", "nv_inference_exec_count")
+    before = {n: counter(server.metrics(), n, model) for n in names}
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    command = [sys.executable, str(TESTS / "triton_cameras.py"), address(server, model)]
+    running = [
+        subprocess.Popen(
+            [*command, str(cameras), str(frames)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(processes)
+    ]
+    outputs = [json.loads(p.communicate(timeout=120)[0]) for p in running]
+    assert [p.returncode for p in running] == [0] * processes
+    local = Detector(bundles["tiles"], threads=1)
+    for scores in outputs:
+        for camera in range(cameras):
+            wanted = [local.score_frames([camera_frame(camera, i)])[0].score for i in range(frames)]
+            np.testing.assert_allclose(scores[str(camera)], wanted, rtol=0, atol=TOLERANCE)
+    after = {n: counter(server.metrics(), n, model) for n in names}
+    requests = processes * cameras * frames
+    assert after["nv_inference_request_success"] - before["nv_inference_request_success"] == (
+        requests
+    )
+    assert after["nv_inference_exec_count"] - before["nv_inference_exec_count"] < requests
