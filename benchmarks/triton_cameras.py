@@ -1,0 +1,162 @@
+"""8 cameras through one Triton server vs 8 local ONNX Runtime streams, on the same cores, and
+what the client spends per frame.
+
+Both sides score the same frames (tests/triton_cameras.py: 256x192 BGR frames cut into 12
+tiles of 32 px) with the tiled test bundle of tests/bundles.py (brightest pixel + identity
+map: a near-free graph, so this measures what serving costs, not the model). Local: 8
+threads, one Detector each (ONNX Runtime, one thread). Triton: nvidia-pytriton's
+tritonserver on 127.0.0.1, the stage's ONNX graph run by ONNX Runtime inside its Python
+backend (the wheel has no onnxruntime_onnx backend: a real one skips the Python stub's
+shared-memory hop), dynamic batching up to 96 rows with a 2 ms queue delay; 8 threads, one
+Detector (one HTTP client) each. Phases alternate local/triton for ``--rounds``. Torch-free:
+
+    .venv-runtime/bin/python benchmarks/triton_cameras.py [--frames 60] [--rounds 3]
+
+writes ``benchmarks/results/triton_cameras.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bundles import write_tile_bundle  # noqa: E402
+from triton_cameras import camera_frame  # noqa: E402
+from triton_python_repo import write_python_repository  # noqa: E402
+from triton_server import pytriton_missing, start_server  # noqa: E402
+
+from adedge.bundle import TilingSpec  # noqa: E402
+from adedge.export.triton_repo import RepoOptions  # noqa: E402
+from adedge.runtime.backends.triton import TritonHttp  # noqa: E402
+from adedge.runtime.detector import Detector  # noqa: E402
+
+CAMERAS = 8
+
+
+def frames_per_second(detectors: list[Detector], frames: dict[int, list[np.ndarray]]) -> float:
+    start = threading.Barrier(len(detectors) + 1)
+
+    def camera(c: int) -> None:
+        start.wait()
+        for frame in frames[c]:
+            detectors[c].score_frames([frame])
+
+    threads = [threading.Thread(target=camera, args=(c,)) for c in range(len(detectors))]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return sum(len(f) for f in frames.values()) / (time.perf_counter() - began)
+
+
+def counter(metrics: str, name: str, model: str) -> float:
+    found = re.search(rf'^{name}\{{model="{model}",version="1"\}} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def client_costs(url: str, model: str, detector: Detector, frame: np.ndarray, n: int) -> dict:
+    """ms per frame of one client alone: adedge's preprocessing, building the request body,
+    and the whole round trip (request, queue delay, Python backend, response, decode)."""
+    stage = detector.stages[0]
+    batch, _ = stage.prepare([frame], "bgr")
+    began = time.perf_counter()
+    for _ in range(n):
+        stage.prepare([frame], "bgr")
+    prepare = (time.perf_counter() - began) / n * 1e3
+    began = time.perf_counter()
+    for _ in range(n):
+        head = json.dumps({"inputs": [{"name": "image", "shape": list(batch.shape)}]}).encode()
+        b"".join([head, batch.tobytes()])
+    encode = (time.perf_counter() - began) / n * 1e3
+    http = TritonHttp(url)
+    began = time.perf_counter()
+    for _ in range(n):
+        http.infer(model, {"image": batch}, ["score", "amap"])
+    round_trip = (time.perf_counter() - began) / n * 1e3
+    http.close()
+    return {"prepare_ms": prepare, "encode_ms": encode, "round_trip_ms": round_trip}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=60, help="frames per camera per phase")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    missing = pytriton_missing()
+    if missing:
+        sys.exit(missing)
+    scratch = Path(tempfile.mkdtemp(prefix="adedge-triton-bench-"))
+    bundle = write_tile_bundle(scratch / "tiles", TilingSpec((128, 96), 32, 32))
+    options = RepoOptions(max_batch=96, preferred=(96,), queue_delay_us=2000, instance_kind="cpu")
+    (model,) = write_python_repository([bundle], scratch / "repo", options)
+    frames = {c: [camera_frame(c, i) for i in range(args.frames)] for c in range(CAMERAS)}
+    server = start_server(scratch / "repo", scratch)
+    try:
+        url = f"triton+{server.http_url}/{model}"
+        local = [Detector(bundle, threads=1) for _ in range(CAMERAS)]
+        remote = [Detector(None, backend=url) for _ in range(CAMERAS)]
+        frames_per_second(remote, frames)  # warm-up (connections, the stub)
+        before = server.metrics()
+        results: dict[str, list[float]] = {"local": [], "triton": []}
+        for _ in range(args.rounds):
+            results["local"].append(frames_per_second(local, frames))
+            results["triton"].append(frames_per_second(remote, frames))
+        after = server.metrics()
+        names = ("nv_inference_request_success", "nv_inference_exec_count")
+        batching = {n: counter(after, n, model) - counter(before, n, model) for n in names}
+        costs = client_costs(server.http_url, model, remote[0], frames[0][0], 200)
+        for detector in remote:
+            detector.bundle.close()
+    finally:
+        server.stop()
+    report = {
+        "cores": os.cpu_count(),
+        "cameras": CAMERAS,
+        "frames_per_camera_per_phase": args.frames,
+        "fps_median": {k: statistics.median(v) for k, v in results.items()},
+        "fps_rounds": results,
+        "triton_requests": batching["nv_inference_request_success"],
+        "triton_batches": batching["nv_inference_exec_count"],
+        "one_client": costs,
+    }
+    out = ROOT / "benchmarks" / "results"
+    (out / "triton_cameras.json").write_text(json.dumps(report, indent=2) + "\n")
+    fps = report["fps_median"]
+    lines = [
+        "# 8 cameras: one Triton server vs local ONNX Runtime",
+        "",
+        f"`.venv-runtime/bin/python benchmarks/triton_cameras.py --frames {args.frames} "
+        f"--rounds {args.rounds}` on {os.cpu_count()} cores (server and clients together).",
+        "",
+        "| | frames/s (median) |",
+        "|---|---|",
+        f"| 8 local ONNX Runtime streams | {fps['local']:.0f} |",
+        f"| 8 cameras through one Triton (Python backend) | {fps['triton']:.0f} |",
+        "",
+        f"Triton ran {report['triton_requests']:.0f} requests in "
+        f"{report['triton_batches']:.0f} batches. One client alone, per frame: preprocessing "
+        f"{costs['prepare_ms']:.2f} ms, request body {costs['encode_ms']:.3f} ms, round trip "
+        f"{costs['round_trip_ms']:.2f} ms.",
+        "",
+    ]
+    (out / "triton_cameras.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
