@@ -166,6 +166,10 @@ class Detector:
 
     Latencies per call: ``preprocess_ms``, ``infer_ms``, and ``aggregate_ms`` (tile
     reduction and heatmap stitching) when some stage is tiled or gives a heatmap.
+
+    With ``backend="triton+http://HOST:PORT/MODEL"`` the card comes from the Triton server
+    and the stages run there; ``bundle`` may then be None, or the same model's bundle, run
+    locally while the server is unreachable (:mod:`adedge.runtime.backends.triton`).
     """
 
     def __init__(
@@ -179,12 +183,19 @@ class Detector:
         if is_triton(backend):  # the card and the stages come from the server
             from adedge.runtime.backends.triton import connect
 
-            if bundle is not None:
-                raise AdedgeError(
-                    "a triton backend takes its model from the server, not from a bundle",
-                    "leave out the bundle (--model) with --backend triton+http://...",
-                )
             remote = connect(backend)
+            if bundle is not None:  # the local fallback while the server is unreachable
+                local = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+                if local.card.to_dict() != remote.card.to_dict():
+                    remote.close()
+                    raise AdedgeError(
+                        f"the fallback bundle '{local.path}' is not the model {backend} serves",
+                        "give the bundle that was exported to the Triton repository",
+                    )
+                for spec in local.card.stages:
+                    remote.backends[spec.name].fallback = create_backend(
+                        "onnxruntime", local.stage_file(spec), spec, threads=threads
+                    )
             self.bundle: Bundle | RemoteModel = remote
             card = remote.card
             self.stages = [Stage(None, s, remote.backends[s.name], threads) for s in card.stages]

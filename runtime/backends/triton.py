@@ -39,6 +39,7 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_RETRY_S = 30.0
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
+FALLBACK_RECHECK_S = 1.0  # with a local fallback: how often the server is tried again
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DTYPES = {
     "FP32": np.float32,
@@ -151,9 +152,10 @@ class TritonHttp:
         return self._call("GET", f"/v2/models/{model}/config").json()
 
     def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: list[str]
+        self, model: str, inputs: Mapping[str, np.ndarray], outputs: list[str], retry: bool = True
     ) -> dict[str, np.ndarray]:
-        """One request: every input and output as raw bytes (binary tensor extension)."""
+        """One request: every input and output as raw bytes (binary tensor extension);
+        ``retry``: reconnect with back-off while the server is unreachable."""
         arrays = [np.ascontiguousarray(value) for value in inputs.values()]
         header = {
             "inputs": [
@@ -169,7 +171,7 @@ class TritonHttp:
         }
         head = json.dumps(header).encode()
         body = b"".join([head, *(array.tobytes() for array in arrays)])
-        response = self._retrying(
+        response = (self._retrying if retry else self._call)(
             "POST",
             f"/v2/models/{model}/infer",
             content=body,
@@ -224,6 +226,12 @@ class TritonBackend:
 
     def __init__(self, http: TritonHttp, model: str, stage: StageSpec, config: Mapping) -> None:
         self.http = http
+        # a local backend of the same stage (a bundle with the server's card): while the
+        # server is unreachable the stage runs here, and the server is tried again every
+        # FALLBACK_RECHECK_S, so a line does not go blind
+        self.fallback: Any = None
+        self.fallbacks = 0  # batches run by the fallback
+        self._server_again_at = 0.0
         self.model = model
         self.stage = stage
         self.max_batch = int(config.get("max_batch_size", 0)) or None
@@ -245,13 +253,26 @@ class TritonBackend:
         self.shapes = {name: outputs[name] for name in stage.outputs}
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.http.infer(
-            self.model,
-            {self.stage.input_name: batch.astype(np.float32, copy=False)},
-            list(self.shapes),
-        )
+        if self.fallback is not None and time.monotonic() < self._server_again_at:
+            return self._local(batch)
+        try:
+            out = self.http.infer(
+                self.model,
+                {self.stage.input_name: batch.astype(np.float32, copy=False)},
+                list(self.shapes),
+                retry=self.fallback is None,
+            )
+        except TritonUnavailable as error:
+            if self.fallback is None or not error.transport:
+                raise
+            self._server_again_at = time.monotonic() + FALLBACK_RECHECK_S
+            return self._local(batch)
         rows = batch.shape[0]
         return {name: out[name].reshape((rows, *shape)) for name, shape in self.shapes.items()}
+
+    def _local(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.fallbacks += 1
+        return self.fallback.run(batch)
 
 
 @dataclass

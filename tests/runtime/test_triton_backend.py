@@ -136,6 +136,12 @@ def test_unknown_model_is_refused(triton) -> None:
         Detector(None, backend=address(server, "no_such_model"))
 
 
+def test_fallback_bundle_must_be_the_served_model(triton) -> None:
+    server, bundles, models = triton
+    with pytest.raises(AdedgeError, match="is not the model"):
+        Detector(bundles["tiles"], backend=address(server, models["mean"]))
+
+
 @pytest.mark.parametrize(
     "name",
     ["triton://127.0.0.1:8001/m", "triton+http://127.0.0.1:8000/", "triton+ftp://h/m"],

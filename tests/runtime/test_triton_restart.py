@@ -55,3 +55,37 @@ def test_client_reconnects_after_the_server_restarts(tmp_path, mean_bundle, digi
     wanted = [expected[i % len(expected)] for i in range(FRAMES)]
     assert max(abs(a - b) for a, b in zip(scores, wanted, strict=True)) <= 1e-5
     assert remote.stages[0].backend.http.reconnects >= 1
+
+
+def test_local_fallback_while_the_server_is_down(tmp_path, mean_bundle, digit_frames):
+    """With the bundle as fallback, frames are scored locally while the server is down (at
+    once, no back-off) and through the server again once it is back."""
+    missing = pytriton_missing()
+    if missing:
+        pytest.skip(missing)
+    (model,) = write_python_repository([mean_bundle], tmp_path / "repo")
+    server = start_server(tmp_path / "repo", tmp_path)
+    ports = (server.http_port, server.grpc_port, server.metrics_port)
+    detector = Detector(mean_bundle, backend=f"triton+{server.http_url}/{model}")
+    backend = detector.stages[0].backend
+    expected = [f.score for f in Detector(mean_bundle, threads=1).score_frames(digit_frames)]
+    try:
+        assert [f.score for f in detector.score_frames(digit_frames)] == pytest.approx(expected)
+        assert backend.fallbacks == 0
+        server.kill()
+        down = [f.score for f in detector.score_frames(digit_frames)]
+        assert down == pytest.approx(expected, abs=1e-5)
+        assert backend.fallbacks >= 1 and backend.http.reconnects == 0
+        server = start_server(tmp_path / "repo", tmp_path, ports=ports)
+        deadline = time.monotonic() + 30  # a bound, never a measured time
+        while True:
+            local_runs = backend.fallbacks
+            scores = [f.score for f in detector.score_frames(digit_frames)]
+            assert scores == pytest.approx(expected, abs=1e-5)
+            if backend.fallbacks == local_runs:
+                break  # this round ran on the server again
+            assert time.monotonic() < deadline, "the server was not used again"
+            time.sleep(0.1)
+    finally:
+        detector.bundle.close()
+        server.stop()
