@@ -14,6 +14,7 @@ a ``model.py`` through ``PYTHONPATH``. Only the Python backend is in the wheel (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -89,9 +90,15 @@ class TritonServer:
             return response.read().decode()
 
     def kill(self) -> None:
-        """As a crash: no unloading, connections cut."""
+        """As a crash: no unloading, connections cut; its Python-backend stubs (children in
+        its process group) go too, as they would with a container."""
         self.process.kill()
         self.process.wait()
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -103,6 +110,7 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._kill_group()  # stubs left behind by a server that did not unload them
 
 
 def prepare_server_dir(scratch: Path, venv: Path = PYTRITON_VENV) -> Path:
@@ -164,7 +172,9 @@ def start_server(
         "--log-verbose=0",
     ]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(  # its own process group: the stubs are killed with it
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = TritonServer(process, http, grpc, metrics, log, Path(repository))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
