@@ -77,6 +77,14 @@ system-deps: $(VTEST)
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto; \
 	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto; \
 	else echo "no root: the service's MQTT tests will skip (apt-get install mosquitto)"; fi
+	@# the Triton tests' Python-backend stub links libpython3.11.so.1.0: the Python's own
+	@# (a shared build) or Debian's libpython3.11
+	@if ldconfig -p | grep -q 'libpython3.11.so.1.0' || \
+	  [ -e "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')/libpython3.11.so.1.0" ]; then \
+	  echo "libpython3.11: present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libpython3.11; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq libpython3.11; \
+	else echo "no root and no libpython3.11: the Triton tests will fail (apt-get install libpython3.11)"; fi
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium: present"; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
 	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver; \

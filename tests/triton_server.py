@@ -127,6 +127,26 @@ def prepare_server_dir(scratch: Path, venv: Path = PYTRITON_VENV) -> Path:
     return target
 
 
+def _libpython_dir(venv: Path) -> str | None:
+    """The folder of the venv's own ``libpython3.X.so.1.0`` when its Python is a shared
+    build (pyenv, a distribution's): the Python-backend stub links that library, which is
+    in the system's library path only where the distribution's ``libpython3.X`` is installed."""
+    found = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", _LIBPYTHON_PROBE],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return found or None
+
+
+_LIBPYTHON_PROBE = (
+    "import pathlib, sys, sysconfig; d = sysconfig.get_config_var('LIBDIR') or ''; "
+    "v = f'{sys.version_info[0]}.{sys.version_info[1]}'; "
+    "print(d if (pathlib.Path(d) / f'libpython{v}.so.1.0').exists() else '')"
+)
+
+
 def start_server(
     repository: Path,
     scratch: Path,
@@ -144,7 +164,13 @@ def start_server(
     http, grpc, metrics = ports or free_ports(3)
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = ":".join(
-        p for p in (str(site / "nvidia_pytriton.libs"), env.get("LD_LIBRARY_PATH")) if p
+        p
+        for p in (
+            str(site / "nvidia_pytriton.libs"),
+            _libpython_dir(venv),
+            env.get("LD_LIBRARY_PATH"),
+        )
+        if p
     )
     env["PYTHONPATH"] = str(site)  # the stub embeds the system libpython: give it the venv
     env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
