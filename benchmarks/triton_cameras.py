@@ -1,7 +1,7 @@
 """8 cameras through one Triton server vs 8 local ONNX Runtime streams, on the same cores, and
 what the client spends per frame.
 
-Both sides score the same frames (tests/triton_cameras.py: 256x192 BGR frames cut into 12
+Both sides score the same frames (tests/triton_camera_frames.py: 256x192 BGR frames cut into 12
 tiles of 32 px) with the tiled test bundle of tests/bundles.py (brightest pixel + identity
 map: a near-free graph, so this measures what serving costs, not the model). Local: 8
 threads, one Detector each (ONNX Runtime, one thread). Triton: nvidia-pytriton's
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bundles import write_tile_bundle  # noqa: E402
-from triton_cameras import camera_frame  # noqa: E402
+from triton_camera_frames import camera_frame  # noqa: E402
 from triton_python_repo import write_python_repository  # noqa: E402
 from triton_server import pytriton_missing, start_server  # noqa: E402
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundles import defect_frame
-from triton_cameras import camera_frame
+from triton_camera_frames import camera_frame
 from triton_server import free_ports
 
 from adedge.errors import AdedgeError
@@ -166,7 +166,7 @@ def test_two_client_processes_of_four_cameras(triton) -> None:
     names = ("nv_inference_request_success", "nv_inference_exec_count")
     before = {n: counter(server.metrics(), n, model) for n in names}
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    command = [sys.executable, str(TESTS / "triton_cameras.py"), address(server, model)]
+    command = [sys.executable, str(TESTS / "triton_camera_frames.py"), address(server, model)]
     running = [
         subprocess.Popen(
             [*command, str(cameras), str(frames)], stdout=subprocess.PIPE, text=True, env=env

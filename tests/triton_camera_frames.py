@@ -1,4 +1,4 @@
-"""One client process of the Triton tests: ``python triton_cameras.py BACKEND CAMERAS FRAMES``
+"""One client process of the Triton tests: ``python triton_camera_frames.py BACKEND CAMERAS FRAMES``
 scores, on one thread per camera sharing one Detector (one HTTP connection pool), FRAMES
 frames per camera, and prints {camera: [scores]} as JSON. Camera c's frame i is
 ``camera_frame(c, i)``, so the test scores the same frames locally."""
