@@ -26,6 +26,7 @@ from adedge.bundle import (
     StageSpec,
     ThresholdSpec,
     TilingSpec,
+    load_bundle,
     sha256_file,
 )
 from adedge.preprocess import InputSpec
@@ -145,6 +146,26 @@ def write_tile_bundle(
         tiling=tiling,
         reduce=reduce,
     )
+
+
+def two_stage_bundle(folder: Path, tiling: TilingSpec, global_weight: float = 1.0) -> Path:
+    """A whole-frame "global" stage (mean, 64 px, weighted ``global_weight``) beside the
+    tiled "local" stage of :func:`write_tile_bundle`: two graphs, one card."""
+    import dataclasses
+
+    write_tile_bundle(folder, tiling)
+    (folder / "global.onnx").write_bytes(mean_model(64).SerializeToString())
+    card = load_bundle(folder).card
+    whole = StageSpec(
+        name="global",
+        graphs={"fp32": GraphFile("global.onnx", sha256_file(folder / "global.onnx"))},
+        input_name="image",
+        input=InputSpec(64, 64, "gray", (0.5,), (0.25,)),
+        weight=global_weight,
+    )
+    card = dataclasses.replace(card, stages=(whole, *card.stages))
+    (folder / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
+    return folder
 
 
 DEFECT_YX = (180, 52)

@@ -5,7 +5,6 @@ and one-line refusals. Torch-free: bundles from tests/bundles.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -15,16 +14,16 @@ import onnx
 import pytest
 from bundles import (
     FLOAT,
-    mean_model,
     onnx_model,
     tensor,
+    two_stage_bundle,
     write_bundle,
     write_tile_bundle,
 )
 from cli_helpers import assert_one_line_error, run_cli
 from onnx import helper
 
-from adedge.bundle import CARD_NAME, GraphFile, StageSpec, TilingSpec, load_bundle, sha256_file
+from adedge.bundle import CARD_NAME, TilingSpec, load_bundle, sha256_file
 from adedge.errors import AdedgeError
 from adedge.preprocess import InputSpec
 from adedge.runtime.triton_config import (
@@ -46,22 +45,6 @@ def triton_python(monkeypatch) -> str:
         pytest.fail(f"no python with tritonclient at {python}: run `make triton-venv`")
     monkeypatch.setenv(TRITON_PYTHON_ENV, python)
     return python
-
-
-def two_stage_bundle(folder: Path) -> Path:
-    """A tiled "local" stage (12 tiles) and a whole-frame "global" stage (mean, 64 px)."""
-    write_tile_bundle(folder, TILING)
-    (folder / "global.onnx").write_bytes(mean_model(64).SerializeToString())
-    card = load_bundle(folder).card
-    whole = StageSpec(
-        name="global",
-        graphs={"fp32": GraphFile("global.onnx", sha256_file(folder / "global.onnx"))},
-        input_name="image",
-        input=InputSpec(64, 64, "gray", (0.5,), (0.25,)),
-    )
-    card = dataclasses.replace(card, stages=(whole, *card.stages))
-    (folder / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
-    return folder
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -86,7 +69,7 @@ def graph_view(path: Path) -> tuple[dict, dict]:
 
 
 def test_repository_layout_schema_graph_and_card(tmp_path, monkeypatch, capsys, triton_python):
-    bundle = two_stage_bundle(tmp_path / "plant")
+    bundle = two_stage_bundle(tmp_path / "plant", TILING)
     repo = tmp_path / "repo"
     code, out, err = run_cli(monkeypatch, capsys, "triton-repo", bundle, "--out", repo)
     assert code == 0, err

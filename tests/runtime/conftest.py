@@ -34,7 +34,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory, mean_bundle: Path):
     missing = pytriton_missing()
     if missing:
         pytest.skip(missing)
-    from bundles import write_tile_bundle
+    from bundles import two_stage_bundle, write_tile_bundle
     from triton_python_repo import write_python_repository
 
     from adedge.bundle import TilingSpec
@@ -42,7 +42,8 @@ def triton(tmp_path_factory: pytest.TempPathFactory, mean_bundle: Path):
 
     scratch = tmp_path_factory.mktemp("triton")
     height, width, tile = TRITON_TILING
-    tiles = write_tile_bundle(scratch / "tiles", TilingSpec((height, width), tile, tile))
+    tiling = TilingSpec((height, width), tile, tile)
+    tiles = write_tile_bundle(scratch / "tiles", tiling)
     bundles: dict[str, Path] = {"mean": mean_bundle, "tiles": tiles}
     # the tiled model waits up to 100 ms for 48 rows (4 frames of 12 tiles): requests of
     # clients sending together are batched by Triton, which its metrics show
@@ -56,37 +57,10 @@ def triton(tmp_path_factory: pytest.TempPathFactory, mean_bundle: Path):
         "mean": write_python_repository([mean_bundle], scratch / "repo")[0],
         "tiles": write_python_repository([tiles], scratch / "repo", batching)[0],
     }
-    bundles["two"] = two_stage_bundle(scratch / "two")
+    bundles["two"] = two_stage_bundle(scratch / "two", tiling, global_weight=0.5)
     models["two"] = write_python_repository([bundles["two"]], scratch / "repo")[-1]
     server = start_server(scratch / "repo", scratch)
     try:
         yield server, bundles, models
     finally:
         server.stop()
-
-
-def two_stage_bundle(folder: Path) -> Path:
-    """A whole-frame "global" stage (mean, 64 px) and a tiled "local" one (12 tiles): two
-    Triton models, ``two_global`` and ``two_local``."""
-    import dataclasses
-    import json
-
-    from bundles import mean_model, write_tile_bundle
-
-    from adedge.bundle import CARD_NAME, GraphFile, StageSpec, TilingSpec, load_bundle, sha256_file
-    from adedge.preprocess import InputSpec
-
-    height, width, tile = TRITON_TILING
-    write_tile_bundle(folder, TilingSpec((height, width), tile, tile))
-    (folder / "global.onnx").write_bytes(mean_model(64).SerializeToString())
-    card = load_bundle(folder).card
-    whole = StageSpec(
-        name="global",
-        graphs={"fp32": GraphFile("global.onnx", sha256_file(folder / "global.onnx"))},
-        input_name="image",
-        input=InputSpec(64, 64, "gray", (0.5,), (0.25,)),
-        weight=0.5,
-    )
-    card = dataclasses.replace(card, stages=(whole, *card.stages))
-    (folder / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
-    return folder
