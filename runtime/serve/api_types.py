@@ -9,6 +9,7 @@ the end of this module, which the app turns into ``{"detail": "<one line>"}``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -90,28 +91,17 @@ class CameraInfo(BaseModel):
     has_heatmap: bool  # the model gives heatmaps (overlay, snapshots)
 
 
+@dataclass(frozen=True, slots=True)
 class LiveFrame:
     """The newest scored frame of a camera (shared, read-only: copy before drawing)."""
 
-    __slots__ = ("alarm", "amap", "image", "score", "seq", "threshold", "wall")
-
-    def __init__(
-        self,
-        seq: int,
-        wall: float,
-        image: np.ndarray,
-        amap: np.ndarray | None,
-        score: float,
-        threshold: float,
-        alarm: bool,
-    ) -> None:
-        self.seq = seq  # counts scored frames: a new seq is a new frame
-        self.wall = wall
-        self.image = image  # BGR or grey uint8, as read
-        self.amap = amap  # float32 HxW in frame pixels, or None
-        self.score = score
-        self.threshold = threshold
-        self.alarm = alarm
+    seq: int  # counts scored frames: a new seq is a new frame
+    wall: float
+    image: np.ndarray  # BGR or grey uint8, as read
+    amap: np.ndarray | None  # float32 HxW in frame pixels, or None
+    score: float
+    threshold: float
+    alarm: bool
 
 
 class ScorePoint(BaseModel):

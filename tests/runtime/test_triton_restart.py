@@ -17,15 +17,25 @@ pytestmark = pytest.mark.runtime
 FRAMES = 200  # ~0.7 s of sending: the kill lands in the middle
 
 
-def test_client_reconnects_after_the_server_restarts(tmp_path, mean_bundle, digit_frames):
+def serve_mean_bundle(tmp_path, mean_bundle):
+    """A real tritonserver serving the mean bundle: (server, model name, its three ports,
+    to restart it on the same ones)."""
     missing = pytriton_missing()
     if missing:
         pytest.skip(missing)
     (model,) = write_python_repository([mean_bundle], tmp_path / "repo")
     server = start_server(tmp_path / "repo", tmp_path)
-    ports = (server.http_port, server.grpc_port, server.metrics_port)
+    return server, model, (server.http_port, server.grpc_port, server.metrics_port)
+
+
+def local_scores(bundle, frames) -> list[float]:
+    return [f.score for f in Detector(bundle, threads=1).score_frames(frames)]
+
+
+def test_client_reconnects_after_the_server_restarts(tmp_path, mean_bundle, digit_frames):
+    server, model, ports = serve_mean_bundle(tmp_path, mean_bundle)
     remote = Detector(None, backend=f"triton+{server.http_url}/{model}")
-    expected = [f.score for f in Detector(mean_bundle, threads=1).score_frames(digit_frames)]
+    expected = local_scores(mean_bundle, digit_frames)
     scores: list[float] = []
     errors: list[BaseException] = []
 
@@ -60,15 +70,10 @@ def test_client_reconnects_after_the_server_restarts(tmp_path, mean_bundle, digi
 def test_local_fallback_while_the_server_is_down(tmp_path, mean_bundle, digit_frames):
     """With the bundle as fallback, frames are scored locally while the server is down (at
     once, no back-off) and through the server again once it is back."""
-    missing = pytriton_missing()
-    if missing:
-        pytest.skip(missing)
-    (model,) = write_python_repository([mean_bundle], tmp_path / "repo")
-    server = start_server(tmp_path / "repo", tmp_path)
-    ports = (server.http_port, server.grpc_port, server.metrics_port)
+    server, model, ports = serve_mean_bundle(tmp_path, mean_bundle)
     detector = Detector(mean_bundle, backend=f"triton+{server.http_url}/{model}")
     backend = detector.stages[0].backend
-    expected = [f.score for f in Detector(mean_bundle, threads=1).score_frames(digit_frames)]
+    expected = local_scores(mean_bundle, digit_frames)
     try:
         assert [f.score for f in detector.score_frames(digit_frames)] == pytest.approx(expected)
         assert backend.fallbacks == 0
