@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from adedge.errors import AdedgeError, ExportError
 
@@ -49,10 +50,21 @@ class Precision(Choice):
 
 
 class BackendKind(Choice):
-    """What runs a stage's graph: ``--backend NAME[:PRECISION]``."""
+    """What runs a stage's graph: ``--backend NAME[:PRECISION]``, or a Triton server's model
+    (``--backend triton://HOST:PORT/MODEL``, see :class:`TritonAddress`)."""
 
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
+    TRITON = "triton"
+
+
+class TritonProtocol(Choice):
+    """How a client speaks to Triton: gRPC (``triton://``, ``triton+grpc://``) or KServe v2
+    REST (``triton+http://``, ``triton+https://``)."""
+
+    GRPC = "grpc"
+    HTTP = "http"
+    HTTPS = "https"
 
 
 class ExportFlag(Choice):
@@ -159,23 +171,100 @@ MIN_WORKSPACE_MIB = 16
 # --- backends --------------------------------------------------------------------------------
 
 
+TRITON_SCHEMES = {
+    "triton": TritonProtocol.GRPC,
+    "triton+grpc": TritonProtocol.GRPC,
+    "triton+http": TritonProtocol.HTTP,
+    "triton+https": TritonProtocol.HTTPS,
+}
+TRITON_PORTS = {TritonProtocol.GRPC: 8001, TritonProtocol.HTTP: 8000, TritonProtocol.HTTPS: 8000}
+TRITON_FORM = "triton://HOST:8001/MODEL (gRPC) or triton+http://HOST:8000/MODEL"
+
+
+@dataclass(frozen=True)
+class TritonAddress:
+    """One model of a Triton server: ``triton://host:8001/<bundle>_<stage>`` (the port may
+    be left out: 8001 for gRPC, 8000 for HTTP)."""
+
+    protocol: TritonProtocol
+    host: str
+    port: int
+    model: str
+
+    @property
+    def target(self) -> str:
+        """What the transport connects to: ``host:port`` (gRPC) or ``http://host:port``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        where = f"{host}:{self.port}"
+        return where if self.protocol is TritonProtocol.GRPC else f"{self.protocol}://{where}"
+
+    def __str__(self) -> str:
+        scheme = "triton" if self.protocol is TritonProtocol.GRPC else f"triton+{self.protocol}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/{self.model}"
+
+    def sibling(self, model: str) -> TritonAddress:
+        """Another model of the same server."""
+        return TritonAddress(self.protocol, self.host, self.port, model)
+
+
+def is_triton(spec: str) -> bool:
+    """Whether ``--backend`` names a Triton model rather than a local backend."""
+    return spec.strip().split(":", 1)[0].split("+", 1)[0].lower() == BackendKind.TRITON
+
+
+def parse_triton_address(spec: str) -> TritonAddress:
+    """``triton[+grpc|+http|+https]://HOST[:PORT]/MODEL`` -> TritonAddress; one line
+    naming the problem otherwise (the model name keeps its case)."""
+    text = spec.strip()
+    bad = AdedgeError(
+        f"--backend {text} is not a Triton model address",
+        f"write --backend {TRITON_FORM} (a model of `adedge triton-repo`)",
+    )
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise bad from None
+    protocol = TRITON_SCHEMES.get(parts.scheme.lower())
+    model = parts.path.strip("/")
+    if protocol is None or not parts.hostname or not model or "/" in model:
+        raise bad
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise AdedgeError(
+            f"--backend {text}: a Triton address takes no user, query or fragment",
+            f"write --backend {TRITON_FORM}",
+        )
+    return TritonAddress(protocol, parts.hostname, port or TRITON_PORTS[protocol], model)
+
+
 class BackendChoice(NamedTuple):
-    """A parsed ``--backend``: the backend and the precision asked for (None: its default)."""
+    """A parsed ``--backend``: the backend and the precision asked for (None: its default);
+    for ``triton``, the server's model (``remote``) and no precision (the server's)."""
 
     kind: BackendKind
     precision: Precision | None
+    remote: TritonAddress | None = None
 
     def __str__(self) -> str:
+        if self.remote is not None:
+            return str(self.remote)
         return str(self.kind) if self.precision is None else f"{self.kind}:{self.precision}"
 
 
 def parse_backend(spec: str) -> BackendChoice:
-    """``NAME[:PRECISION]`` (any case) -> BackendChoice; a one-line AdedgeError otherwise."""
+    """``NAME[:PRECISION]`` (any case) or a Triton address -> BackendChoice; a one-line
+    AdedgeError otherwise."""
+    if is_triton(spec):
+        if spec.strip().lower() == BackendKind.TRITON:
+            raise AdedgeError(
+                "--backend triton needs the server and the model", f"write --backend {TRITON_FORM}"
+            )
+        return BackendChoice(BackendKind.TRITON, None, parse_triton_address(spec))
     name, _, precision = spec.strip().lower().partition(":")
-    if name not in BackendKind.spellings():
-        raise AdedgeError(
-            f"unknown backend '{spec}'", f"choose one of: {', '.join(BackendKind.spellings())}"
-        )
+    if name not in [str(kind) for kind in BACKENDS]:
+        local = ", ".join(str(kind) for kind in BACKENDS)
+        raise AdedgeError(f"unknown backend '{spec}'", f"choose one of: {local}, {TRITON_FORM}")
     backend = BACKENDS[BackendKind(name)]
     if not precision:
         return BackendChoice(backend.kind, None)
@@ -196,6 +285,10 @@ def backend_help() -> str:
             if precision is not backend.default:
                 note = backend.precision_help.get(precision)
                 parts.append(f"{backend.kind}:{precision}" + (f" ({note})" if note else ""))
+    parts.append(
+        f"{TRITON_FORM} (a model of `adedge triton-repo` on a Triton server; the card comes "
+        "from the server, the stages run there)"
+    )
     return ", ".join(parts) + "."
 
 

@@ -21,9 +21,10 @@ import numpy as np
 
 from adedge.bundle import Bundle, Card, StageSpec, TilingSpec, check_threshold, load_bundle
 from adedge.errors import AdedgeError, BundleError
+from adedge.formats import is_triton
 from adedge.runtime import frames, kernels
 from adedge.runtime.backends import Backend, create_backend
-from adedge.runtime.backends.triton import RemoteModel, is_triton
+from adedge.runtime.backends.triton import RemoteModel
 from adedge.runtime.tiling import TilingPlan, plan_tiles, reduce_scores, resize_map
 
 AMAP = "amap"
@@ -167,9 +168,10 @@ class Detector:
     Latencies per call: ``preprocess_ms``, ``infer_ms``, and ``aggregate_ms`` (tile
     reduction and heatmap stitching) when some stage is tiled or gives a heatmap.
 
-    With ``backend="triton+http://HOST:PORT/MODEL"`` the card comes from the Triton server
-    and the stages run there; ``bundle`` may then be None, or the same model's bundle, run
-    locally while the server is unreachable (:mod:`adedge.runtime.backends.triton`).
+    With ``backend="triton://HOST:PORT/MODEL"`` (gRPC; or ``triton+http://``) the card comes
+    from the Triton server and the stages run there; ``bundle`` may then be None, or the same
+    model's bundle, run locally while the server is unreachable
+    (:mod:`adedge.runtime.backends.triton`).
     """
 
     def __init__(

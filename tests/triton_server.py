@@ -74,6 +74,12 @@ class TritonServer:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    def address(self, model: str, via: str = "http") -> str:
+        """``--backend`` for ``model``: gRPC (``triton://``) or KServe v2 REST."""
+        if via == "grpc":
+            return f"triton://127.0.0.1:{self.grpc_port}/{model}"
+        return f"triton+{self.http_url}/{model}"
+
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"

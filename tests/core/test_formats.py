@@ -67,18 +67,31 @@ def test_every_backend_and_precision_of_the_table_parses():
         assert parse_backend(backend.kind) == BackendChoice(backend.kind, None)
         for precision in backend.precisions:
             choice = parse_backend(f" {str(backend.kind).upper()}:{precision} ")
-            assert (
-                choice == (backend.kind, precision) and str(choice) == f"{backend.kind}:{precision}"
-            )
+            assert choice == BackendChoice(backend.kind, precision)
+            assert str(choice) == f"{backend.kind}:{precision}"
             assert isinstance(choice.precision, Precision)
-    assert parse_backend("onnxruntime:") == ("onnxruntime", None)
+    assert parse_backend("onnxruntime:") == BackendChoice(BackendKind.ONNXRUNTIME, None)
+
+
+@pytest.mark.runtime
+def test_triton_addresses_parse_as_the_triton_backend():
+    choice = parse_backend(" triton://triton-a/Line_Global ")
+    assert (choice.kind, choice.precision) == (BackendKind.TRITON, None)
+    assert str(choice) == "triton://triton-a:8001/Line_Global"
+    assert str(parse_backend("TRITON+HTTP://h:9000/m")) == "triton+http://h:9000/m"
 
 
 @pytest.mark.runtime
 @pytest.mark.parametrize(
     ("spec", "words"),
     [
-        ("cuda", "unknown backend 'cuda'. choose one of: onnxruntime, tensorrt."),
+        (
+            "cuda",
+            "unknown backend 'cuda'. choose one of: onnxruntime, tensorrt, triton://HOST:8001/"
+            "MODEL (gRPC) or triton+http://HOST:8000/MODEL",
+        ),
+        ("triton", "--backend triton needs the server and the model"),
+        ("triton://h:99999/m", "is not a Triton model address"),
         (
             "tensorrt:int8",
             "backend 'tensorrt' has no precision 'int8'. choose one of: "
@@ -95,11 +108,13 @@ def test_bad_backends_are_one_line(spec, words):
 
 @pytest.mark.runtime
 def test_backend_help_is_written_from_the_table():
-    """The text --backend showed before the table existed, word for word."""
+    """The text --backend showed before the table existed, word for word, and Triton."""
     assert backend_help() == (
         "onnxruntime (CPU, FP32 graph), onnxruntime:fp16 (the FP16 graph), onnxruntime:int8 "
         "(the graph of `export --int8`), tensorrt (NVIDIA GPU; engine precision from the "
-        "card, built on first use), tensorrt:fp16, tensorrt:fp32."
+        "card, built on first use), tensorrt:fp16, tensorrt:fp32, triton://HOST:8001/MODEL "
+        "(gRPC) or triton+http://HOST:8000/MODEL (a model of `adedge triton-repo` on a Triton "
+        "server; the card comes from the server, the stages run there)."
     )
 
 

@@ -20,7 +20,8 @@ from triton_camera_frames import camera_frame
 from triton_server import free_ports
 
 from adedge.errors import AdedgeError
-from adedge.runtime.backends.triton import TritonUnavailable, parse_address
+from adedge.formats import TritonProtocol, parse_triton_address
+from adedge.runtime.backends.triton import TritonUnavailable
 from adedge.runtime.detector import Detector
 
 pytestmark = pytest.mark.runtime
@@ -28,8 +29,7 @@ TOLERANCE = 1e-5
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def address(server, model: str) -> str:
-    return f"triton+{server.http_url}/{model}"
+PROTOCOLS = pytest.mark.parametrize("via", ["http", "grpc"])
 
 
 def tiled_frames(count: int) -> list[np.ndarray]:
@@ -38,9 +38,10 @@ def tiled_frames(count: int) -> list[np.ndarray]:
     return [np.roll(base, 7 * i, axis=1) // (1 + i % 3) for i in range(count)]
 
 
-def test_mean_scores_equal_local_onnxruntime(triton, digit_frames) -> None:
+@PROTOCOLS
+def test_mean_scores_equal_local_onnxruntime(triton, digit_frames, via: str) -> None:
     server, bundles, models = triton
-    remote = Detector(None, backend=address(server, models["mean"]))
+    remote = Detector(None, backend=server.address(models["mean"], via))
     local = Detector(bundles["mean"], threads=1)
     assert remote.card.to_dict() == local.card.to_dict()
     assert remote.threshold == local.threshold
@@ -53,9 +54,10 @@ def test_mean_scores_equal_local_onnxruntime(triton, digit_frames) -> None:
     remote.bundle.close()
 
 
-def test_tiled_scores_and_maps_equal_local_onnxruntime(triton) -> None:
+@PROTOCOLS
+def test_tiled_scores_and_maps_equal_local_onnxruntime(triton, via: str) -> None:
     server, bundles, models = triton
-    remote = Detector(None, backend=address(server, models["tiles"]))
+    remote = Detector(None, backend=server.address(models["tiles"], via))
     local = Detector(bundles["tiles"], threads=1)
     frames = tiled_frames(3)
     through, direct = remote.score_frames(frames), local.score_frames(frames)
@@ -66,12 +68,13 @@ def test_tiled_scores_and_maps_equal_local_onnxruntime(triton) -> None:
     remote.bundle.close()
 
 
-def test_two_stages_run_as_two_models(triton) -> None:
+@PROTOCOLS
+def test_two_stages_run_as_two_models(triton, via: str) -> None:
     """The address names the last stage's model; the card's other stage is found beside it
     (``two_global``), and the weighted sum and heatmaps equal the local ones."""
     server, bundles, models = triton
     assert models["two"] == "two_local"
-    remote = Detector(None, backend=address(server, models["two"]))
+    remote = Detector(None, backend=server.address(models["two"], via))
     assert [s.backend.model for s in remote.stages] == ["two_global", "two_local"]
     local = Detector(bundles["two"], threads=1)
     frames = tiled_frames(2)
@@ -93,7 +96,7 @@ def test_concurrent_clients_are_batched_by_triton(triton) -> None:
     model = models["tiles"]
     names = ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count")
     before = {n: counter(server.metrics(), n, model) for n in names}
-    clients = [Detector(None, backend=address(server, model)) for _ in range(2)]
+    clients = [Detector(None, backend=server.address(model)) for _ in range(2)]
     frames = tiled_frames(4)
     barrier = threading.Barrier(len(clients))
     errors: list[BaseException] = []
@@ -123,37 +126,57 @@ def test_concurrent_clients_are_batched_by_triton(triton) -> None:
     assert delta["nv_inference_exec_count"] < requests  # requests of both clients ran together
 
 
-def test_unreachable_server_is_one_line_error() -> None:
+@pytest.mark.parametrize("scheme", ["triton+http", "triton"])
+def test_unreachable_server_is_one_line_error(scheme: str) -> None:
     (port,) = free_ports(1)
     with pytest.raises(TritonUnavailable) as caught:
-        Detector(None, backend=f"triton+http://127.0.0.1:{port}/m_global")
+        Detector(None, backend=f"{scheme}://127.0.0.1:{port}/m_global")
     assert "unreachable" in caught.value.message and "\n" not in caught.value.one_line()
+    assert caught.value.transport
 
 
-def test_unknown_model_is_refused(triton) -> None:
+@PROTOCOLS
+def test_unknown_model_is_refused(triton, via: str) -> None:
     server, _, _ = triton
-    with pytest.raises(TritonUnavailable, match="refused"):
-        Detector(None, backend=address(server, "no_such_model"))
+    with pytest.raises(TritonUnavailable, match="refused") as caught:
+        Detector(None, backend=server.address("no_such_model", via))
+    assert not caught.value.transport
 
 
 def test_fallback_bundle_must_be_the_served_model(triton) -> None:
     server, bundles, models = triton
     with pytest.raises(AdedgeError, match="is not the model"):
-        Detector(bundles["tiles"], backend=address(server, models["mean"]))
+        Detector(bundles["tiles"], backend=server.address(models["mean"]))
 
 
 @pytest.mark.parametrize(
     "name",
-    ["triton://127.0.0.1:8001/m", "triton+http://127.0.0.1:8000/", "triton+ftp://h/m"],
+    [
+        "triton+http://127.0.0.1:8000/",
+        "triton+ftp://h/m",
+        "triton://h/a/b",
+        "triton://user:pw@h/m",
+        "triton://h:port/m",
+        "triton://h/m?version=2",
+    ],
 )
 def test_bad_addresses(name: str) -> None:
     with pytest.raises(AdedgeError):
-        parse_address(name)
+        parse_triton_address(name)
 
 
 def test_address_parts() -> None:
-    parsed = parse_address("triton+http://10.0.0.5:8000/line1_global")
-    assert (parsed.base, parsed.model) == ("http://10.0.0.5:8000", "line1_global")
+    parsed = parse_triton_address("triton+http://10.0.0.5:8000/line1_global")
+    assert (parsed.target, parsed.model) == ("http://10.0.0.5:8000", "line1_global")
+    grpc = parse_triton_address("triton://Triton-A/Line1_Global")  # the model keeps its case
+    assert (grpc.protocol, grpc.target, grpc.model) == (
+        TritonProtocol.GRPC,
+        "triton-a:8001",
+        "Line1_Global",
+    )
+    assert str(grpc) == "triton://triton-a:8001/Line1_Global"
+    assert parse_triton_address("triton+grpc://[::1]:9001/m").target == "[::1]:9001"
+    assert parse_triton_address("triton+https://h/m").target == "https://h:8000"
 
 
 def test_two_client_processes_of_four_cameras(triton) -> None:
@@ -166,7 +189,7 @@ def test_two_client_processes_of_four_cameras(triton) -> None:
     names = ("nv_inference_request_success", "nv_inference_exec_count")
     before = {n: counter(server.metrics(), n, model) for n in names}
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    command = [sys.executable, str(TESTS / "triton_camera_frames.py"), address(server, model)]
+    command = [sys.executable, str(TESTS / "triton_camera_frames.py"), server.address(model)]
     running = [
         subprocess.Popen(
             [*command, str(cameras), str(frames)], stdout=subprocess.PIPE, text=True, env=env

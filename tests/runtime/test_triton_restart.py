@@ -32,9 +32,10 @@ def local_scores(bundle, frames) -> list[float]:
     return [f.score for f in Detector(bundle, threads=1).score_frames(frames)]
 
 
-def test_client_reconnects_after_the_server_restarts(tmp_path, mean_bundle, digit_frames):
+@pytest.mark.parametrize("via", ["http", "grpc"])
+def test_client_reconnects_after_the_server_restarts(tmp_path, mean_bundle, digit_frames, via):
     server, model, ports = serve_mean_bundle(tmp_path, mean_bundle)
-    remote = Detector(None, backend=f"triton+{server.http_url}/{model}")
+    remote = Detector(None, backend=server.address(model, via))
     expected = local_scores(mean_bundle, digit_frames)
     scores: list[float] = []
     errors: list[BaseException] = []
@@ -64,14 +65,15 @@ def test_client_reconnects_after_the_server_restarts(tmp_path, mean_bundle, digi
     assert len(scores) == FRAMES
     wanted = [expected[i % len(expected)] for i in range(FRAMES)]
     assert max(abs(a - b) for a, b in zip(scores, wanted, strict=True)) <= 1e-5
-    assert remote.stages[0].backend.http.reconnects >= 1
+    assert remote.stages[0].backend.transport.reconnects >= 1
 
 
-def test_local_fallback_while_the_server_is_down(tmp_path, mean_bundle, digit_frames):
+@pytest.mark.parametrize("via", ["http", "grpc"])
+def test_local_fallback_while_the_server_is_down(tmp_path, mean_bundle, digit_frames, via):
     """With the bundle as fallback, frames are scored locally while the server is down (at
     once, no back-off) and through the server again once it is back."""
     server, model, ports = serve_mean_bundle(tmp_path, mean_bundle)
-    detector = Detector(mean_bundle, backend=f"triton+{server.http_url}/{model}")
+    detector = Detector(mean_bundle, backend=server.address(model, via))
     backend = detector.stages[0].backend
     expected = local_scores(mean_bundle, digit_frames)
     try:
@@ -80,7 +82,7 @@ def test_local_fallback_while_the_server_is_down(tmp_path, mean_bundle, digit_fr
         server.kill()
         down = [f.score for f in detector.score_frames(digit_frames)]
         assert down == pytest.approx(expected, abs=1e-5)
-        assert backend.fallbacks >= 1 and backend.http.reconnects == 0
+        assert backend.fallbacks >= 1 and backend.transport.reconnects == 0
         server = start_server(tmp_path / "repo", tmp_path, ports=ports)
         deadline = time.monotonic() + 30  # a bound, never a measured time
         while True:

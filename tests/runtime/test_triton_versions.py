@@ -54,7 +54,7 @@ def test_version_two_is_picked_up_without_stopping_the_client(
     ready = f"{server.http_url}/v2/models/{model}/versions/{{}}/ready"
     wait_for(lambda: httpx.get(ready.format(1)).status_code == 200, f"{model} v1 loaded")
 
-    remote = Detector(None, backend=f"triton+{server.http_url}/{model}")
+    remote = Detector(None, backend=server.address(model))
     frame = digit_frames[0]
     v1 = Detector(mean_bundle, threads=1).score_frames([frame])[0].score
     v2 = Detector(max_bundle(tmp_path / "max"), threads=1).score_frames([frame])[0].score
