@@ -34,10 +34,13 @@ class Choice(str, Enum):
 
 
 class Format(Choice):
-    """What ``adedge export --format`` writes (ONNX always)."""
+    """What ``adedge export --format`` writes (ONNX always). ``--out`` is the bundle folder
+    for every format: engines go inside it, and a Triton repository is built from it (the
+    bundle stays the source of truth, for local fallback and parity)."""
 
     ONNX = "onnx"
     ENGINE = "engine"
+    TRITON = "triton"
 
 
 class Precision(Choice):
@@ -75,6 +78,8 @@ class ExportFlag(Choice):
     HALF = "--half"
     MAX_BATCH = "--max-batch"
     WORKSPACE = "--workspace"
+    TRITON_REPO = "--triton-repo"
+    TRITON_PYTHON = "--triton-python"
 
 
 # --- the tables ----------------------------------------------------------------------------
@@ -84,25 +89,34 @@ class ExportFlag(Choice):
 class FormatSpec:
     """One export format: what it writes (the help) and the flags it takes. The engine
     settings (--half, --max-batch, --workspace) belong to ONNX too: the card records them,
-    and a device that builds its engine on first use follows them."""
+    and a device that builds its engine on first use follows them. Where the Triton
+    repository goes, and the python that checks its configs, belong to ``triton`` alone."""
 
     format: Format
     help: str
     flags: frozenset[ExportFlag]
 
 
+TRITON_FLAGS = frozenset({ExportFlag.TRITON_REPO, ExportFlag.TRITON_PYTHON})
 FORMATS: dict[Format, FormatSpec] = {
     spec.format: spec
     for spec in (
         FormatSpec(
             Format.ONNX,
             "the ONNX graphs of --precisions, opset 17, dynamic batch",
-            frozenset(ExportFlag),
+            frozenset(ExportFlag) - TRITON_FLAGS,
         ),
         FormatSpec(
             Format.ENGINE,
             "also build TensorRT engines for this machine's GPU into <bundle>/engines",
             frozenset({ExportFlag.HALF, ExportFlag.MAX_BATCH, ExportFlag.WORKSPACE}),
+        ),
+        FormatSpec(
+            Format.TRITON,
+            "also add the bundle's stages to a Triton model repository (--triton-repo) as "
+            "a new version, as `adedge triton-repo` does; with engine, this GPU's engines "
+            "go in as model.plan",
+            TRITON_FLAGS,
         ),
     )
 }
@@ -367,9 +381,12 @@ def check_export(
     int8: bool = False,
     max_batch: int | None = None,
     workspace_mib: int | None = None,
+    triton_repo: object | None = None,
+    triton_python: str | None = None,
 ) -> ExportTargets:
     """Every export option that can be checked before any work, as the CLI and
-    ``export_bundle`` both check them: a one-line ExportError naming the option."""
+    ``export_bundle`` both check them: a one-line ExportError naming the option. (Whether
+    the Triton repository can be written is the export's check: it touches the disk.)"""
     targets = ExportTargets(
         parse_formats(formats),
         parse_graphs(precisions, int8=int8),
@@ -383,6 +400,8 @@ def check_export(
         ExportFlag.HALF: half,
         ExportFlag.MAX_BATCH: max_batch is not None,
         ExportFlag.WORKSPACE: workspace_mib is not None,
+        ExportFlag.TRITON_REPO: triton_repo is not None,
+        ExportFlag.TRITON_PYTHON: triton_python is not None,
     }
     check_flags(targets.formats, (flag for flag, yes in given.items() if yes))
     if half and Precision.FP16 not in targets.graphs:
@@ -422,8 +441,9 @@ def _spelled(value: str | Iterable[str]) -> list[str]:
 
 def format_help() -> str:
     """``--format``'s help, from ``FORMATS``."""
-    described = " and ".join(f"'{spec.format}' ({spec.help})" for spec in FORMATS.values())
-    return f"Formats, comma-separated: {described}."
+    described = [f"'{spec.format}' ({spec.help})" for spec in FORMATS.values()]
+    listed = ", ".join(described[:-1]) + " and " + described[-1]
+    return f"Formats, comma-separated: {listed}. --out is the bundle folder whatever the format."
 
 
 def precisions_help() -> str:

@@ -19,7 +19,8 @@ Detector where the test split has labels); otherwise the export fails naming the
 stage, output and number, and says how to skip the FP16 graph. ``int8`` (``--int8``)
 adds ``<stage>.int8.onnx`` (``adedge.export.int8``), refused if its test AUROC drops by more
 than ``Int8Options.max_auroc_drop`` (0.01); ``--format engine`` builds TensorRT engines into
-``<bundle>/engines`` (``adedge.runtime.backends.engines``).
+``<bundle>/engines`` (``adedge.runtime.backends.engines``); ``--format triton`` then adds the
+written bundle's stages to a Triton model repository (``adedge.export.triton_repo``).
 
 Bad options and an ``out`` that cannot be written fail before any checkpoint is loaded; each
 step logs a short line as it starts, and the chosen threshold is logged at the end.
@@ -60,6 +61,8 @@ from adedge.export.trace import (
     stage_spec,
     trace_to_onnx,
 )
+from adedge.export.triton_repo import add_exported_bundle
+from adedge.formats import Format
 from adedge.metrics import quantile_threshold
 from adedge.registry import get_method
 from adedge.runtime.backends import engines
@@ -204,7 +207,7 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
         card.metrics["precision"] = precision_metrics(
             dataset, folder, detector, stages, log, options.int8_options
         )
-        if "engine" in options.formats:
+        if Format.ENGINE in options.targets.formats:
             log("engines: building TensorRT engines for this GPU")
             card.metrics["engines"] = build_engines(folder, card, log)
         write_json(folder / CARD_NAME, card.to_dict())
@@ -213,7 +216,17 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
     log(f"threshold {threshold.value:.6g} ({threshold.method} of {count} held-out normal images)")
     graphs = ", ".join(options.graphs)
     log(f"exported {method} ({graphs}) to {options.out} in {time.perf_counter() - started:.1f}s")
+    if Format.TRITON in options.targets.formats:
+        add_to_repository(options, log)
     return Path(options.out)
+
+
+def add_to_repository(options: ExportOptions, log) -> None:
+    """``--format triton``: the written bundle's stages into the repository; with
+    ``--format engine``, the engines just built for this GPU go in as model.plan."""
+    engine = Format.ENGINE in options.targets.formats
+    target = "sm{}{}".format(*engines.device_capability()) if engine else None
+    add_exported_bundle(Path(options.out), options.repository, target, options.triton_python, log)
 
 
 def training_summary(exported: ExportedStage) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """What an export is asked to do (:class:`ExportOptions`), checked before any checkpoint is
 loaded: formats and precisions (by :func:`adedge.formats.check_export`, as the CLI checks
-them), TensorRT where engines are asked for, and a bundle folder this process can write.
+them), TensorRT where engines are asked for, a bundle folder this process can write, and,
+for ``triton``, a repository folder it can write and Triton's schema checker.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from adedge.bundle import (
 from adedge.errors import AdedgeError, ExportError
 from adedge.export import int8 as int8_graph
 from adedge.export.trace import OPSET
+from adedge.export.triton_repo import check_repository_target
 from adedge.formats import DEFAULT_GRAPHS, ExportTargets, Format, Precision, check_export
 from adedge.outputs import check_creatable
+from adedge.paths import MODELS_DIR
 from adedge.runtime.backends import engines
+
+DEFAULT_TRITON_REPO = MODELS_DIR / "triton"  # --triton-repo's default
 
 
 @dataclass
@@ -35,6 +40,11 @@ class ExportOptions:
     max_batch: int | None = None  # engine profile max for whole-frame stages (default 8)
     workspace_mib: int = DEFAULT_WORKSPACE_MIB
     int8_options: int8_graph.Int8Options = field(default_factory=int8_graph.Int8Options)
+    # "triton" in formats: the model repository the bundle's stages are added to (None:
+    # DEFAULT_TRITON_REPO), and a python with tritonclient (None: $ADEDGE_TRITON_PYTHON,
+    # else this one). ``out`` stays the bundle: the repository is built from it.
+    triton_repo: Path | None = None
+    triton_python: str | None = None
 
     @property
     def checkpoints(self) -> list[Path]:
@@ -51,6 +61,8 @@ class ExportOptions:
             int8=self.int8,
             max_batch=self.max_batch,
             workspace_mib=self.workspace_mib,
+            triton_repo=self.triton_repo,
+            triton_python=self.triton_python,
         )
 
     @property
@@ -59,14 +71,22 @@ class ExportOptions:
         int8 where ``int8`` is set."""
         return self.targets.graphs
 
+    @property
+    def repository(self) -> Path:
+        """Where ``--format triton`` adds the bundle's stages."""
+        return Path(self.triton_repo) if self.triton_repo is not None else DEFAULT_TRITON_REPO
+
 
 def check_options(options: ExportOptions) -> None:
     """Everything that can be checked before any work: formats, precisions and engine
-    settings, TensorRT and a GPU where engines are asked for, and a bundle folder that
-    can be written."""
-    if Format.ENGINE in options.targets.formats:
+    settings, TensorRT and a GPU where engines are asked for, a bundle folder that can be
+    written, and for ``triton`` a repository folder that can be and a schema checker."""
+    formats = options.targets.formats
+    if Format.ENGINE in formats:
         check_engine_machine()
     check_output_folder(Path(options.out))
+    if Format.TRITON in formats:
+        check_repository_target(options.repository, options.triton_python)
 
 
 def check_engine_machine() -> None:

@@ -14,6 +14,10 @@ version whose inputs or outputs differ from the existing config's (names, types,
 refused: Triton would serve older versions under a config that no longer fits them, and
 clients expecting the old tensors would break; such a graph is a new model (``--name``).
 
+``adedge export --format triton`` ends here too (:func:`add_exported_bundle`): the bundle it
+has just written and parity-checked is added as a new version, with default options. The
+bundle stays the source of truth (local fallback, parity); the repository is built from it.
+
 Imports onnx, never torch: it runs wherever a bundle and ``adedge[export]``'s onnx are.
 """
 
@@ -23,7 +27,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,7 @@ import onnx
 from adedge.atomic import write_text
 from adedge.bundle import DEFAULT_ENGINE_MAX_BATCH, Bundle, StageSpec, load_bundle, sha256_file
 from adedge.errors import AdedgeError
+from adedge.outputs import check_creatable
 from adedge.runtime.backends.engine_plan import ENGINE_DIR, read_sidecar, tiles_per_frame
 from adedge.runtime.triton_config import (
     CONFIG_NAME,
@@ -40,6 +45,7 @@ from adedge.runtime.triton_config import (
     ONNX_PLATFORM,
     PLAN_FILE,
     PLAN_PLATFORM,
+    TRITON_PYTHON_ENV,
     TensorConfig,
     TritonModel,
     check_model_name,
@@ -59,6 +65,7 @@ TRITON_TYPES = {
 }
 TARGET = re.compile(r"sm\d{2,3}")
 DEFAULT_QUEUE_DELAY_US = 1000  # 1 ms: a fraction of a 30 fps camera's 33 ms frame period
+SCHEMA_PROBE = 'name: "adedge_schema_probe"\n'  # the smallest config Triton's schema takes
 
 
 @dataclass(frozen=True)
@@ -294,3 +301,67 @@ def _write_model(out: Path, item: StageExport, text: str) -> Written:
         shutil.rmtree(building, ignore_errors=True)
     write_text(folder / CONFIG_NAME, text)
     return Written(item.model.name, version, folder / str(version), item.model.platform)
+
+
+def written_lines(schema: str, written: Sequence[Written]) -> list[str]:
+    """What was written, one line per model version, then which schema checked it."""
+    lines = [f"{w.model}: version {w.version} ({w.platform}) in {w.folder}" for w in written]
+    return [*lines, f"configs checked against Triton's schema ({schema}) and the graphs"]
+
+
+def check_repository_target(repo: Path, python: str | None = None) -> None:
+    """``export --format triton`` before any work: a repository folder this process can
+    create or write into, and Triton's schema checker runnable (a one-line probe config
+    parsed by it), so a long export does not end in an error it could have given at once."""
+    repo = Path(repo).expanduser()
+    if repo.exists() or repo.is_symlink():
+        if not repo.is_dir():
+            raise AdedgeError(
+                f"--triton-repo '{repo}' is a file, not a model repository folder",
+                "choose another --triton-repo",
+            )
+        if not os.access(repo, os.W_OK | os.X_OK):
+            raise AdedgeError(
+                f"--triton-repo '{repo}': cannot write in it (read-only or not yours)",
+                "choose a writable --triton-repo",
+            )
+    else:
+        check_creatable(repo, "--triton-repo")
+    with tempfile.TemporaryDirectory(prefix="adedge-triton-") as scratch:
+        probe = Path(scratch) / CONFIG_NAME
+        probe.write_text(SCHEMA_PROBE, encoding="utf-8")
+        try:
+            parse_configs([probe], python)
+        except AdedgeError as exc:
+            raise AdedgeError(
+                "--format triton checks every config with Triton's schema, which cannot run "
+                f"here: {exc.message}",
+                f"pip install 'adedge[triton-client]', or point --triton-python (or "
+                f"{TRITON_PYTHON_ENV}) at a python that has tritonclient",
+            ) from None
+
+
+def add_exported_bundle(
+    bundle: Path,
+    repo: Path,
+    target: str | None = None,
+    python: str | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Written]:
+    """``export --format triton``: the bundle just written becomes a new version of one
+    model per stage (``<bundle folder>_<stage>``); ``target`` (``--format engine``: this
+    GPU's sm) ships the engines just built as model.plan. A failure here keeps the bundle."""
+    shipped = f", with its {target} TensorRT engines" if target else ""
+    log(f"triton: adding the bundle's stages to the model repository {repo}{shipped}")
+    try:
+        schema, written = write_repository([bundle], repo, RepoOptions(target=target), python)
+    except AdedgeError as exc:
+        raise AdedgeError(
+            f"the bundle {bundle} is written, but adding it to the Triton repository {repo} "
+            f"failed: {exc.message}",
+            f"{exc.hint.rstrip('.') or 'fix that'}, then `adedge triton-repo {bundle} --out "
+            f"{repo}` adds it",
+        ) from None
+    for line in written_lines(schema, written):
+        log(f"triton: {line}")
+    return written

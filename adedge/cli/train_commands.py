@@ -197,9 +197,28 @@ def export(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help=f"Bundle folder (default: {MODELS_DIR}/<run name>).")
+        Path | None,
+        typer.Option(
+            help=f"Bundle folder (default: {MODELS_DIR}/<run name>), for every --format: "
+            "a Triton repository is built from the bundle, which stays for local fallback "
+            "and parity."
+        ),
     ] = None,
     format: Annotated[str, typer.Option(help=format_help())] = "onnx",
+    triton_repo: Annotated[
+        Path | None,
+        typer.Option(
+            help=f"--format triton: the Triton model repository the bundle's stages are added "
+            f"to as a new version (default: {MODELS_DIR}/triton)."
+        ),
+    ] = None,
+    triton_python: Annotated[
+        str | None,
+        typer.Option(
+            help="--format triton: a python with tritonclient for the schema check "
+            "(default: $ADEDGE_TRITON_PYTHON, else this one)."
+        ),
+    ] = None,
     data: Annotated[
         str | None,
         typer.Option(help="Held-out normal data for parity and threshold (default: training's)."),
@@ -236,10 +255,18 @@ def export(
         int, typer.Option(help="TensorRT builder workspace limit in MiB.")
     ] = DEFAULT_WORKSPACE_MIB,
 ) -> None:
-    """Prune a checkpoint to its scoring subgraph and write a bundle (ONNX + adedge.json)."""
+    """Prune a checkpoint to its scoring subgraph and write a bundle (ONNX + adedge.json);
+    --format triton then adds it to a Triton model repository."""
     info = get_method(method)
     targets = check_export(
-        format, precisions, half=half, int8=int8, max_batch=max_batch, workspace_mib=workspace
+        format,
+        precisions,
+        half=half,
+        int8=int8,
+        max_batch=max_batch,
+        workspace_mib=workspace,
+        triton_repo=triton_repo,
+        triton_python=triton_python,
     )
     if not 0.5 <= threshold_quantile < 1.0:
         raise AdedgeError("--threshold-quantile must be in [0.5, 1)", "e.g. 0.99")
@@ -276,6 +303,8 @@ def export(
             precisions=targets.graphs,
             max_batch=targets.max_batch,
             workspace_mib=workspace,
+            triton_repo=triton_repo,
+            triton_python=triton_python,
         ),
         log=say,
     )

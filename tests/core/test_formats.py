@@ -16,6 +16,7 @@ from adedge.errors import AdedgeError, ExportError
 from adedge.formats import (
     BACKENDS,
     FORMATS,
+    TRITON_FLAGS,
     BackendChoice,
     BackendKind,
     ExportFlag,
@@ -123,6 +124,8 @@ def test_cli_help_comes_from_the_tables(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "400")
     _, export_help, _ = run_cli(monkeypatch, capsys, "export", "--help")
     assert "'engine' (also build TensorRT engines" in export_help
+    assert "'triton' (also add the bundle's stages to a Triton model repository" in export_help
+    assert "--out is the bundle folder whatever the format" in format_help()
     assert "int8 (see --int8)" in export_help
     _, stream_help, _ = run_cli(monkeypatch, capsys, "stream", "--help")
     assert "onnxruntime:int8 (the graph of `export --int8`)" in stream_help
@@ -137,6 +140,7 @@ def test_cli_help_comes_from_the_tables(monkeypatch, capsys):
 def test_check_export_gives_the_targets_in_table_order():
     targets = check_export("ENGINE", "int8, fp16,int8", half=True, max_batch=4, workspace_mib=64)
     assert targets.formats == (Format.ONNX, Format.ENGINE)  # ONNX always, first
+    assert check_export("triton,engine", triton_repo="repo").formats == ("onnx", "engine", "triton")
     assert targets.graphs == ("fp32", "fp16", "int8")  # fp32 always, first
     assert targets.engine_precision is Precision.FP16
     assert check_export().graphs == ("fp32", "fp16") and check_export().formats == ("onnx",)
@@ -148,7 +152,11 @@ def test_check_export_gives_the_targets_in_table_order():
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"formats": "onnx,tflite"}, "format(s) tflite not supported. choose from: onnx, engine"),
+        (
+            {"formats": "onnx,tflite"},
+            "format(s) tflite not supported. choose from: onnx, engine, triton",
+        ),
+        ({"triton_repo": "repo"}, "--triton-repo does nothing for --format onnx"),
         ({"formats": " , "}, "format(s) (none) not supported"),
         ({"precisions": "fp32,fp8,"}, "unknown precision(s) in --precisions: fp8, (empty)"),
         ({"precisions": ()}, "unknown precision(s) in --precisions: (none given)"),
@@ -166,9 +174,15 @@ def test_bad_export_options_are_one_line(kwargs, words):
 
 @pytest.mark.runtime
 def test_a_flag_no_written_format_takes_is_refused():
-    """ONNX takes every flag (the card records the engine settings for a device that builds
-    on first use), so only a set of formats without ONNX can refuse one."""
-    assert FORMATS[Format.ONNX].flags == frozenset(ExportFlag)
+    """ONNX takes every flag but the Triton repository's (the card records the engine
+    settings for a device that builds on first use); those belong to triton alone."""
+    assert FORMATS[Format.ONNX].flags == frozenset(ExportFlag) - TRITON_FLAGS
+    assert FORMATS[Format.TRITON].flags == TRITON_FLAGS
+    check_flags([Format.ONNX, Format.TRITON], [ExportFlag.TRITON_REPO, ExportFlag.INT8])
+    with pytest.raises(ExportError) as info:
+        check_flags([Format.ONNX, Format.ENGINE], [ExportFlag.TRITON_PYTHON])
+    assert "--triton-python does nothing for --format onnx,engine" in info.value.one_line()
+    assert "add triton to --format" in info.value.one_line()
     check_flags([Format.ENGINE], [ExportFlag.HALF, ExportFlag.WORKSPACE])
     with pytest.raises(ExportError) as info:
         check_flags([Format.ENGINE], [ExportFlag.INT8])
@@ -184,6 +198,7 @@ def test_a_flag_no_written_format_takes_is_refused():
         ["--precisions", "fp32", "--half"],
         ["--max-batch", "0"],
         ["--workspace", "4"],
+        ["--triton-repo", "repo"],
     ],
 )
 def test_the_cli_and_the_library_refuse_with_the_same_line(monkeypatch, capsys, tmp_path, args):
@@ -209,6 +224,7 @@ def test_the_cli_and_the_library_refuse_with_the_same_line(monkeypatch, capsys, 
         "half": "--half" in args,
         "max_batch": int(flags["--max-batch"]) if "--max-batch" in flags else None,
         "workspace_mib": int(flags.get("--workspace", 1024)),
+        "triton_repo": flags.get("--triton-repo"),
     }
     pytest.importorskip("torch")
     from adedge.export.bundle_writer import export_bundle
