@@ -185,19 +185,10 @@ class Detector:
         if is_triton(backend):  # the card and the stages come from the server
             from adedge.runtime.backends.triton import connect
 
-            remote = connect(backend)
+            local = None
             if bundle is not None:  # the local fallback while the server is unreachable
                 local = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-                if local.card.to_dict() != remote.card.to_dict():
-                    remote.close()
-                    raise AdedgeError(
-                        f"the fallback bundle '{local.path}' is not the model {backend} serves",
-                        "give the bundle that was exported to the Triton repository",
-                    )
-                for spec in local.card.stages:
-                    remote.backends[spec.name].fallback = create_backend(
-                        "onnxruntime", local.stage_file(spec), spec, threads=threads
-                    )
+            remote = connect(backend, local, threads)
             self.bundle: Bundle | RemoteModel = remote
             card = remote.card
             self.stages = [Stage(None, s, remote.backends[s.name], threads) for s in card.stages]
@@ -217,6 +208,11 @@ class Detector:
     @property
     def card(self) -> Card:
         return self.bundle.card
+
+    def close(self) -> None:
+        """Close a Triton model's connections (a local bundle holds none)."""
+        if isinstance(self.bundle, RemoteModel):
+            self.bundle.close()
 
     def trained_on(self) -> str:
         """What the model was trained on, for messages ("unknown" for cards without it)."""

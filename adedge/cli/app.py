@@ -17,8 +17,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from adedge import __version__
 from adedge.errors import AdedgeError, Interrupted, Terminated, interrupt_exit_code
-from adedge.formats import backend_help
-from adedge.paths import resolve_model
+from adedge.formats import backend_help, is_triton
+from adedge.paths import MODELS_DIR, resolve_model
 
 
 def _without_flag_types(params: list) -> list:
@@ -77,6 +77,19 @@ def say(message: str) -> None:
 
 def pick_model(model: Path | None) -> Path:
     return resolve_model(model, say)
+
+
+MODEL_HELP = (
+    f"Bundle folder (default: newest in {MODELS_DIR}/). With a triton backend it is "
+    "optional (the card comes from the server) and, when given, runs locally while the "
+    "server is unreachable: it must be the bundle exported to the Triton repository."
+)
+
+
+def pick_model_for(model: Path | None, backend: str) -> Path | None:
+    """``--model`` for ``--backend``: the bundle (default: the newest), or with a Triton
+    model the optional local fallback (None: none)."""
+    return model if is_triton(backend) else pick_model(model)
 
 
 def show_version(value: bool) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from adedge.cli.app import BACKEND_HELP, Command, Group, app, pick_model, say
+from adedge.cli.app import BACKEND_HELP, Command, Group, app, pick_model, pick_model_for, say
 from adedge.errors import AdedgeError
 from adedge.formats import parse_backend
 from adedge.paths import MODELS_DIR
@@ -157,12 +157,17 @@ def bench(
         ) from None
     if not sizes or min(sizes) < 1:
         raise AdedgeError("--batch needs positive integers", "e.g. --batch 1,8,64")
-    parse_backend(backend)
+    if parse_backend(backend).remote is not None and model is not None:
+        raise AdedgeError(
+            "--model with a triton backend: bench times the server's model",
+            "leave --model out (the card comes from the server)",
+        )
     from adedge.bundle import load_bundle
     from adedge.runtime.bench import bench_bundle, render
 
-    model = pick_model(model)
-    load_bundle(model).card.warn_if_unknown_method(say)
+    model = pick_model_for(model, backend)
+    if model is not None:
+        load_bundle(model).card.warn_if_unknown_method(say)
     result = bench_bundle(model, sizes, seconds, threads, backend)
     typer.echo(render(result))
     if json_out:
@@ -227,7 +232,12 @@ def bench_serve(
 
     counts = parse_cameras(cameras)
     kinds = parse_sources(sources)
-    parse_backend(backend)
+    if parse_backend(backend).remote is not None:
+        raise AdedgeError(
+            "bench --serve measures engines on this machine, not a Triton server",
+            "time a Triton model with `adedge bench --backend triton://...` (no --serve), "
+            "or many cameras through it with benchmarks/triton_cameras.py",
+        )
     settings = RunSettings(
         10.0 if seconds is None else seconds, warmup, threads, backend, max_batch, max_delay_ms
     )

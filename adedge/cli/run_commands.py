@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from adedge.cli.app import BACKEND_HELP, DATA_HELP, Command, app, pick_model, say
+from adedge.cli.app import BACKEND_HELP, DATA_HELP, MODEL_HELP, Command, app, pick_model_for, say
 from adedge.errors import AdedgeError
 from adedge.formats import parse_backend
-from adedge.paths import MODELS_DIR
 
 if TYPE_CHECKING:
     from adedge.runtime.stream import StreamSummary
@@ -22,11 +21,13 @@ if TYPE_CHECKING:
 @app.command("eval", cls=Command)
 def evaluate(
     data: Annotated[str, typer.Option(help=DATA_HELP)],
-    model: Annotated[
-        Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
-    ] = None,
+    model: Annotated[Path | None, typer.Option(help=MODEL_HELP)] = None,
     out: Annotated[
-        Path | None, typer.Option(help="JSON file for the results (default: <model>/eval.json).")
+        Path | None,
+        typer.Option(
+            help="JSON file for the results (default: <model>/eval.json; with a triton "
+            "backend and no --model, eval-<Triton model>.json here)."
+        ),
     ] = None,
     threshold: Annotated[
         float | None, typer.Option(help="Override the card's threshold for TPR/TNR.")
@@ -50,12 +51,18 @@ def evaluate(
 
     threshold = check_threshold_option(threshold)
     check_threads(threads)
-    parse_backend(backend)
-    model = pick_model(model)
-    target = check_writable(out or Path(model) / "eval.json", "--out")  # before the work
+    choice = parse_backend(backend)
+    model = pick_model_for(model, backend)
+    if out is None:
+        remote = choice.remote
+        out = Path(model or ".") / ("eval.json" if remote is None else f"eval-{remote.model}.json")
+    target = check_writable(out, "--out")  # before the work
     detector = Detector(model, backend=backend, threshold=threshold, threads=threads)
     detector.card.warn_if_unknown_method(say)
-    result = run_eval(detector, load(data))
+    try:
+        result = run_eval(detector, load(data))
+    finally:
+        detector.close()
     table = Table(title=f"{result['method']} on {result['data']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -95,9 +102,7 @@ def check_threshold_option(value: float | None) -> float | None:
 @app.command(cls=Command)
 def stream(
     source: Annotated[str, typer.Option(help=SOURCE_HELP)] = "synthetic",
-    model: Annotated[
-        Path | None, typer.Option(help=f"Bundle folder (default: newest in {MODELS_DIR}/).")
-    ] = None,
+    model: Annotated[Path | None, typer.Option(help=MODEL_HELP)] = None,
     backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "onnxruntime",
     threshold: Annotated[float | None, typer.Option(help="Override the card's threshold.")] = None,
     sink: Annotated[list[str] | None, typer.Option("--sink", help=SINK_HELP)] = None,

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from adedge.cli.app import BACKEND_HELP, Command, app, pick_model, say
+from adedge.cli.app import BACKEND_HELP, Command, app, pick_model_for, say
 from adedge.errors import AdedgeError
+from adedge.formats import is_triton
 
 if TYPE_CHECKING:
     from adedge.runtime.serve.config import ServeConfig
@@ -45,8 +46,14 @@ def quick_config(
     """A one-camera config from ``--source``/``--model``: what the file form would say."""
     from adedge.runtime.serve.config import parse_config
 
+    bundle = pick_model_for(model, backend)
+    entry: dict[str, str] = {"backend": backend}
+    if bundle is not None:
+        entry["bundle"] = str(bundle)
+        if is_triton(backend):
+            entry["fallback"] = "local"
     data = {
-        "models": {"model": {"bundle": str(pick_model(model)), "backend": backend}},
+        "models": {"model": entry},
         "cameras": {"camera": {"source": source, "model": "model", "threshold": threshold}},
         "api": {"host": host, "port": port},
         "storage": {"path": str(storage)},
@@ -68,7 +75,11 @@ def serve(
         typer.Option(help="Quick form without a config: one camera from this source URI."),
     ] = None,
     model: Annotated[
-        Path | None, typer.Option(help="Quick form: the bundle folder (default: newest).")
+        Path | None,
+        typer.Option(
+            help="Quick form: the bundle folder (default: newest); with a triton backend "
+            "optional, its local fallback (fallback: local)."
+        ),
     ] = None,
     backend: Annotated[str, typer.Option(help="Quick form: " + BACKEND_HELP)] = "onnxruntime",
     threshold: Annotated[
@@ -141,6 +152,8 @@ def _check_bundles(settings: ServeConfig) -> None:
     from adedge.bundle import load_bundle
 
     for name, model in settings.models.items():
+        if model.bundle is None:  # a Triton model without a fallback: the server has the card
+            continue
         try:
             load_bundle(model.bundle)
         except AdedgeError as error:

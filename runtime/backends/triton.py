@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from adedge.bundle import Card, StageSpec
+from adedge.bundle import Bundle, Card, StageSpec
 from adedge.errors import AdedgeError
 from adedge.formats import TritonAddress, TritonProtocol, is_triton, parse_triton_address
+from adedge.runtime import frames
+from adedge.runtime.backends import create_backend
 from adedge.runtime.backends.triton_transport import (
     DEFAULT_RETRY_S,
     DEFAULT_TIMEOUT_S,
@@ -57,43 +59,94 @@ def _model_shapes(config: Mapping[str, Any], kind: str) -> dict[str, tuple[int, 
 
 class TritonBackend:
     """One stage served as one Triton model; ``max_batch`` is its ``max_batch_size``, so the
-    Detector splits larger batches into requests the server accepts."""
+    Detector splits larger batches into requests the server accepts.
+
+    With a local ``fallback`` (a backend of the same stage: a bundle with the server's card)
+    the stage runs here while the server is unreachable, and the server is tried again every
+    FALLBACK_RECHECK_S, so a line does not go blind. A backend built while the server was
+    down (``config`` None) reads the model's config on the first try that reaches it, and
+    refuses a model whose card is not ``card``."""
 
     name = "triton"
 
     def __init__(
-        self, transport: TritonTransport, model: str, stage: StageSpec, config: Mapping
+        self,
+        transport: TritonTransport,
+        model: str,
+        stage: StageSpec,
+        config: Mapping | None,
+        card: Card | None = None,
     ) -> None:
         self.transport = transport
-        # a local backend of the same stage (a bundle with the server's card): while the
-        # server is unreachable the stage runs here, and the server is tried again every
-        # FALLBACK_RECHECK_S, so a line does not go blind
         self.fallback: Any = None
         self.fallbacks = 0  # batches run by the fallback
         self._server_again_at = 0.0
         self.model = model
         self.stage = stage
-        self.max_batch = int(config.get("max_batch_size", 0)) or None
+        self.card = card
+        self.max_batch: int | None = None
+        self.shapes: dict[str, tuple[int, ...]] | None = None
+        if config is not None:
+            self._configure(config)
+
+    def _configure(self, config: Mapping) -> None:
+        """Shapes and ``max_batch`` from the model's config, checked against the card."""
+        where = f"Triton model '{self.model}' at {self.transport.target}"
+        if self.card is not None:
+            card, stage = card_from_config(config, where)
+            if stage != self.stage.name or card.to_dict() != self.card.to_dict():
+                raise AdedgeError(
+                    f"{where} does not carry the card of the local fallback bundle",
+                    "give the bundle that was exported to the Triton repository",
+                )
+        max_batch = int(config.get("max_batch_size", 0)) or None
         inputs = _model_shapes(config, "input")
         outputs = _model_shapes(config, "output")
-        expected = (stage.input.channels, stage.input.height, stage.input.width)
-        where = f"Triton model '{model}' at {transport.target}"
-        if self.max_batch is None:
+        spec = self.stage.input
+        expected = (spec.channels, spec.height, spec.width)
+        if max_batch is None:
             raise AdedgeError(f"{where} has max_batch_size 0", "re-export with adedge triton-repo")
-        if inputs.get(stage.input_name) != expected:
+        if inputs.get(self.stage.input_name) != expected:
             raise AdedgeError(
-                f"{where}: input '{stage.input_name}' is {inputs.get(stage.input_name)}, "
-                f"the card says {expected}",
+                f"{where}: input '{self.stage.input_name}' is "
+                f"{inputs.get(self.stage.input_name)}, the card says {expected}",
                 "re-export the repository with `adedge triton-repo`",
             )
-        missing = [name for name in stage.outputs if name not in outputs]
+        missing = [name for name in self.stage.outputs if name not in outputs]
         if missing:
             raise AdedgeError(f"{where} lacks the output(s) {', '.join(missing)} of the card")
-        self.shapes = {name: outputs[name] for name in stage.outputs}
+        self.shapes = {name: outputs[name] for name in self.stage.outputs}
+        self.max_batch = max_batch
+
+    def _server_down(self) -> None:
+        self._server_again_at = time.monotonic() + FALLBACK_RECHECK_S
+
+    def _configured(self) -> bool:
+        """Whether the model's config is known, reading it when it is time to try again."""
+        if self.shapes is not None:
+            return True
+        if time.monotonic() < self._server_again_at:
+            return False
+        try:
+            self._configure(self.transport.config(self.model))
+        except TritonUnavailable as error:
+            if not error.transport:
+                raise
+            self._server_down()
+            return False
+        return True
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if self.fallback is not None and time.monotonic() < self._server_again_at:
             return self._local(batch)
+        if not self._configured():  # only without the config: built with a fallback
+            return self._local(batch)
+        assert self.shapes is not None and self.max_batch is not None
+        # the Detector chunks by max_batch, unless the config was read in this very call
+        return frames.run_in_chunks(self._remote, batch, self.max_batch, list(self.shapes))
+
+    def _remote(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        assert self.shapes is not None
         try:
             out = self.transport.infer(
                 self.model,
@@ -104,7 +157,7 @@ class TritonBackend:
         except TritonUnavailable as error:
             if self.fallback is None or not error.transport:
                 raise
-            self._server_again_at = time.monotonic() + FALLBACK_RECHECK_S
+            self._server_down()
             return self._local(batch)
         rows = batch.shape[0]
         return {name: out[name].reshape((rows, *shape)) for name, shape in self.shapes.items()}
@@ -130,18 +183,63 @@ class RemoteModel:
 
 
 def connect(
-    name: str | TritonAddress, timeout: float = DEFAULT_TIMEOUT_S, retry_s: float = DEFAULT_RETRY_S
+    name: str | TritonAddress,
+    fallback: Bundle | None = None,
+    threads: int = 0,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    retry_s: float = DEFAULT_RETRY_S,
 ) -> RemoteModel:
     """The card of ``triton://host:port/<bundle>_<stage>`` and a backend for each of its
-    stages (``<bundle>_<stage>`` for every stage of the card, each checked to carry it)."""
+    stages (``<bundle>_<stage>`` for every stage of the card, each checked to carry it).
+
+    ``fallback``: the bundle exported to the server, run on ONNX Runtime here (``threads``)
+    while the server is unreachable, from the start if it is down now (its configs are
+    then read, and checked against this card, once it answers)."""
     address = name if isinstance(name, TritonAddress) else parse_triton_address(name)
     check_model_name(address.model)
     transport = open_transport(address, timeout, retry_s)
     try:
-        return _remote_model(transport, address)
+        try:
+            remote = _remote_model(transport, address)
+        except TritonUnavailable as error:
+            if fallback is None or not error.transport:
+                raise
+            remote = _offline_model(transport, address, fallback.card)
+        if fallback is not None:
+            _attach_fallback(remote, fallback, threads)
+        return remote
     except BaseException:
         transport.close()
         raise
+
+
+def _offline_model(transport: TritonTransport, address: TritonAddress, card: Card) -> RemoteModel:
+    """The fallback's card, with backends that read their configs once the server answers."""
+    named = [spec.name for spec in card.stages if address.model.endswith("_" + spec.name)]
+    if len(card.stages) > 1 and not named:
+        raise AdedgeError(
+            f"{address} names none of the fallback card's stages "
+            f"({', '.join(spec.name for spec in card.stages)})",
+            "give the model `adedge triton-repo` wrote for this bundle (<bundle>_<stage>)",
+        )
+    base = address.model.removesuffix("_" + named[0]) if named else address.model
+    backends = {}
+    for spec in card.stages:
+        model = address.model if len(card.stages) == 1 else f"{base}_{spec.name}"
+        backends[spec.name] = TritonBackend(transport, model, spec, None, card)
+    return RemoteModel(str(address), card, backends, transport)
+
+
+def _attach_fallback(remote: RemoteModel, fallback: Bundle, threads: int) -> None:
+    if fallback.card.to_dict() != remote.card.to_dict():
+        raise AdedgeError(
+            f"the fallback bundle '{fallback.path}' is not the model {remote.path} serves",
+            "give the bundle that was exported to the Triton repository",
+        )
+    for spec in fallback.card.stages:
+        remote.backends[spec.name].fallback = create_backend(
+            "onnxruntime", fallback.stage_file(spec), spec, threads=threads
+        )
 
 
 def _remote_model(transport: TritonTransport, address: TritonAddress) -> RemoteModel:

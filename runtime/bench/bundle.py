@@ -1,4 +1,5 @@
-"""`adedge bench`: latency and throughput of a bundle's graphs on this machine's backend.
+"""`adedge bench`: latency and throughput of a bundle's graphs on this machine's backend, or
+of a Triton server's model (``--backend triton://...``: the client's whole round trip).
 
 Inputs are the card's own shapes filled with noise: speed does not depend on pixel values.
 The paper's per-image time (its hardware, its batch) is shown beside ours, not as a goal:
@@ -13,32 +14,55 @@ from typing import Any
 
 import numpy as np
 
-from adedge.bundle import load_bundle
-from adedge.runtime.backends import create_backend
+from adedge.formats import is_triton
 from adedge.runtime.bench.timing import machine, time_call
+from adedge.runtime.detector import Detector, run_chunked
 
 
 def bench_bundle(
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | None,
     batches: list[int],
     seconds: float = 2.0,
     threads: int = 0,
     backend_name: str = "onnxruntime",
 ) -> dict[str, Any]:
-    bundle = load_bundle(model)
-    card = bundle.card
+    """Each stage's graph timed alone on random batches of each size (a Triton model: the
+    round trip to the server, in requests of its ``max_batch_size``; ``model`` None)."""
+    detector = Detector(model, backend=backend_name, threads=threads)
+    try:
+        rows = _time_stages(detector, batches, seconds)
+    finally:
+        detector.close()
+    card = detector.card
+    return {
+        "model": str(detector.bundle.path),
+        "method": card.method,
+        "backend": f"{backend_name} ({_where(backend_name)})",
+        "machine": machine(),
+        "rows": rows,
+        "paper_ms_per_image": paper_times(card.training),
+    }
+
+
+def _where(backend_name: str) -> str:
+    if is_triton(backend_name):
+        return "Triton server"
+    return "CPU" if backend_name.startswith("onnxruntime") else "NVIDIA GPU"
+
+
+def _time_stages(detector: Detector, batches: list[int], seconds: float) -> list[dict[str, Any]]:
     rows = []
-    for stage in card.stages:
-        backend = create_backend(backend_name, bundle.stage_file(stage), stage, threads=threads)
-        spec = stage.input
+    for stage in detector.stages:
+        spec = stage.spec.input
+        names = list(stage.spec.outputs)
         rng = np.random.default_rng(0)
         for size in batches:
             batch = rng.standard_normal((size, spec.channels, spec.height, spec.width))
             batch = batch.astype(np.float32)
-            times = time_call(partial(backend.run, batch), seconds)
+            times = time_call(partial(run_chunked, stage.backend, batch, names), seconds)
             rows.append(
                 {
-                    "stage": stage.name,
+                    "stage": stage.spec.name,
                     "input": f"{spec.height}x{spec.width}x{spec.channels}",
                     "batch": size,
                     "runs": len(times),
@@ -48,15 +72,7 @@ def bench_bundle(
                     "images_per_second": float(size / np.median(times)),
                 }
             )
-    return {
-        "model": str(bundle.path),
-        "method": card.method,
-        "backend": backend_name
-        + (" (CPU)" if backend_name.startswith("onnxruntime") else " (NVIDIA GPU)"),
-        "machine": machine(),
-        "rows": rows,
-        "paper_ms_per_image": paper_times(card.training),
-    }
+    return rows
 
 
 def paper_times(training: dict[str, Any]) -> dict[str, float] | None:

@@ -48,8 +48,21 @@ class NodeConfig(Section):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class Fallback(str, Enum):
+    """What a model served by Triton does while the server is unreachable: its frames fail
+    (``none``: the cameras go to error and recover with the server) or run the same bundle
+    on this box (``local``)."""
+
+    NONE = "none"
+    LOCAL = "local"
+
+
 class ModelConfig(Section):
     """One bundle and how it runs; one engine per model is shared by all its cameras.
+
+    With ``backend: triton://HOST:8001/<bundle>_<stage>`` (or ``triton+http://``) the stages
+    run on a Triton server and the card comes from it; ``bundle`` is then the local fallback
+    and is given only with ``fallback: local``.
 
     ``max_batch`` (batch rows: frames, or tiles of tiled stages) and ``max_delay_ms`` (how
     long a batch waits to fill) work as Triton's dynamic batcher does. The default holds
@@ -57,8 +70,9 @@ class ModelConfig(Section):
     cameras are no longer batched together (measured in ``benchmarks/results/serve.md``).
     """
 
-    bundle: Path
+    bundle: Path | None = None  # required unless a triton backend runs without a fallback
     backend: str = "onnxruntime"
+    fallback: Fallback = Fallback.NONE
     precision: str | None = None  # None: the backend's default (the bundle's own graph)
     threads: int = Field(0, ge=0)  # ONNX Runtime threads per stage; 0: every core
     max_batch: int = Field(256, ge=1, le=4096)  # rows: a 64-tile frame is 64
@@ -68,8 +82,30 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _backend_known(self) -> ModelConfig:
-        _as_value_error(self.choice)
+        choice = _as_value_error(self.choice)
+        if choice.remote is None:
+            if self.bundle is None:
+                raise ValueError("bundle: a bundle folder is required (or a triton backend)")
+            if self.fallback is not Fallback.NONE:
+                raise ValueError("fallback: only a triton backend has a fallback")
+            return self
+        if self.precision is not None:
+            raise ValueError("precision: a Triton model runs in the precision it was exported in")
+        if self.watch:
+            raise ValueError("watch: Triton loads new versions itself (its repository poll)")
+        if self.fallback is Fallback.LOCAL and self.bundle is None:
+            raise ValueError("bundle: fallback: local needs the bundle exported to Triton")
+        if self.fallback is Fallback.NONE and self.bundle is not None:
+            raise ValueError(
+                "bundle: with a triton backend the bundle is the local fallback; add "
+                "fallback: local, or remove bundle"
+            )
         return self
+
+    @property
+    def remote(self) -> bool:
+        """Whether a Triton server runs this model."""
+        return self.choice().remote is not None
 
     def choice(self) -> BackendChoice:
         spec = self.backend if self.precision is None else f"{self.backend}:{self.precision}"

@@ -5,10 +5,16 @@ loads the new bundle beside the running one, checks it on the newest frames of t
 model's cameras (``swap.py``) and puts it in between two batches; a bundle that fails a
 check is refused and the running model goes on. Swaps of one model run one at a time. A
 bundle loaded at run time is remembered in ``settings.json`` so a restart keeps it.
+
+A model served by Triton (``backend: triton://...``) takes new versions from its
+repository, which the server loads; the API refuses to swap a bundle into it, while a config
+reload that changes its backend or fallback is checked and swapped like any other.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +37,13 @@ RecentFrames = Callable[[str], list[CheckFrame]]  # model name -> its cameras' n
 WATCH_INTERVAL_S = 2.0  # how often watched bundle folders are looked at
 
 
-def model_ref(name: str, model: ModelConfig, bundle: Path) -> ModelRef:
-    card = Path(bundle) / CARD_NAME
+def model_ref(name: str, model: ModelConfig, bundle: Path | None, detector: Detector) -> ModelRef:
+    """What events record of the model that scored them: the sha256 of its card file (of a
+    Triton model's card as sorted JSON: the server's copy has no file)."""
+    if model.remote:
+        text = json.dumps(detector.card.to_dict(), sort_keys=True).encode()
+        return ModelRef(name, hashlib.sha256(text).hexdigest(), model.backend_spec)
+    card = Path(bundle or "") / CARD_NAME
     return ModelRef(name, sha256_file(card) if card.is_file() else "", model.backend_spec)
 
 
@@ -62,7 +73,8 @@ class ModelPool:
         self.log = log
         self.recent_frames = recent_frames
         self.engines: dict[str, SharedEngine] = {}
-        self.bundles: dict[str, Path] = {}  # the bundle each model runs now
+        # the bundle each model runs now (a Triton model: its local fallback, or None)
+        self.bundles: dict[str, Path | None] = {}
         self._swap_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -72,7 +84,9 @@ class ModelPool:
     # --- life -------------------------------------------------------------------------
     def _add_engine(self, name: str, model: ModelConfig) -> SharedEngine:
         self.configs[name] = model
-        self.bundles[name] = self.settings.model_bundle(name, model.bundle) or model.bundle
+        self.bundles[name] = model.bundle
+        if model.bundle is not None and not model.remote:
+            self.bundles[name] = self.settings.model_bundle(name, model.bundle) or model.bundle
         self._swap_locks.setdefault(name, threading.Lock())
         engine = SharedEngine(
             name,
@@ -84,7 +98,12 @@ class ModelPool:
         self.engines[name] = engine
         return engine
 
-    def _detector(self, name: str, bundle: Path, backend: str | None = None) -> Detector:
+    def location(self, name: str) -> str:
+        """Where model ``name`` runs: its bundle folder, or its Triton model's address."""
+        model = self.configs[name]
+        return model.backend if model.remote else str(self.bundles[name])
+
+    def _detector(self, name: str, bundle: Path | None, backend: str | None = None) -> Detector:
         model = self.configs[name]
         detector = Detector(bundle, backend=backend or model.backend_spec, threads=model.threads)
         detector.card.warn_if_unknown_method(self.log)
@@ -93,9 +112,10 @@ class ModelPool:
     def load(self, name: str) -> bool:
         """Load and start model ``name`` (at start, or added by a config reload)."""
         engine = self.engines[name]
-        self.log(f"loading model {name} from {self.bundles[name]}")
+        self.log(f"loading model {name} from {self.location(name)}")
         if engine.load():
-            engine.ref = model_ref(name, self.configs[name], self.bundles[name])
+            assert engine.detector is not None
+            engine.ref = model_ref(name, self.configs[name], self.bundles[name], engine.detector)
             engine.start()
         else:
             self.log(f"model {name} failed to load: {engine.error}; its cameras are errored")
@@ -143,38 +163,56 @@ class ModelPool:
             engine.stop()
 
     # --- swaps ------------------------------------------------------------------------
-    def swap(self, name: str, bundle: Path, model: ModelConfig | None = None) -> SwapReport:
+    def swap(self, name: str, bundle: Path | None, model: ModelConfig | None = None) -> SwapReport:
         """Load ``bundle`` for model ``name`` (with ``model``'s backend and threads when a
-        reload changed them), check it and swap it in; raises NotFound or Refused."""
+        reload changed them), check it and swap it in; raises NotFound or Refused. For a
+        Triton model (``model`` from a reload) ``bundle`` is its fallback or None."""
         engine = self.engines.get(name)
         if engine is None:
             known = ", ".join(sorted(self.engines)) or "none"
             raise NotFound(f"no model '{name}'", f"the models are: {known}")
-        bundle = Path(bundle).expanduser().absolute()
-        if not (bundle / CARD_NAME).is_file():
+        remote = (model or self.configs[name]).remote
+        if remote and model is None:
+            raise Refused(
+                f"model '{name}' runs on Triton ({self.configs[name].backend}): its new "
+                "versions go into the server's repository",
+                "add the bundle with `adedge triton-repo BUNDLE --out REPO`; the server loads "
+                "it and this service uses it without a swap",
+            )
+        if bundle is not None:
+            bundle = Path(bundle).expanduser().absolute()
+        if bundle is None and not remote:
+            raise Refused(f"no bundle given for model '{name}'", "give the bundle folder")
+        if bundle is not None and not (bundle / CARD_NAME).is_file():
             self.metrics.model_swap(name, False)
             raise Refused(
                 f"{bundle} is not a bundle (no {CARD_NAME})",
                 "give the folder that `adedge export` wrote, on the service's machine",
             )
         with self._swap_locks[name]:
-            previous = self.configs[name]
+            previous, old_location = self.configs[name], self.location(name)
             if model is not None:
                 self.configs[name] = model
             try:
-                report = self._swap_checked(name, engine, bundle)
+                report = self._swap_checked(name, engine, bundle, old_location)
             except BaseException:
                 self.configs[name] = previous
                 raise
-        self.settings.save_model(name, bundle, self.configs[name].bundle)
+        config_bundle = self.configs[name].bundle
+        if not remote and config_bundle is not None:
+            self.settings.save_model(name, bundle, config_bundle)
         return report
 
-    def _swap_checked(self, name: str, engine: SharedEngine, bundle: Path) -> SwapReport:
+    def _swap_checked(
+        self, name: str, engine: SharedEngine, bundle: Path | None, old_location: str
+    ) -> SwapReport:
         model = self.configs[name]
         try:
             new = self._detector(name, bundle)
             reference = None
-            if model.backend_spec != "onnxruntime":  # a reduced precision or another engine
+            # a reduced precision, another engine or a Triton server: held to the decisions
+            # of the bundle's own FP32 graph where there is a bundle
+            if model.backend_spec != "onnxruntime" and bundle is not None:
                 reference = self._detector(name, bundle, backend="onnxruntime")
         except AdedgeError as error:
             self.metrics.model_swap(name, False)
@@ -193,21 +231,22 @@ class ModelPool:
         except Refused:
             self.metrics.model_swap(name, False)
             raise
-        ref = model_ref(name, model, bundle)
+        ref = model_ref(name, model, bundle, new)
         old_ref = engine.ref
-        old_bundle = self.bundles[name]
-        engine.swap(new, ref)
+        replaced = engine.swap(new, ref)
+        if replaced is not None:
+            replaced.close()  # a Triton model's connections (no batch uses it any more)
         self.bundles[name] = bundle
         self.metrics.model_up(name, True)
         self.metrics.model_swap(name, True)
         self.log(
-            f"model {name}: swapped to {bundle} (generation {engine.generation}, "
+            f"model {name}: swapped to {self.location(name)} (generation {engine.generation}, "
             f"{len(result.frames)} frame(s) checked)"
         )
         return SwapReport(
             model=name,
-            old_bundle=str(old_bundle),
-            new_bundle=str(bundle),
+            old_bundle=old_location,
+            new_bundle=self.location(name),
             old_sha256=None if old_ref is None else old_ref.sha256,
             new_sha256=ref.sha256,
             generation=engine.generation,
@@ -223,14 +262,15 @@ class ModelPool:
         """Swap a watched model in when its folder changed and then held still for one
         interval (a copy in progress is not loaded half-written); a refused bundle is
         not tried again until the folder changes again."""
-        seen = {n: folder_fingerprint(self.bundles[n]) for n in self.engines}
+        seen = {n: folder_fingerprint(b) for n, b in self.bundles.items() if b is not None}
         changing: dict[str, tuple] = {}
         while not self._stop.wait(WATCH_INTERVAL_S):
             for name in list(self.engines):
                 model = self.configs.get(name)
-                if model is None or not model.watch:
+                bundle = self.bundles.get(name)
+                if model is None or not model.watch or bundle is None:
                     continue
-                now = folder_fingerprint(self.bundles[name])
+                now = folder_fingerprint(bundle)
                 if now == seen.get(name) or not now:
                     changing.pop(name, None)
                     continue
@@ -239,9 +279,9 @@ class ModelPool:
                     continue
                 seen[name] = now
                 changing.pop(name, None)
-                self.log(f"model {name}: {self.bundles[name]} changed on disk; checking it")
+                self.log(f"model {name}: {bundle} changed on disk; checking it")
                 try:
-                    self.swap(name, self.bundles[name])
+                    self.swap(name, bundle)
                 except (NotFound, Refused) as error:
                     self.log(f"model {name}: the changed bundle was refused: {error.one_line()}")
 
@@ -254,7 +294,7 @@ class ModelPool:
             stats.append(
                 ModelStats(
                     name=name,
-                    bundle=str(self.bundles[name]),
+                    bundle=self.location(name),
                     sha256=None if engine.ref is None else engine.ref.sha256,
                     backend=self.configs[name].backend_spec,
                     state=engine.state,

@@ -1,7 +1,7 @@
 """What a config reload changes (``POST /api/config/reload``): the difference between the
 running config and the file's, sorted by how each part can take it.
 
-* Models: a new bundle, backend, precision or thread count is a model swap, checked as an
+* Models: a new bundle, backend, precision, fallback or thread count is a model swap, checked as an
   API load is (``swap.py``); ``max_batch``, ``max_delay_ms`` and ``watch`` apply at once;
   new models load; models no camera names any more stop.
 * Cameras: threshold, alarm rule and the detection switch apply to the running camera (and

@@ -17,7 +17,7 @@ from pathlib import Path
 from adedge.atomic import write_json
 from adedge.bundle import check_threshold
 from adedge.errors import AdedgeError
-from adedge.formats import BackendChoice, parse_backend
+from adedge.formats import BackendChoice, is_triton, parse_backend
 from adedge.outputs import STDOUT, Existing, check_writable
 from adedge.paths import resolve_model
 from adedge.runtime.detector import Detector
@@ -95,7 +95,7 @@ class Pipeline:
     the ``outputs`` opened from the config (files and windows)."""
 
     checked: CheckedStream
-    model: Path
+    model: Path | None  # None: a Triton model without a local fallback
     detector: Detector
     source: FrameSource
     sinks: list[Sink]
@@ -114,7 +114,10 @@ class Pipeline:
     def run(self) -> StreamSummary:
         """Score until the source ends, the user stops it or a sink asks to: every sink and
         the source are closed on return."""
-        return run_stream(self.detector, self.source, self.sinks, self.options)
+        try:
+            return run_stream(self.detector, self.source, self.sinks, self.options)
+        finally:
+            self.detector.close()
 
     def written(self) -> list[Path]:
         """The files the outputs wrote (video segments each), that exist."""
@@ -138,6 +141,7 @@ class Pipeline:
         """Give up a pipeline that was never run: nothing was written, the source closes."""
         discard_sinks(self.outputs)
         self.source.close()
+        self.detector.close()
 
 
 def check_threads(threads: int) -> int:
@@ -197,8 +201,12 @@ def open_pipeline(config: StreamConfig, log: Log) -> Pipeline:
         log=log,
     )
     outputs = open_sinks(checked.sinks, settings, headless=config.headless)
+    detector: Detector | None = None
     try:
-        model = resolve_model(config.model, log)
+        # with a Triton model --model is optional: the card comes from the server, and a
+        # bundle given is the local fallback while the server is unreachable
+        triton = is_triton(config.backend)
+        model = config.model if triton else resolve_model(config.model, log)
         detector = Detector(
             model, backend=config.backend, threshold=checked.threshold, threads=config.threads
         )
@@ -214,11 +222,17 @@ def open_pipeline(config: StreamConfig, log: Log) -> Pipeline:
         )
     except BaseException:
         discard_sinks(outputs)
+        if detector is not None:
+            detector.close()
         raise
     tally = DetectionTally()
     console = sys.stderr if checked.records_on_stdout else sys.stdout
     sinks: list[Sink] = [ConsoleSink(quiet=config.quiet, stream=console), tally, *outputs]
     if progress_wanted(source) and not checked.records_on_stdout:
         sinks.append(ProgressSink(source.expected_frames()))
-    log(f"streaming {source.describe()} through {model} ({detector.card.method}, {config.backend})")
+    fallback = f", local fallback {model}" if triton and model is not None else ""
+    log(
+        f"streaming {source.describe()} through {detector.bundle.path} "
+        f"({detector.card.method}, {checked.backend}{fallback})"
+    )
     return Pipeline(checked, model, detector, source, sinks, outputs, tally, log)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from triton_python_repo import write_python_repository
-from triton_server import pytriton_missing, start_server
+from triton_server import free_ports, pytriton_missing, start_server
 
 from adedge.runtime.detector import Detector
 
@@ -96,3 +96,40 @@ def test_local_fallback_while_the_server_is_down(tmp_path, mean_bundle, digit_fr
     finally:
         detector.bundle.close()
         server.stop()
+
+
+@pytest.mark.parametrize("via", ["http", "grpc"])
+def test_local_fallback_from_the_start_when_the_server_is_down(
+    tmp_path, mean_bundle, digit_frames, via
+):
+    """A box that boots before its Triton server: with the fallback bundle the detector is
+    built from the bundle's card and scores locally; once the server is up its config is
+    read (and its card checked) and the frames go there."""
+    missing = pytriton_missing()
+    if missing:
+        pytest.skip(missing)
+    (model,) = write_python_repository([mean_bundle], tmp_path / "repo")
+    http, grpc, metrics = free_ports(3)
+    target = f"triton://127.0.0.1:{grpc}" if via == "grpc" else f"triton+http://127.0.0.1:{http}"
+    detector = Detector(mean_bundle, backend=f"{target}/{model}")
+    backend = detector.stages[0].backend
+    expected = local_scores(mean_bundle, digit_frames)
+    server = None
+    try:
+        assert [f.score for f in detector.score_frames(digit_frames)] == pytest.approx(expected)
+        assert backend.fallbacks >= 1 and backend.max_batch is None  # no config read yet
+        server = start_server(tmp_path / "repo", tmp_path, ports=(http, grpc, metrics))
+        deadline = time.monotonic() + 30  # a bound, never a measured time
+        while True:
+            local_runs = backend.fallbacks
+            scores = [f.score for f in detector.score_frames(digit_frames)]
+            assert scores == pytest.approx(expected, abs=1e-5)
+            if backend.fallbacks == local_runs:
+                break  # this round ran on the server
+            assert time.monotonic() < deadline, "the server was never used"
+            time.sleep(0.1)
+        assert backend.max_batch is not None  # read from the server's config
+    finally:
+        detector.close()
+        if server is not None:
+            server.stop()
