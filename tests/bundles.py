@@ -109,6 +109,19 @@ def mean_model(size: int) -> onnx.ModelProto:
 TILE = 32
 
 
+def max_score_bundle(folder: Path) -> Path:
+    """The mean bundle's twin (same input, same method) whose score is the max of the
+    normalised image: a "version 2" whose scores differ from the mean bundle's."""
+    graph = onnx_model(
+        [helper.make_node("ReduceMax", ["image"], ["score"], axes=[1, 2, 3], keepdims=0)],
+        [tensor("image", FLOAT, ["N", 1, 32, 32])],
+        [tensor("score", FLOAT, ["N"])],
+        name="max_score",
+    )
+    spec = InputSpec(32, 32, "gray", (0.5,), (0.5,))
+    return write_bundle(folder, graph, spec, method="mean", threshold=0.0, detail="v2")
+
+
 def tile_max_model(size: int, channels: int = 1) -> onnx.ModelProto:
     """Graph "image" (N, C, size, size) -> "score" (N,) = max over C, H, W; "amap" = the input."""
     shape = ["N", channels, size, size]

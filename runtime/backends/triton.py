@@ -177,6 +177,18 @@ class RemoteModel:
     backends: dict[str, TritonBackend]
     transport: TritonTransport
 
+    def served_card(self) -> Card | None:
+        """The card the server's config carries now (it changes when a new version is rolled
+        into the repository); None while the server is unreachable."""
+        backend = next(iter(self.backends.values()))
+        try:
+            config = self.transport.config(backend.model)
+        except TritonUnavailable as error:
+            if error.transport:
+                return None
+            raise
+        return card_from_config(config, self.path)[0]
+
     def close(self) -> None:
         """Close the keep-alive connections (a server shutting down waits for them)."""
         self.transport.close()

@@ -77,7 +77,8 @@ class ModelConfig(Section):
     threads: int = Field(0, ge=0)  # ONNX Runtime threads per stage; 0: every core
     max_batch: int = Field(256, ge=1, le=4096)  # rows: a 64-tile frame is 64
     max_delay_ms: float = Field(5.0, ge=0, le=10_000)
-    # swap in the bundle when its folder changes on disk (checked as an API load is)
+    # swap in a new version, checked as an API load is: the bundle when its folder changes
+    # on disk; a Triton model when the server's config carries a new card
     watch: bool = False
 
     @model_validator(mode="after")
@@ -91,8 +92,6 @@ class ModelConfig(Section):
             return self
         if self.precision is not None:
             raise ValueError("precision: a Triton model runs in the precision it was exported in")
-        if self.watch:
-            raise ValueError("watch: Triton loads new versions itself (its repository poll)")
         if self.fallback is Fallback.LOCAL and self.bundle is None:
             raise ValueError("bundle: fallback: local needs the bundle exported to Triton")
         if self.fallback is Fallback.NONE and self.bundle is not None:

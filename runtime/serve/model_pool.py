@@ -7,14 +7,14 @@ check is refused and the running model goes on. Swaps of one model run one at a 
 bundle loaded at run time is remembered in ``settings.json`` so a restart keeps it.
 
 A model served by Triton (``backend: triton://...``) takes new versions from its
-repository, which the server loads; the API refuses to swap a bundle into it, while a config
-reload that changes its backend or fallback is checked and swapped like any other.
+repository, which the server loads: with ``watch: true`` the service swaps in the server's
+new card (checked as any swap); with ``fallback: local`` an API load gives it a new fallback
+bundle, which must be the server's model, so rolling out a version is: add it to the
+repository, then load its bundle on each edge box.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +24,11 @@ from adedge.bundle import CARD_NAME, sha256_file
 from adedge.errors import AdedgeError
 from adedge.runtime.detector import Detector
 from adedge.runtime.serve.api_types import ModelInfo, NotFound, Refused, SwapReport
-from adedge.runtime.serve.config import ModelConfig
+from adedge.runtime.serve.config import Fallback, ModelConfig
 from adedge.runtime.serve.engine import SharedEngine
 from adedge.runtime.serve.event_types import ModelRef
 from adedge.runtime.serve.metrics import ServiceMetrics
+from adedge.runtime.serve.model_watch import FolderWatch, ServedCardWatch, card_digest
 from adedge.runtime.serve.settings import RuntimeSettings
 from adedge.runtime.serve.stats import ModelState, ModelStats
 from adedge.runtime.serve.swap import CheckFrame, check_candidate
@@ -41,19 +42,9 @@ def model_ref(name: str, model: ModelConfig, bundle: Path | None, detector: Dete
     """What events record of the model that scored them: the sha256 of its card file (of a
     Triton model's card as sorted JSON: the server's copy has no file)."""
     if model.remote:
-        text = json.dumps(detector.card.to_dict(), sort_keys=True).encode()
-        return ModelRef(name, hashlib.sha256(text).hexdigest(), model.backend_spec)
+        return ModelRef(name, card_digest(detector.card.to_dict()), model.backend_spec)
     card = Path(bundle or "") / CARD_NAME
     return ModelRef(name, sha256_file(card) if card.is_file() else "", model.backend_spec)
-
-
-def folder_fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
-    """What changes when a bundle folder is rewritten or replaced: names, sizes, mtimes."""
-    try:
-        files = sorted(p for p in Path(folder).iterdir() if p.is_file())
-        return tuple((p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files)
-    except OSError:
-        return ()
 
 
 class ModelPool:
@@ -84,8 +75,8 @@ class ModelPool:
     # --- life -------------------------------------------------------------------------
     def _add_engine(self, name: str, model: ModelConfig) -> SharedEngine:
         self.configs[name] = model
-        self.bundles[name] = model.bundle
-        if model.bundle is not None and not model.remote:
+        self.bundles[name] = model.bundle  # a Triton model's: its local fallback, or None
+        if model.bundle is not None:
             self.bundles[name] = self.settings.model_bundle(name, model.bundle) or model.bundle
         self._swap_locks.setdefault(name, threading.Lock())
         engine = SharedEngine(
@@ -172,12 +163,12 @@ class ModelPool:
             known = ", ".join(sorted(self.engines)) or "none"
             raise NotFound(f"no model '{name}'", f"the models are: {known}")
         remote = (model or self.configs[name]).remote
-        if remote and model is None:
+        if remote and model is None and self.configs[name].fallback is Fallback.NONE:
             raise Refused(
-                f"model '{name}' runs on Triton ({self.configs[name].backend}): its new "
-                "versions go into the server's repository",
-                "add the bundle with `adedge triton-repo BUNDLE --out REPO`; the server loads "
-                "it and this service uses it without a swap",
+                f"model '{name}' runs on Triton ({self.configs[name].backend}) without a local "
+                "fallback: its new versions come from the server's repository",
+                "add the bundle with `adedge triton-repo BUNDLE --out REPO`; with watch: true "
+                "the service checks and swaps in the server's new card",
             )
         if bundle is not None:
             bundle = Path(bundle).expanduser().absolute()
@@ -199,7 +190,7 @@ class ModelPool:
                 self.configs[name] = previous
                 raise
         config_bundle = self.configs[name].bundle
-        if not remote and config_bundle is not None:
+        if config_bundle is not None:  # a bundle, or a Triton model's fallback, loaded now
             self.settings.save_model(name, bundle, config_bundle)
         return report
 
@@ -259,31 +250,35 @@ class ModelPool:
         )
 
     def _watch(self) -> None:
-        """Swap a watched model in when its folder changed and then held still for one
-        interval (a copy in progress is not loaded half-written); a refused bundle is
-        not tried again until the folder changes again."""
-        seen = {n: folder_fingerprint(b) for n, b in self.bundles.items() if b is not None}
-        changing: dict[str, tuple] = {}
+        """Check and swap in new versions of the models with ``watch: true``
+        (``model_watch.py``: a bundle folder that changed, a Triton model's new card)."""
+        folders = {n: FolderWatch(b) for n, b in self.bundles.items() if b is not None}
+        served: dict[str, ServedCardWatch] = {}
         while not self._stop.wait(WATCH_INTERVAL_S):
             for name in list(self.engines):
-                model = self.configs.get(name)
-                bundle = self.bundles.get(name)
-                if model is None or not model.watch or bundle is None:
+                model, bundle = self.configs.get(name), self.bundles.get(name)
+                if model is None or not model.watch:
                     continue
-                now = folder_fingerprint(bundle)
-                if now == seen.get(name) or not now:
-                    changing.pop(name, None)
-                    continue
-                if changing.get(name) != now:
-                    changing[name] = now  # wait one more interval for it to settle
-                    continue
-                seen[name] = now
-                changing.pop(name, None)
-                self.log(f"model {name}: {bundle} changed on disk; checking it")
+                if model.remote:
+                    engine = self.engines[name]
+                    if not served.setdefault(name, ServedCardWatch()).changed(engine.detector):
+                        continue
+                    what = f"{model.backend} carries a new card"
+                else:
+                    if bundle is None:
+                        continue
+                    watch = folders.get(name)
+                    if watch is None or watch.folder != bundle:
+                        folders[name] = FolderWatch(bundle)
+                        continue
+                    if not watch.changed():
+                        continue
+                    what = f"{bundle} changed on disk"
+                self.log(f"model {name}: {what}; checking it")
                 try:
-                    self.swap(name, bundle)
+                    self.swap(name, bundle, model)
                 except (NotFound, Refused) as error:
-                    self.log(f"model {name}: the changed bundle was refused: {error.one_line()}")
+                    self.log(f"model {name}: the new version was refused: {error.one_line()}")
 
     # --- what the API reads -----------------------------------------------------------
     def stats(self, cameras: dict[str, str]) -> list[ModelStats]:

@@ -174,7 +174,6 @@ def test_serve_runs_a_camera_on_a_triton_model(triton, tmp_path, digit_folder) -
         ({"backend": "triton://h/m_global", "bundle": "b"}, "add fallback: local"),
         ({"backend": "triton://h/m_global", "fallback": "local"}, "fallback: local needs"),
         ({"backend": "triton://h/m_global", "precision": "fp16"}, "precision"),
-        ({"backend": "triton://h/m_global", "watch": True}, "watch"),
         ({"backend": "onnxruntime", "bundle": "b", "fallback": "local"}, "only a triton"),
         ({"backend": "onnxruntime"}, "bundle folder is required"),
     ],

@@ -7,32 +7,17 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from bundles import FLOAT, onnx_model, tensor, write_bundle
-from onnx import helper
+from bundles import max_score_bundle
 from triton_python_repo import write_python_repository
 
 from adedge.export.triton_repo import RepoOptions
-from adedge.preprocess import InputSpec
 from adedge.runtime.detector import Detector
 
 pytestmark = pytest.mark.runtime
 WAIT_S = 60.0  # a bound for the server's poll and load, never a measured time
-
-
-def max_bundle(folder: Path) -> Path:
-    """The mean bundle's twin whose score is the max of the normalised image: version 2."""
-    graph = onnx_model(
-        [helper.make_node("ReduceMax", ["image"], ["score"], axes=[1, 2, 3], keepdims=0)],
-        [tensor("image", FLOAT, ["N", 1, 32, 32])],
-        [tensor("score", FLOAT, ["N"])],
-        name="max_score",
-    )
-    spec = InputSpec(32, 32, "gray", (0.5,), (0.5,))
-    return write_bundle(folder, graph, spec, method="mean", threshold=0.0, detail="v2")
 
 
 def wait_for(condition, what: str) -> None:
@@ -57,7 +42,7 @@ def test_version_two_is_picked_up_without_stopping_the_client(
     remote = Detector(None, backend=server.address(model))
     frame = digit_frames[0]
     v1 = Detector(mean_bundle, threads=1).score_frames([frame])[0].score
-    v2 = Detector(max_bundle(tmp_path / "max"), threads=1).score_frames([frame])[0].score
+    v2 = Detector(max_score_bundle(tmp_path / "max"), threads=1).score_frames([frame])[0].score
     assert abs(v1 - v2) > 0.1
     scores: list[float] = []
     errors: list[BaseException] = []
@@ -74,7 +59,7 @@ def test_version_two_is_picked_up_without_stopping_the_client(
     thread.start()
     try:
         wait_for(lambda: len(scores) >= 3 or errors, "first scores through v1")
-        write_python_repository([max_bundle(tmp_path / "max")], tmp_path / "v2", options, 2)
+        write_python_repository([max_score_bundle(tmp_path / "max")], tmp_path / "v2", options, 2)
         os.rename(tmp_path / "v2" / model / "2", repo / model / "2")
         wait_for(lambda: errors or (scores and abs(scores[-1] - v2) < 1e-5), "scores of v2")
         seen = len(scores)
