@@ -8,7 +8,8 @@ threads, one Detector each (ONNX Runtime, one thread). Triton: nvidia-pytriton's
 tritonserver on 127.0.0.1, the stage's ONNX graph run by ONNX Runtime inside its Python
 backend (the wheel has no onnxruntime_onnx backend: a real one skips the Python stub's
 shared-memory hop), dynamic batching up to 96 rows with a 2 ms queue delay; 8 threads, one
-Detector (one HTTP client) each. Phases alternate local/triton for ``--rounds``. Torch-free:
+Detector (one client) each, over KServe v2 REST (``triton+http://``) and over gRPC
+(``triton://``). Phases alternate local/REST/gRPC for ``--rounds``. Torch-free:
 
     .venv-runtime/bin/python benchmarks/triton_cameras.py [--frames 60] [--rounds 3]
 
@@ -40,7 +41,8 @@ from triton_server import pytriton_missing, start_server  # noqa: E402
 
 from adedge.bundle import TilingSpec  # noqa: E402
 from adedge.export.triton_repo import RepoOptions  # noqa: E402
-from adedge.runtime.backends.triton import TritonHttp  # noqa: E402
+from adedge.formats import parse_triton_address  # noqa: E402
+from adedge.runtime.backends.triton import open_transport  # noqa: E402
 from adedge.runtime.detector import Detector  # noqa: E402
 
 CAMERAS = 8
@@ -69,27 +71,31 @@ def counter(metrics: str, name: str, model: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def client_costs(url: str, model: str, detector: Detector, frame: np.ndarray, n: int) -> dict:
-    """ms per frame of one client alone: adedge's preprocessing, building the request body,
-    and the whole round trip (request, queue delay, Python backend, response, decode)."""
+def client_costs(addresses: dict[str, str], detector: Detector, frame: np.ndarray, n: int) -> dict:
+    """ms per frame of one client alone: adedge's preprocessing, building the REST request
+    body, and the whole round trip over each protocol (request, queue delay, Python
+    backend, response, decode)."""
     stage = detector.stages[0]
     batch, _ = stage.prepare([frame], "bgr")
     began = time.perf_counter()
     for _ in range(n):
         stage.prepare([frame], "bgr")
-    prepare = (time.perf_counter() - began) / n * 1e3
+    costs = {"prepare_ms": (time.perf_counter() - began) / n * 1e3}
     began = time.perf_counter()
     for _ in range(n):
         head = json.dumps({"inputs": [{"name": "image", "shape": list(batch.shape)}]}).encode()
         b"".join([head, batch.tobytes()])
-    encode = (time.perf_counter() - began) / n * 1e3
-    http = TritonHttp(url)
-    began = time.perf_counter()
-    for _ in range(n):
-        http.infer(model, {"image": batch}, ["score", "amap"])
-    round_trip = (time.perf_counter() - began) / n * 1e3
-    http.close()
-    return {"prepare_ms": prepare, "encode_ms": encode, "round_trip_ms": round_trip}
+    costs["encode_ms"] = (time.perf_counter() - began) / n * 1e3
+    for protocol, spec in addresses.items():
+        address = parse_triton_address(spec)
+        transport = open_transport(address, 10.0, 0.0)
+        transport.infer(address.model, {"image": batch}, ["score", "amap"])  # connect
+        began = time.perf_counter()
+        for _ in range(n):
+            transport.infer(address.model, {"image": batch}, ["score", "amap"])
+        costs[f"round_trip_{protocol}_ms"] = (time.perf_counter() - began) / n * 1e3
+        transport.close()
+    return costs
 
 
 def main() -> None:
@@ -107,21 +113,27 @@ def main() -> None:
     frames = {c: [camera_frame(c, i) for i in range(args.frames)] for c in range(CAMERAS)}
     server = start_server(scratch / "repo", scratch)
     try:
-        url = f"triton+{server.http_url}/{model}"
+        addresses = {"http": server.address(model, "http"), "grpc": server.address(model, "grpc")}
         local = [Detector(bundle, threads=1) for _ in range(CAMERAS)]
-        remote = [Detector(None, backend=url) for _ in range(CAMERAS)]
-        frames_per_second(remote, frames)  # warm-up (connections, the stub)
+        remote = {
+            protocol: [Detector(None, backend=address) for _ in range(CAMERAS)]
+            for protocol, address in addresses.items()
+        }
+        for detectors in remote.values():
+            frames_per_second(detectors, frames)  # warm-up (connections, the stub)
         before = server.metrics()
-        results: dict[str, list[float]] = {"local": [], "triton": []}
+        results: dict[str, list[float]] = {"local": [], "http": [], "grpc": []}
         for _ in range(args.rounds):
             results["local"].append(frames_per_second(local, frames))
-            results["triton"].append(frames_per_second(remote, frames))
+            for protocol, detectors in remote.items():
+                results[protocol].append(frames_per_second(detectors, frames))
         after = server.metrics()
         names = ("nv_inference_request_success", "nv_inference_exec_count")
         batching = {n: counter(after, n, model) - counter(before, n, model) for n in names}
-        costs = client_costs(server.http_url, model, remote[0], frames[0][0], 200)
-        for detector in remote:
-            detector.bundle.close()
+        costs = client_costs(addresses, remote["http"][0], frames[0][0], 200)
+        for detectors in remote.values():
+            for detector in detectors:
+                detector.close()
     finally:
         server.stop()
     report = {
@@ -146,12 +158,14 @@ def main() -> None:
         "| | frames/s (median) |",
         "|---|---|",
         f"| 8 local ONNX Runtime streams | {fps['local']:.0f} |",
-        f"| 8 cameras through one Triton (Python backend) | {fps['triton']:.0f} |",
+        f"| 8 cameras through one Triton (Python backend), KServe REST | {fps['http']:.0f} |",
+        f"| 8 cameras through one Triton (Python backend), gRPC | {fps['grpc']:.0f} |",
         "",
         f"Triton ran {report['triton_requests']:.0f} requests in "
-        f"{report['triton_batches']:.0f} batches. One client alone, per frame: preprocessing "
-        f"{costs['prepare_ms']:.2f} ms, request body {costs['encode_ms']:.3f} ms, round trip "
-        f"{costs['round_trip_ms']:.2f} ms.",
+        f"{report['triton_batches']:.0f} batches (both protocols). One client alone, per "
+        f"frame: preprocessing {costs['prepare_ms']:.2f} ms, REST request body "
+        f"{costs['encode_ms']:.3f} ms, round trip {costs['round_trip_http_ms']:.2f} ms over "
+        f"REST and {costs['round_trip_grpc_ms']:.2f} ms over gRPC.",
         "",
     ]
     (out / "triton_cameras.md").write_text("\n".join(lines))

@@ -32,7 +32,14 @@ from adedge.runtime.backends.triton_transport import (
 )
 from adedge.runtime.triton_config import card_from_config, check_model_name
 
-__all__ = ["RemoteModel", "TritonBackend", "TritonUnavailable", "connect", "is_triton"]
+__all__ = [
+    "RemoteModel",
+    "TritonBackend",
+    "TritonUnavailable",
+    "connect",
+    "is_triton",
+    "open_transport",
+]
 FALLBACK_RECHECK_S = 1.0  # with a local fallback: how often the server is tried again
 
 
