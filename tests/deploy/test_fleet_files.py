@@ -1,8 +1,10 @@
 """deploy/fleet/: the files say what the README says. The compose file's published ports and
 the systemd units' command lines match the README's port table and flags; Triton's flags are
 ones the real ``tritonserver`` binary knows (nvidia-pytriton's, where .venv-pytriton is);
-the two edge configs validate as ``adedge serve`` reads them; ``rollout.sh`` has its usage,
-prints without writing in ``--dry-run``, and really adds versions N+1 to a repository."""
+the two edge configs validate as ``adedge serve`` reads them; ``rollout.sh`` has its usage and
+the options the README names, prints without writing in ``--dry-run``, and really adds
+versions N+1 to a repository (test_fleet_rollout.py runs it against a real Triton server and
+a real ``adedge serve``)."""
 
 from __future__ import annotations
 
@@ -187,6 +189,13 @@ def test_edge_configs_validate(name, monkeypatch):
     if name == "edge-triton.yaml":
         assert model.backend == "triton://triton-a.plant.lan:8001/line_global"  # gRPC port
         assert getattr(model.fallback, "value", model.fallback) == "local"
+        # with a fallback the new card comes with its bundle (rollout.sh --edge), not a watch
+        assert model.watch is False
+        # the README's other Triton box: no fallback, watch: true, nothing to load
+        from adedge.runtime.serve.config import ModelConfig
+
+        watched = ModelConfig(backend=model.backend, watch=True)
+        assert watched.remote and watched.bundle is None
 
 
 def rollout(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -204,10 +213,17 @@ def test_rollout_usage():
     helped = rollout("-h")
     assert helped.returncode == 0 and helped.stdout.startswith("usage: rollout.sh")
     assert "--dry-run" in helped.stdout and "ADEDGE_ADMIN_TOKEN" in helped.stdout
-    for args in ((), ("--no-such-option", "a", "b"), ("only-one",)):
+    for args in ((), ("--no-such-option", "a", "b"), ("only-one",), ("--added", "m:1", "a", "b")):
         result = rollout(*args)
         assert result.returncode != 0
         assert result.stderr.startswith("usage: rollout.sh"), result.stderr
+    # every option the README's rollout paragraph names is one the script has
+    paragraph = README[README.index("`rollout.sh` runs steps") :].split("\n\n")[0]
+    named = set(re.findall(r"`(--[a-z-]+)", paragraph))
+    assert {"--triton", "--edge", "--added", "--edge-bundle", "--dry-run"} <= named
+    for option in named:
+        assert f"  {option} " in helped.stdout, option
+    assert "--edge-fallback" not in helped.stdout + README  # --edge loads Triton boxes too
 
 
 @pytest.fixture()
@@ -224,20 +240,38 @@ def test_rollout_dry_run_prints_commands_and_writes_nothing(bundle, tmp_path):
     token = "dry-run-token-never-shown-0123456789"
     result = rollout(
         "--dry-run", "--triton", "triton-a.plant.lan", "--edge", "adedge@edge1",
-        "--edge-fallback", "adedge@edge2", "--edge-model", "line", bundle, repo,
+        "--edge", "adedge@edge2", "--edge-model", "line", bundle, repo,
         env={"ADEDGE_ADMIN_TOKEN": token, "ADEDGE": "adedge"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"would run: adedge triton-repo {bundle} --out {repo}\n" in out
     assert "http://triton-a.plant.lan:8000/v2/models/MODEL/versions/N/ready" in out
-    assert f"rsync -a -- {bundle}/ adedge@edge1:/var/lib/adedge/models/line-" in out
-    assert "https://edge1:5080/api/models/line/load" in out
-    assert f"rsync -a -- {bundle}/ adedge@edge2:/var/lib/adedge/models/line-" in out
-    assert "adedge@edge2: left to do: set models.line.bundle to /var/lib/adedge/models/line-" in out
+    for box in ("edge1", "edge2"):  # a local box and a Triton box with a fallback alike
+        assert f"rsync -a -- {bundle}/ adedge@{box}:/var/lib/adedge/models/line-" in out
+        assert f"https://{box}:5080/api/models/line/load" in out
     assert "Bearer ***" in out and token not in out + result.stderr
     assert out.endswith("dry run: nothing was written\n")
     assert not repo.exists()
+    # a version already in the repository, a bundle already on the boxes: no export, no rsync
+    added = rollout(
+        "--dry-run", "--added", "line_global:3", "--added", "line_local:3",
+        "--triton", "triton-a.plant.lan:8010", "--edge", "edge1", "--edge-model", "line",
+        "--edge-bundle", "/mnt/bundles/line", bundle,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "triton-repo" not in added.stdout and "rsync" not in added.stdout
+    for model in ("line_global", "line_local"):
+        assert f"http://triton-a.plant.lan:8010/v2/models/{model}/versions/3/ready" in added.stdout
+    assert """--data '{"bundle": "/mnt/bundles/line"}' https://edge1:5080""" in added.stdout
+    for wrong, why in (
+        (("--added", "line_global"), "is not MODEL:N"),
+        (("--added", "line_global:3"), "does nothing"),
+        (("--added", "line_global:3", "--edge", "e1", "--edge-model", "line",
+          "--edge-bundle", "relative/path"), "must be an absolute path"),
+    ):  # fmt: skip
+        refused = rollout("--dry-run", *wrong, bundle)
+        assert refused.returncode == 2 and why in refused.stderr, refused.stderr
 
 
 def triton_python() -> str:
