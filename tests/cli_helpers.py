@@ -17,6 +17,13 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def export_cli(monkeypatch, capsys, checkpoint, out, *extra) -> tuple[int, str]:
+    """``adedge export --method ygan --checkpoint C --out OUT EXTRA...``: (code, stderr)."""
+    args = ["export", "--method", "ygan", "--checkpoint", checkpoint, "--out", out, *extra]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    return code, err
+
+
 def assert_one_line_error(code: int, err: str, *words: str) -> None:
     """Exit 2, one `error:` line (the last; progress lines may precede it), no traceback."""
     assert code == 2

@@ -11,26 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, export_cli
 from read_only import read_only
 
 from adedge.errors import ExportError
 from adedge.export import bundle_writer
 from adedge.export.bundle_writer import export_bundle
 from adedge.export.options import ExportOptions, check_output_folder
-
-
-@pytest.fixture
-def not_a_checkpoint(tmp_path: Path) -> Path:
-    path = tmp_path / "garbage.pt"
-    path.write_bytes(b"not a checkpoint")
-    return path
-
-
-def export_cli(monkeypatch, capsys, checkpoint: Path, out: Path, *extra) -> tuple[int, str]:
-    args = ["export", "--method", "ygan", "--checkpoint", checkpoint, "--out", out, *extra]
-    code, _, err = run_cli(monkeypatch, capsys, *args)
-    return code, err
 
 
 def test_unknown_precision_lists_the_valid_ones(monkeypatch, capsys, not_a_checkpoint, tmp_path):

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, export_cli
 from read_only import read_only
 
 from adedge.bundle import load_bundle, sha256_file
@@ -32,19 +32,6 @@ def digests(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-@pytest.fixture
-def not_a_checkpoint(tmp_path: Path) -> Path:
-    path = tmp_path / "garbage.pt"
-    path.write_bytes(b"not a checkpoint")
-    return path
-
-
-def export_cli(monkeypatch, capsys, checkpoint: Path, out: Path, *extra) -> tuple[int, str]:
-    args = ["export", "--method", "ygan", "--checkpoint", checkpoint, "--out", out, *extra]
-    code, _, err = run_cli(monkeypatch, capsys, *args)
-    return code, err
 
 
 def test_export_writes_the_bundle_and_adds_it_as_versions(

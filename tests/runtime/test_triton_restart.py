@@ -28,6 +28,21 @@ def serve_mean_bundle(tmp_path, mean_bundle):
     return server, model, (server.http_port, server.grpc_port, server.metrics_port)
 
 
+def score_until_the_server_is_used(detector, frames, expected) -> None:
+    """Score ``frames`` in rounds, each equal to ``expected``, until a round runs on the
+    server (the fallback ran none of it)."""
+    backend = detector.stages[0].backend
+    deadline = time.monotonic() + 30  # a bound, never a measured time
+    while True:
+        local_runs = backend.fallbacks
+        scores = [f.score for f in detector.score_frames(frames)]
+        assert scores == pytest.approx(expected, abs=1e-5)
+        if backend.fallbacks == local_runs:
+            return
+        assert time.monotonic() < deadline, "the server was never used"
+        time.sleep(0.1)
+
+
 def local_scores(bundle, frames) -> list[float]:
     return [f.score for f in Detector(bundle, threads=1).score_frames(frames)]
 
@@ -84,15 +99,7 @@ def test_local_fallback_while_the_server_is_down(tmp_path, mean_bundle, digit_fr
         assert down == pytest.approx(expected, abs=1e-5)
         assert backend.fallbacks >= 1 and backend.transport.reconnects == 0
         server = start_server(tmp_path / "repo", tmp_path, ports=ports)
-        deadline = time.monotonic() + 30  # a bound, never a measured time
-        while True:
-            local_runs = backend.fallbacks
-            scores = [f.score for f in detector.score_frames(digit_frames)]
-            assert scores == pytest.approx(expected, abs=1e-5)
-            if backend.fallbacks == local_runs:
-                break  # this round ran on the server again
-            assert time.monotonic() < deadline, "the server was not used again"
-            time.sleep(0.1)
+        score_until_the_server_is_used(detector, digit_frames, expected)
     finally:
         detector.bundle.close()
         server.stop()
@@ -119,15 +126,7 @@ def test_local_fallback_from_the_start_when_the_server_is_down(
         assert [f.score for f in detector.score_frames(digit_frames)] == pytest.approx(expected)
         assert backend.fallbacks >= 1 and backend.max_batch is None  # no config read yet
         server = start_server(tmp_path / "repo", tmp_path, ports=(http, grpc, metrics))
-        deadline = time.monotonic() + 30  # a bound, never a measured time
-        while True:
-            local_runs = backend.fallbacks
-            scores = [f.score for f in detector.score_frames(digit_frames)]
-            assert scores == pytest.approx(expected, abs=1e-5)
-            if backend.fallbacks == local_runs:
-                break  # this round ran on the server
-            assert time.monotonic() < deadline, "the server was never used"
-            time.sleep(0.1)
+        score_until_the_server_is_used(detector, digit_frames, expected)
         assert backend.max_batch is not None  # read from the server's config
     finally:
         detector.close()
