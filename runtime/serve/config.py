@@ -92,6 +92,12 @@ class ModelConfig(Section):
             return self
         if self.precision is not None:
             raise ValueError("precision: a Triton model runs in the precision it was exported in")
+        if self.fallback is Fallback.LOCAL and self.watch:
+            raise ValueError(
+                "watch: a Triton model with a local fallback takes a new version by loading "
+                "its bundle (POST /api/models/<name>/load), which must match the server's new "
+                "card; watch: true is for Triton models without a fallback"
+            )
         if self.fallback is Fallback.LOCAL and self.bundle is None:
             raise ValueError("bundle: fallback: local needs the bundle exported to Triton")
         if self.fallback is Fallback.NONE and self.bundle is not None:

@@ -175,6 +175,10 @@ def test_serve_runs_a_camera_on_a_triton_model(triton, tmp_path, digit_folder) -
         ({"backend": "triton://h/m_global", "fallback": "local"}, "fallback: local needs"),
         ({"backend": "triton://h/m_global", "precision": "fp16"}, "precision"),
         ({"backend": "onnxruntime", "bundle": "b", "fallback": "local"}, "only a triton"),
+        (
+            {"backend": "triton://h/m_global", "bundle": "b", "fallback": "local", "watch": True},
+            "watch: true is for Triton models without a fallback",
+        ),
         ({"backend": "onnxruntime"}, "bundle folder is required"),
     ],
 )
