@@ -8,7 +8,9 @@ outputs, the tiling and how tile scores reduce, its weight in the frame score (t
 score is the weighted sum of its stages' scores; IGD's global + local), and how a TensorRT
 engine of it is built. Then the threshold and how it was chosen, what the model was trained
 on (``training``) and what export measured (``metrics``); those two are carried as written
-and never read by the runtime.
+and never read by the runtime. Where a stage outputs ``amap``, export also calibrates a pixel
+threshold (``threshold.pixel``, :class:`PixelThreshold`); a card without one (older exports)
+makes no pixel decisions, and an older adedge ignores the field, so the format version stays.
 
 Version 2 (this adedge) holds the graphs in one map per stage. Version 1 named them in flat
 fields (``file``/``sha256``, ``fp16_file``/``fp16_sha256``...) and had ``combine``,
@@ -138,11 +140,56 @@ class StageSpec:
         return replace(self, graphs={**self.graphs, precision: graph})
 
 
+# Pixel decisions (``threshold.pixel``): a region larger than min_area pixels is an anomaly.
+# Default percentile of held-out normal pixel scores, and the floor of the default min_area
+# as a share of the frame (a region of 0.05% of a 256 x 256 frame is 33 px).
+DEFAULT_PIXEL_PERCENTILE = 99.9
+MIN_AREA_FLOOR = 5e-4
+MAX_AREA = MAX_SIDE * MAX_SIDE
+
+
+@dataclass(frozen=True)
+class PixelThreshold:
+    """The heatmap's own threshold, for stages whose graphs output ``amap``.
+
+    ``value``: the ``percentile`` of held-out normal pixel scores of the frame-size heatmap
+    (the Detector's, in the model's raw units). A frame is anomalous when a connected region
+    of ``amap > value`` is larger than ``min_area`` pixels, counted in a frame of ``frame``
+    (height, width) pixels, the held-out frames' size; the runtime scales it by the area of
+    the frames it scores, so it covers the same share of the scene at any resolution. The
+    image score waters thin defects down (a scratch glows on the heatmap, not in the mean or
+    max over tiles), which is why the map decides too.
+    """
+
+    value: float
+    percentile: float
+    min_area: int
+    frame: tuple[int, int]
+    detail: str = ""
+
+    def min_area_for(self, frame_hw: tuple[int, int]) -> float:
+        """``min_area`` in pixels of a frame of ``frame_hw`` (scaled by the frames' areas)."""
+        scale = (frame_hw[0] * frame_hw[1]) / (self.frame[0] * self.frame[1])
+        return self.min_area * scale
+
+
 @dataclass(frozen=True)
 class ThresholdSpec:
+    """The image threshold and how it was chosen; ``pixel``: the heatmap's threshold where
+    export calibrated one (None: cards of older exports, or models without ``amap``)."""
+
     value: float
     method: str
     detail: str = ""
+    pixel: PixelThreshold | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        entry = asdict(self)
+        if self.pixel is None:
+            entry.pop("pixel")  # an older adedge reads the card exactly as before
+        else:
+            entry["pixel"]["frame"] = list(self.pixel.frame)
+        return entry
 
 
 @dataclass(frozen=True)
@@ -209,7 +256,7 @@ class Card:
             "created": self.created,
             "adedge_version": self.adedge_version,
             "stages": stages,
-            "threshold": asdict(self.threshold),
+            "threshold": self.threshold.to_dict(),
             "training": self.training,
             "metrics": self.metrics,
         }

@@ -23,6 +23,7 @@ from adedge.card import (
     DEFAULT_ENGINE_MAX_BATCH,
     DEFAULT_WORKSPACE_MIB,
     FORMAT_VERSION,
+    MAX_AREA,
     MAX_ENGINE_BATCH,
     MAX_NORMALISATION,
     MAX_SIDE,
@@ -37,6 +38,7 @@ from adedge.card import (
     Card,
     EngineSpec,
     GraphFile,
+    PixelThreshold,
     StageSpec,
     ThresholdSpec,
     TilingSpec,
@@ -195,6 +197,33 @@ class _CardReader(FieldReader):
             ),
         )
 
+    def pixel(self, data: dict | None, path: str) -> PixelThreshold | None:
+        """``threshold.pixel`` (None: absent, as in cards of older exports: no pixel
+        decisions)."""
+        if data is None:
+            return None
+        percentile = self.number(data, "percentile", f"{path}.percentile")
+        if not 0 < percentile <= 100:
+            raise self.fail(
+                f"{path}.percentile", f"must be above 0 and at most 100 (got {percentile:g})"
+            )
+        frame = self.get(data, "frame", list, f"{path}.frame")
+        sides_ok = all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in frame
+        )
+        if len(frame) != 2 or not sides_ok:
+            raise self.fail(
+                f"{path}.frame",
+                f"must be [height, width], each from 1 to {MAX_SIDE} (got {show_value(frame)})",
+            )
+        return PixelThreshold(
+            value=self.number(data, "value", f"{path}.value"),
+            percentile=percentile,
+            min_area=self.count(data, "min_area", f"{path}.min_area", MAX_AREA),
+            frame=(frame[0], frame[1]),
+            detail=self.text(data, "detail", f"{path}.detail", "", empty=True),
+        )
+
     def card(self, data: Any) -> Card:
         data = migrate(data, self.where)
         stages = self.get(data, "stages", dict, "stages")
@@ -208,7 +237,7 @@ class _CardReader(FieldReader):
                     "digits, '_' or '-', starting with a letter or digit",
                 )
         threshold = self.get(data, "threshold", dict, "threshold")
-        return Card(
+        card = Card(
             method=self.text(data, "method", "method"),
             stages=tuple(
                 self.stage(name, self.get(stages, name, dict, f"stages.{name}")) for name in stages
@@ -217,6 +246,10 @@ class _CardReader(FieldReader):
                 value=self.number(threshold, "value", "threshold.value"),
                 method=self.text(threshold, "method", "threshold.method"),
                 detail=self.text(threshold, "detail", "threshold.detail", "", empty=True),
+                pixel=self.pixel(
+                    self.get(threshold, "pixel", dict, "threshold.pixel", default=None),
+                    "threshold.pixel",
+                ),
             ),
             training=dict(self.get(data, "training", dict, "training", default={})),
             metrics=dict(self.get(data, "metrics", dict, "metrics", default={})),
@@ -226,6 +259,12 @@ class _CardReader(FieldReader):
             ),
             format_version=FORMAT_VERSION,
         )
+        if card.threshold.pixel is not None and not any("amap" in s.outputs for s in card.stages):
+            raise self.fail(
+                "threshold.pixel",
+                "is set but no stage outputs 'amap': there is no heatmap to threshold",
+            )
+        return card
 
 
 def migrate(data: Any, where: Path | str = CARD_NAME) -> dict[str, Any]:
