@@ -3,7 +3,8 @@ commands: `adedge stream`, `eval` and `bench` run where torch is not installed.
 
 Importing this package registers every command on :data:`app`: train and export
 (:mod:`.train_commands`); eval, stream and video (:mod:`.run_commands`); serve
-(:mod:`.serve_commands`); triton-repo (:mod:`.triton_commands`); bench and the engines
+(:mod:`.serve_commands`); triton-repo (:mod:`.triton_commands`); threshold
+(:mod:`.threshold_commands`); bench and the engines
 group (:mod:`.bench_commands`). The app, its command classes and :func:`main` are in :mod:`.app`."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from adedge.cli.train_commands import parse_overrides, parse_settings, pretraine
 from adedge.cli import run_commands  # noqa: F401 - registers eval, stream, video
 from adedge.cli import serve_commands  # noqa: F401 - registers serve
 from adedge.cli import triton_commands  # noqa: F401 - registers triton-repo
+from adedge.cli import threshold_commands  # noqa: F401 - registers threshold
 from adedge.cli import bench_commands  # noqa: F401 - registers bench, engines build
 # isort: on
 
