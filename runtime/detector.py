@@ -8,7 +8,10 @@ image's tile scores reduce by the card's ``reduce`` (max: IGD's local max-poolin
 with an ``amap`` output give a frame-size heatmap: tile maps are stitched with overlap
 averaging, whole-frame maps are resized. A frame's score is the weighted sum of its stages'
 scores (the card's weights), compared with the card's threshold; heatmaps add up the same
-way but stay in the model's raw units: sinks scale them for display.
+way but stay in the model's raw units: sinks scale them for display. Where the card has a
+pixel threshold (``threshold.pixel``), the frame-size heatmap is also cut at it and a frame
+whose region above it is larger than the minimum area is anomalous too
+(:mod:`adedge.runtime.regions`); its results carry those regions.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from adedge.formats import is_triton
 from adedge.runtime import frames, kernels
 from adedge.runtime.backends import Backend, create_backend
 from adedge.runtime.backends.triton import RemoteModel
+from adedge.runtime.regions import PixelRule, Region, pixel_rule
 from adedge.runtime.tiling import TilingPlan, plan_tiles, reduce_scores, resize_map
 
 AMAP = "amap"
@@ -37,13 +41,19 @@ MAX_SHRINK = 8.0
 
 @dataclass
 class FrameScore:
-    """One frame's result; ``amap`` is a float32 (H, W) heatmap when the bundle has one."""
+    """One frame's result; ``amap`` is a float32 (H, W) heatmap when the bundle has one.
+
+    ``regions``: the heatmap's regions above the pixel threshold that are larger than the
+    minimum area, largest first (each makes the frame anomalous); None where the detector
+    makes no pixel decisions (no pixel threshold in the card, or turned off).
+    """
 
     score: float
     anomalous: bool
     latency_ms: dict[str, float] = field(default_factory=dict)
     amap: np.ndarray | None = None
     alarm: bool | None = None  # set by the stream: K consecutive anomalous frames
+    regions: list[Region] | None = None
 
 
 @dataclass
@@ -180,7 +190,11 @@ class Detector:
         backend: str = "onnxruntime",
         threshold: float | None = None,
         threads: int = 0,
+        min_area: float | None = None,
+        pixel: bool = True,
     ) -> None:
+        """``min_area``: pixels of the frame as scored that a region above the pixel
+        threshold must exceed (None: the card's); ``pixel=False``: no pixel decisions."""
         kernels.configure_from_environment()  # a bad ADEDGE_KERNELS fails before any work
         if is_triton(backend):  # the card and the stages come from the server
             from adedge.runtime.backends.triton import connect
@@ -203,6 +217,7 @@ class Detector:
             if threshold is None
             else check_threshold(threshold, "the threshold override")
         )
+        self.pixel: PixelRule | None = pixel_rule(card.threshold.pixel, min_area, pixel)
         self.backend_name = backend
 
     @property
@@ -267,12 +282,25 @@ class Detector:
     def score_frames(self, frames_bgr: list[np.ndarray]) -> list[FrameScore]:
         """One FrameScore per BGR frame; ``amap`` filled when the bundle has heatmaps."""
         scores, maps, latency = self._score(frames_bgr, want_maps=True, order="bgr")
-        share = {k: v / max(len(frames_bgr), 1) for k, v in latency.items()}
         per_frame: list[np.ndarray | None] = list(maps) if maps else [None] * len(scores)
+        started = time.perf_counter()
+        regions = [self.regions(m) for m in per_frame]
+        if self.pixel is not None and maps:
+            latency["aggregate_ms"] = (
+                latency.get("aggregate_ms", 0.0) + (time.perf_counter() - started) * 1e3
+            )
+        share = {k: v / max(len(frames_bgr), 1) for k, v in latency.items()}
         return [
-            FrameScore(float(s), bool(s > self.threshold), dict(share), m)
-            for s, m in zip(scores, per_frame, strict=True)
+            FrameScore(float(s), bool(s > self.threshold or r), dict(share), m, regions=r)
+            for s, m, r in zip(scores, per_frame, regions, strict=True)
         ]
+
+    def regions(self, amap: np.ndarray | None) -> list[Region] | None:
+        """The regions of a frame-size heatmap that make its frame anomalous (None: no
+        pixel decisions for this detector or this frame)."""
+        if self.pixel is None or amap is None:
+            return None
+        return self.pixel.regions(amap)
 
     def _score(
         self, images: list[np.ndarray], want_maps: bool, order: str = "rgb"

@@ -2,9 +2,11 @@
 
 The JSONL log (``--jsonl``) is a sequence of records, each with a ``type``:
 
-* ``start``: the stream began (source, model, method, backend, threshold, adedge version);
+* ``start``: the stream began (source, model, method, backend, threshold, adedge version;
+  with pixel decisions the pixel threshold, and a ``--min-area`` override);
 * ``frame``: one scored frame (index, score, label, alarm state, threshold, latencies,
-  truth where known);
+  truth where known; with pixel decisions, ``regions``: ``[{area, box: [x, y, w, h]}]``,
+  the heatmap's regions above the pixel threshold larger than the minimum area);
 * ``alarm_start`` / ``alarm_end``: the stream's alarm rule (``--alarm-frames K``) switched
   on at a frame, or off again (with how many frames and seconds it lasted and its peak);
 * ``gap_start`` / ``reconnect`` / ``gap_end``: a live source stopped delivering frames, each
@@ -78,6 +80,8 @@ class StreamStarted(StreamEvent):
     backend: str
     threshold: float
     adedge_version: str
+    pixel_threshold: float | None = None  # with pixel decisions: the card's pixel threshold
+    min_area: float | None = None  # a --min-area override (None: the card's, scaled)
 
     def message(self) -> str:
         return f"streaming {self.source} through {self.model} ({self.method}, {self.backend})"
@@ -202,6 +206,9 @@ def frame_record(frame: Frame, result: FrameScore, threshold: float | None) -> d
     }
     if result.alarm is not None:  # the alarm rule's state at this frame
         record["alarm"] = bool(result.alarm)
+    regions = getattr(result, "regions", None)
+    if regions is not None:  # pixel decisions: the regions that made the frame anomalous
+        record["regions"] = [region.to_dict() for region in regions]
     if frame.truth is not None:
         record["truth"] = bool(frame.truth)
     return record

@@ -161,6 +161,17 @@ def stream(
     threads: Annotated[
         int, typer.Option(help="CPU threads for ONNX Runtime per stage; 0: every core.")
     ] = 0,
+    min_area: Annotated[
+        float | None,
+        typer.Option(
+            help="Pixels (of the frame as scored) a heatmap region above the card's pixel "
+            "threshold must exceed to make the frame anomalous; default: the card's."
+        ),
+    ] = None,
+    no_pixel: Annotated[
+        bool,
+        typer.Option("--no-pixel", help="Decide on the image score alone (no heatmap regions)."),
+    ] = False,
 ) -> None:
     """Score every frame of a camera, stream, video or image folder (no torch needed).
 
@@ -201,6 +212,8 @@ def stream(
         summary_json=summary_json,
         threads=threads,
         alarm_frames=alarm_frames,
+        min_area=min_area,
+        pixel=not no_pixel,
     )
     pipeline = open_pipeline(config, log=say)
     summary = pipeline.run()

@@ -307,6 +307,7 @@ class Stream:
 
 
 def started_event(detector: Detector, source: FrameSource) -> StreamStarted:
+    pixel = getattr(detector, "pixel", None)
     return StreamStarted(
         source.describe(),
         str(detector.bundle.path),
@@ -314,6 +315,8 @@ def started_event(detector: Detector, source: FrameSource) -> StreamStarted:
         str(getattr(detector, "backend_name", "")),
         float(detector.threshold),
         __version__,
+        pixel_threshold=None if pixel is None else pixel.value,
+        min_area=None if pixel is None else pixel.min_area_px,
     )
 
 

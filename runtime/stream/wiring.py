@@ -68,6 +68,8 @@ class StreamConfig:
     summary_json: Path | None = None
     threads: int = 0  # ONNX Runtime threads per stage; 0: every core
     alarm_frames: int = 1
+    min_area: float | None = None  # pixels a heatmap region must exceed; None: the card's
+    pixel: bool = True  # pixel decisions where the card has a pixel threshold
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,16 @@ def open_pipeline(config: StreamConfig, log: Log) -> Pipeline:
         triton = is_triton(config.backend)
         model = config.model if triton else resolve_model(config.model, log)
         detector = Detector(
-            model, backend=config.backend, threshold=checked.threshold, threads=config.threads
+            model,
+            backend=config.backend,
+            threshold=checked.threshold,
+            threads=config.threads,
+            min_area=config.min_area,
+            pixel=config.pixel,
         )
         detector.card.warn_if_unknown_method(log)
+        if detector.pixel is not None:
+            log(detector.pixel.describe())
         source = open_source(
             config.source,
             loop=config.loop,
