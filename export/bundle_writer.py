@@ -7,7 +7,9 @@ localises, computed inside), checks the graph, and runs the export parity check 
 held-out inputs (tiles for a tiled stage). Several checkpoints of one method (IGD's global
 and local models) make one bundle whose stage scores add up (Eq. 13). The threshold is then
 set on held-out normal *frames* scored by the runtime's own Detector on the written bundle,
-so tiling, local max-pooling and the stage sum are exactly those of deployment. The folder
+so tiling, local max-pooling and the stage sum are exactly those of deployment; where the
+stages output ``amap``, their heatmaps on the same frames set the pixel threshold
+(``adedge.export.pixel_threshold``). The folder
 is written atomically: a failed export leaves any previous bundle untouched.
 
 ``precisions`` says which graphs a stage carries: ``fp32`` always; ``fp16`` (the default
@@ -47,10 +49,12 @@ from adedge.bundle import (
     ThresholdSpec,
     sha256_file,
 )
+from adedge.card import PixelThreshold
 from adedge.data import DataSet, load
 from adedge.errors import AdedgeError, ExportError
 from adedge.export.options import ExportOptions, check_options
 from adedge.export.parity import ParityReport, parity_check
+from adedge.export.pixel_threshold import calibrate_pixel_threshold
 from adedge.export.precision_graphs import PrecisionCheck, precision_metrics, write_precision_graphs
 from adedge.export.trace import (
     PARITY_IMAGES,
@@ -190,7 +194,7 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
         write_json(folder / CARD_NAME, card.to_dict())
         detector = Detector(folder)
         log(f"threshold: scoring {len(dataset.val)} held-out normal images")
-        val_scores, _ = detector.score_images(dataset.val.images)
+        val_scores, maps, _ = detector.score_images_with_maps(dataset.val.images)
         threshold = ThresholdSpec(
             value=quantile_threshold(val_scores, options.threshold_quantile),
             method=f"quantile {options.threshold_quantile:g}",
@@ -198,6 +202,7 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
                 f"{options.threshold_quantile:.0%} of {len(val_scores)} held-out normal "
                 f"validation images of '{dataset.spec}' score at or below it"
             ),
+            pixel=pixel_threshold(maps, options.threshold_quantile, dataset.spec, log),
         )
         card = replace(
             card,
@@ -219,6 +224,20 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
     if Format.TRITON in options.targets.formats:
         add_to_repository(options, log)
     return Path(options.out)
+
+
+def pixel_threshold(maps, quantile: float, spec: str, log) -> PixelThreshold | None:
+    """The card's ``threshold.pixel`` from the held-out normal frames' heatmaps (None: the
+    bundle has no ``amap``): :mod:`adedge.export.pixel_threshold`."""
+    pixel = calibrate_pixel_threshold(
+        maps or [], quantile, what=f"held-out normal validation images of '{spec}'"
+    )
+    if pixel is not None:
+        log(
+            f"pixel threshold {pixel.value:.6g} ({pixel.percentile:g}th percentile), "
+            f"min area {pixel.min_area} px of {pixel.frame[1]}x{pixel.frame[0]}"
+        )
+    return pixel
 
 
 def add_to_repository(options: ExportOptions, log) -> None:
