@@ -1,6 +1,12 @@
 """Drawing a scored frame: a red (anomaly) or green border, a text bar with the score,
-threshold and label, and, where the model gives an anomaly map, a heatmap overlay with its
-colour bar. Shared by the video files and the display window.
+threshold and label, and where the model gives an anomaly map, what it found. Shared by the
+video files and the display window.
+
+With pixel decisions (a card with a pixel threshold: ``FrameScore.regions`` is a list) the
+frame stays as the camera saw it and each region above the pixel threshold is outlined by a
+thin yellow contour with its area in pixels: a defect stays visible under the outline, and a
+normal frame is not painted at all. Without them (older cards, ``--no-pixel``) the heatmap is
+the only localisation there is, so it is blended over the frame with its colour bar.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import cv2
 import numpy as np
 
 from adedge.runtime.detector import FrameScore
+from adedge.runtime.regions import Region
 
 RED, GREEN, WHITE, DARK = (0, 0, 255), (0, 200, 0), (255, 255, 255), (32, 32, 32)
+YELLOW = (0, 255, 255)  # region outlines: apart from the red/green label colours
 MIN_VIDEO_SIDE = 192  # smaller frames are enlarged so the annotation stays legible
 HEATMAP_ALPHA = 0.45  # weight of the heatmap over the frame
 HEATMAP_COLOURS = cv2.COLORMAP_JET
@@ -68,9 +76,13 @@ def annotate(
         canvas = cv2.resize(canvas, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
     else:
         canvas = canvas.copy()
+        factor = 1
     amap = frame_amap(result)
     value_range = None
-    if amap is not None:
+    regions = getattr(result, "regions", None)
+    if regions is not None:
+        outline_regions(canvas, regions, factor)
+    elif amap is not None:
         value_range = (heat or HeatmapScale()).update(amap)
         canvas = overlay_heatmap(canvas, amap, *value_range)
     height, width = canvas.shape[:2]
@@ -80,6 +92,8 @@ def annotate(
     label = "ANOMALY" if result.anomalous else "normal"
     if result.alarm:
         label += " ALARM"
+    if regions:
+        label += f" {len(regions)} region{'s' * (len(regions) > 1)}"
     thr = "" if threshold is None else f" / thr {threshold:.4g}"
     bar_bottom = _text_bar(
         canvas, f"#{index} score {result.score:.4g}{thr} {label}", colour, border
@@ -87,6 +101,29 @@ def annotate(
     if value_range is not None:
         _colour_bar(canvas, *value_range, top=bar_bottom + 4, margin=border)
     return canvas
+
+
+def outline_regions(canvas: np.ndarray, regions: list[Region], factor: int = 1) -> None:
+    """Outline each region (:class:`adedge.runtime.regions.Region`, in frame pixels; the
+    canvas is the frame enlarged ``factor`` times) with a thin yellow contour over a dark one
+    (legible on bright and dark textures), and write its area in pixels beside its box."""
+    height, width = canvas.shape[:2]
+    thickness = max(1, min(height, width) // 400)
+    scale = max(0.35, min(0.6, width / 1600))
+    for region in regions:
+        x, y, w, h = (v * factor for v in region.box)
+        if region.contour is not None:
+            points = [np.asarray(region.contour, np.int32) * factor + factor // 2]
+            cv2.polylines(canvas, points, True, DARK, thickness + 2, cv2.LINE_AA)
+            cv2.polylines(canvas, points, True, YELLOW, thickness, cv2.LINE_AA)
+        else:
+            cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), YELLOW, thickness)
+        text = f"{region.area} px"
+        (text_w, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        left = min(max(0, x), max(0, width - text_w - 2))
+        top = y - 4 if y - 4 - text_h >= 0 else min(height - 2, y + h + text_h + 4)
+        cv2.putText(canvas, text, (left, top), cv2.FONT_HERSHEY_SIMPLEX, scale, DARK, 3)
+        cv2.putText(canvas, text, (left, top), cv2.FONT_HERSHEY_SIMPLEX, scale, YELLOW, 1)
 
 
 def overlay_heatmap(canvas: np.ndarray, amap: np.ndarray, low: float, high: float) -> np.ndarray:

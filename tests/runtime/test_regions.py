@@ -195,3 +195,24 @@ def test_stream_decides_on_regions_and_records_them(frame_bundle, tmp_path, monk
         [],
         [{"area": 80, "box": list(BLOB)}],
     ]
+
+
+# --- drawing -----------------------------------------------------------------------------------
+
+
+def test_regions_are_outlined_and_the_frame_is_not_washed(frame_bundle):
+    from adedge.runtime.sinks.annotate import YELLOW, annotate
+
+    image = cv2.cvtColor(np.full((SIDE * 4, SIDE * 4), 90, np.uint8), cv2.COLOR_GRAY2BGR)
+    image[100:140, 60:130] = 200  # the defect: 40 x 70 px
+    amap = (image[..., 0] / 255.0).astype(np.float32)
+    regions = find_regions(amap, 0.5, 100)
+    result = FrameScore(0.2, True, amap=amap, regions=regions)
+    drawn = annotate(image, 7, result, 0.5)
+    yellow = np.all(drawn == YELLOW, axis=2)
+    ys, xs = np.nonzero(yellow[60:, :])  # below the text bar: the outline (and its label)
+    assert ys.size and xs.min() >= 55 and xs.max() <= 135 and ys.min() + 60 >= 85
+    inside, outside = drawn[110:130, 70:120], drawn[180:230, 150:230]
+    assert (inside == 200).all() and (outside == 90).all()  # no colour wash anywhere
+    washed = annotate(image, 7, FrameScore(0.2, True, amap=amap), 0.5)  # no pixel decisions
+    assert not (washed[180:230, 150:230] == 90).all()  # the heatmap overlay, as before
