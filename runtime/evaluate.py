@@ -1,7 +1,9 @@
 """`adedge eval`: a bundle's detection quality on a labelled test split, through the runtime.
 
 Scores come from the same Detector the stream uses (ONNX graph, card preprocessing), so the
-numbers are those a deployment would see.
+numbers are those a deployment would see. Beside AUROC, the operating points
+(:mod:`adedge.runtime.operating_points`) say what a threshold does: the card's, the
+F1-optimal one, and the lowest false-alarm rate reaching each target TPR.
 """
 
 from __future__ import annotations
@@ -16,6 +18,16 @@ from adedge.errors import DataError
 from adedge.metrics import auroc, pixel_auroc, rates_at
 from adedge.runtime.detector import Detector
 from adedge.runtime.frames import run_in_chunks
+from adedge.runtime.operating_points import (
+    OperatingPoint,
+    check_target,
+    curve,
+    f1_optimal,
+    point_at,
+    target_tpr,
+)
+
+DEFAULT_TARGETS = (0.90, 0.95, 0.99)
 
 
 def score_split(detector: Detector, images: list[np.ndarray], batch: int = 256) -> np.ndarray:
@@ -56,7 +68,39 @@ def detection_quality(detector: Detector, test: Split) -> dict[str, float]:
     return result
 
 
-def evaluate(detector: Detector, dataset: DataSet, batch: int = 256) -> dict[str, Any]:
+def operating_points(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    threshold_name: str = "card",
+    targets: tuple[float, ...] = DEFAULT_TARGETS,
+) -> list[OperatingPoint]:
+    """The point at ``threshold``, the F1-optimal one, and one per target TPR."""
+    targets = tuple(check_target(t) for t in targets)
+    roc = curve(labels, scores)
+    points = [point_at(labels, scores, threshold, threshold_name), f1_optimal(roc)]
+    return points + [target_tpr(roc, target) for target in targets]
+
+
+def evaluate(
+    detector: Detector,
+    dataset: DataSet,
+    batch: int = 256,
+    targets: tuple[float, ...] = DEFAULT_TARGETS,
+) -> dict[str, Any]:
+    """AUROC, rates at the detector's threshold and the operating points (see
+    :func:`evaluate_scores`, which also returns the labels and scores)."""
+    return evaluate_scores(detector, dataset, batch, targets)[0]
+
+
+def evaluate_scores(
+    detector: Detector,
+    dataset: DataSet,
+    batch: int = 256,
+    targets: tuple[float, ...] = DEFAULT_TARGETS,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The evaluation's results, and the test labels and scores they came from (for plots)."""
+    targets = tuple(check_target(t) for t in targets)  # before the work
     test = dataset.test
     if test is None or len(test) == 0:
         raise DataError(
@@ -91,6 +135,11 @@ def evaluate(detector: Detector, dataset: DataSet, batch: int = 256) -> dict[str
     }
     if pixels is not None:
         result["pixel_auroc"] = pixels
+    own = detector.threshold == detector.card.threshold.value
+    points = operating_points(
+        test.labels, scores, detector.threshold, "card" if own else "--threshold", targets
+    )
+    result["operating_points"] = [point.to_dict() for point in points]
     kinds = sorted(set(test.kinds)) if test.kinds else []
     per_kind = {}
     normal = test.labels == 0
@@ -101,4 +150,4 @@ def evaluate(detector: Detector, dataset: DataSet, batch: int = 256) -> dict[str
             per_kind[kind] = auroc(test.labels[subset], scores[subset])
     if len(per_kind) > 1:
         result["auroc_per_kind"] = per_kind
-    return result
+    return result, np.asarray(test.labels), np.asarray(scores, dtype=np.float64)

@@ -36,8 +36,23 @@ def evaluate(
     threads: Annotated[
         int, typer.Option(help="CPU threads for ONNX Runtime per stage; 0: every core.")
     ] = 0,
+    target_tpr: Annotated[
+        str,
+        typer.Option(
+            help="Target TPRs for the operating points, comma-separated, each in (0, 1]: the "
+            "lowest false-alarm rate that catches that share of anomalies."
+        ),
+    ] = "0.90,0.95,0.99",
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for <out>-roc.png and <out>-histogram.png (default: the --out folder)."
+        ),
+    ] = None,
 ) -> None:
-    """AUROC, and TPR/TNR at the card's threshold, of a bundle on a labelled test split."""
+    """AUROC, and the operating points (threshold, TPR, FPR, precision, F1) of a bundle on a
+    labelled test split: the card's threshold, the F1-optimal one and each target TPR's;
+    writes them to the JSON, and the ROC curve and a score histogram as PNG."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -46,9 +61,10 @@ def evaluate(
     from adedge.data import load
     from adedge.outputs import check_writable
     from adedge.runtime.detector import Detector
-    from adedge.runtime.evaluate import evaluate as run_eval
+    from adedge.runtime.evaluate import evaluate_scores
     from adedge.runtime.stream.wiring import check_threads
 
+    targets = parse_targets(target_tpr)
     threshold = check_threshold_option(threshold)
     check_threads(threads)
     choice = parse_backend(backend)
@@ -57,10 +73,14 @@ def evaluate(
         remote = choice.remote
         out = Path(model or ".") / ("eval.json" if remote is None else f"eval-{remote.model}.json")
     target = check_writable(out, "--out")  # before the work
+    folder = target.parent if plots is None else plots
+    pictures = [folder / f"{target.stem}-{kind}.png" for kind in ("roc", "histogram")]
+    for picture in pictures:
+        check_writable(picture, "--plots")
     detector = Detector(model, backend=backend, threshold=threshold, threads=threads)
     detector.card.warn_if_unknown_method(say)
     try:
-        result = run_eval(detector, load(data))
+        result, labels, scores = evaluate_scores(detector, load(data), targets=targets)
     finally:
         detector.close()
     table = Table(title=f"{result['method']} on {result['data']}")
@@ -74,8 +94,59 @@ def evaluate(
     for kind, value in result.get("auroc_per_kind", {}).items():
         table.add_row(escape(f"auroc[{kind}]"), f"{value:.4f}")
     Console().print(table)
+    Console().print(points_table(result["operating_points"]))
     write_json(target, result)
     say(f"wrote {target}")
+    write_eval_plots(result, labels, scores, pictures)
+    say(f"wrote {pictures[0]} and {pictures[1]}")
+
+
+def parse_targets(text: str) -> tuple[float, ...]:
+    """``--target-tpr 0.9,0.95``: each a number in (0, 1] (TPR 0 is reached by flagging
+    nothing, above 1 by nothing at all)."""
+    targets = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not 0.0 < value <= 1.0:
+            raise AdedgeError(
+                f"--target-tpr '{part.strip()}' is not a TPR in (0, 1]",
+                "e.g. --target-tpr 0.9,0.99",
+            )
+        targets.append(value)
+    return tuple(targets)
+
+
+def points_table(points: list[dict]):
+    """The operating points as a rich table (precision '-' where nothing is flagged)."""
+    from rich.table import Table
+
+    table = Table(title="operating points (anomalous: score > threshold)")
+    for name in ("point", "threshold", "TPR", "FPR", "precision", "F1"):
+        table.add_column(name, justify="left" if name == "point" else "right")
+    for point in points:
+        precision = point["precision"]
+        table.add_row(
+            point["name"], f"{point['threshold']:.6g}", f"{point['tpr']:.4f}",
+            f"{point['fpr']:.4f}", "-" if precision is None else f"{precision:.4f}",
+            f"{point['f1']:.4f}",
+        )  # fmt: skip
+    return table
+
+
+def write_eval_plots(result: dict, labels, scores, pictures: list[Path]) -> None:
+    """The ROC curve with the operating points, and the score histogram with the threshold."""
+    from adedge.runtime.eval_plots import histogram_image, roc_image, write_png
+    from adedge.runtime.operating_points import curve, point_at
+
+    title = f"{result['method']} on {result['data']}"
+    points = result["operating_points"]
+    marked = [point_at(labels, scores, p["threshold"], p["name"]) for p in points]
+    write_png(pictures[0], roc_image(curve(labels, scores), result["auroc"], marked, title))
+    first = marked[0]
+    write_png(pictures[1], histogram_image(labels, scores, first.threshold, first.name, title))
 
 
 SOURCE_HELP = (

@@ -132,3 +132,21 @@ def test_read_only_bundle_is_refused_before_scoring(monkeypatch, capsys, bundle)
         code, out, err = run_cli(monkeypatch, capsys, *args, "--dry-run")
         assert code == 0, err
     assert (bundle / CARD_NAME).read_bytes() == card
+
+
+def test_the_pixel_threshold_is_kept(monkeypatch, capsys, tmp_path):
+    """A card with ``threshold.pixel`` (export's heatmap threshold) keeps it as it was."""
+    from bundles import write_tile_bundle
+
+    from adedge.card import PixelThreshold
+
+    folder = write_tile_bundle(tmp_path / "tiles", None)
+    pixel = PixelThreshold(0.3, 99.9, 20, (32, 32), "test")
+    card = load_bundle(folder).card
+    card = replace(card, threshold=replace(card.threshold, pixel=pixel))
+    (folder / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
+    args = ["threshold", "--model", folder, "--data", DATA, "--rule", "tpr=0.9"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    after = load_bundle(folder).card.threshold
+    assert after.pixel == pixel and after.method == "tpr 0.9"
