@@ -20,13 +20,15 @@ from adedge.card import PixelThreshold
 from adedge.errors import AdedgeError
 
 MAX_REGIONS = 16  # the largest regions a frame reports (records and drawings stay bounded)
+OUTLINE_GAP = 2  # pixels between a region and its outline: a thin scratch stays visible
 
 
 @dataclass(frozen=True)
 class Region:
     """One connected region above the pixel threshold: ``area`` in pixels, ``box`` as
-    (x, y, width, height) in frame pixels; ``contour`` its outer outline ((N, 1, 2) int32
-    points in frame coordinates) for drawing, never recorded."""
+    (x, y, width, height) in frame pixels; ``contour`` an outline ``OUTLINE_GAP`` pixels
+    outside it ((N, 1, 2) int32 points in frame coordinates, so drawing it never covers the
+    defect), for drawing only, never recorded."""
 
     area: int
     box: tuple[int, int, int, int]
@@ -109,13 +111,22 @@ def find_regions(
     regions = []
     for label in kept:
         x, y, w, h, area = (int(v) for v in stats[label, :5])
-        crop = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
-        contours, _ = cv2.findContours(
-            crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y)
-        )
-        outline = max(contours, key=len) if contours else None
-        regions.append(Region(area, (x, y, w, h), outline))
+        regions.append(Region(area, (x, y, w, h), _outline(labels, label, (x, y, w, h))))
     return regions
+
+
+def _outline(labels: np.ndarray, label: int, box: tuple[int, int, int, int]) -> np.ndarray | None:
+    """The outer contour of region ``label`` grown by OUTLINE_GAP pixels, in frame pixels."""
+    x, y, w, h = box
+    gap = OUTLINE_GAP
+    crop = np.zeros((h + 2 * gap + 2, w + 2 * gap + 2), np.uint8)
+    crop[gap + 1 : gap + 1 + h, gap + 1 : gap + 1 + w] = labels[y : y + h, x : x + w] == label
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
+    grown = cv2.dilate(crop, kernel)
+    contours, _ = cv2.findContours(
+        grown, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x - gap - 1, y - gap - 1)
+    )
+    return max(contours, key=cv2.contourArea) if contours else None
 
 
 def largest_region(amap: np.ndarray, value: float) -> int:

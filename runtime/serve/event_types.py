@@ -78,9 +78,22 @@ class Box:
     height: int
 
 
+@dataclass(frozen=True)
+class EventRegion:
+    """A region of the peak frame's heatmap above the card's pixel threshold, larger than
+    its minimum area: ``area`` in frame pixels and its bounding ``box``."""
+
+    area: int
+    box: Box
+
+
 @dataclass
 class Event:
-    """One anomaly event. Times are Unix seconds; ``to_dict`` writes them as ISO-8601."""
+    """One anomaly event. Times are Unix seconds; ``to_dict`` writes them as ISO-8601.
+
+    ``regions``: the peak frame's regions above the pixel threshold, largest first (None:
+    the model makes no pixel decisions; events stored before them have none either).
+    """
 
     id: str
     node: str
@@ -98,6 +111,7 @@ class Event:
     media: dict[MediaKind, str] = field(default_factory=dict)  # kind -> path under media/
     media_pruned: bool = False
     labels: dict[str, str] = field(default_factory=dict)  # the node's labels
+    regions: list[EventRegion] | None = None
 
     @staticmethod
     def new_id(camera: str, start: float) -> str:
@@ -133,6 +147,7 @@ class Event:
             return None if text is None else datetime.fromisoformat(text).timestamp()
 
         box = data.get("box")
+        regions = data.get("regions")
         return cls(
             id=data["id"],
             node=data["node"],
@@ -150,6 +165,9 @@ class Event:
             media={MediaKind(k): v for k, v in (data.get("media") or {}).items()},
             media_pruned=bool(data.get("media_pruned", False)),
             labels=dict(data.get("labels") or {}),
+            regions=None
+            if regions is None
+            else [EventRegion(int(r["area"]), Box(**r["box"])) for r in regions],
         )
 
 

@@ -1,5 +1,6 @@
 """An event's evidence: the peak frame as a snapshot (heatmap overlay, the hottest region
-outlined, a text bar), the raw frame, the heatmap as a 16-bit PNG, and a clip from a
+outlined, a text bar; with pixel decisions the regions above the pixel threshold outlined
+on the unpainted frame instead), the raw frame, the heatmap as a 16-bit PNG, and a clip from a
 per-camera pre-roll ring buffer to a post-roll after the event.
 
 Masks (polygons in normalised 0..1 coordinates) make areas of the heatmap cold before the
@@ -26,6 +27,7 @@ import numpy as np
 
 from adedge.atomic import atomic_path
 from adedge.errors import AdedgeError
+from adedge.runtime.regions import Region
 from adedge.runtime.serve.config import EvidenceConfig
 from adedge.runtime.serve.event_types import Box, MediaKind
 from adedge.runtime.serve.evidence_clips import ClipRecorder, PreRoll, estimate_fps
@@ -36,6 +38,7 @@ from adedge.runtime.sinks.annotate import (
     WHITE,
     HeatmapScale,
     _colour_bar,
+    outline_regions,
     overlay_heatmap,
 )
 
@@ -202,12 +205,15 @@ class PeakFrame:
     box: Box | None
     score: float
     threshold: float
+    regions: list[Region] | None = None  # pixel decisions: the regions to outline
 
 
 def draw_snapshot(peak: PeakFrame, heat_range: tuple[float, float] | None = None) -> np.ndarray:
     """The peak frame (BGR, its own size) with the heatmap overlaid (coloured over
     ``heat_range``, else the map's own finite range) and its colour bar, the box outlined in
-    red on a dark edge, and two text bars: camera and UTC time; score and threshold."""
+    red on a dark edge, and two text bars: camera and UTC time; score and threshold. With
+    pixel decisions (``peak.regions`` a list) the frame is not painted: each region is
+    outlined with its area instead (:func:`adedge.runtime.sinks.annotate.outline_regions`)."""
     frame, amap, box, score, threshold = (
         peak.frame,
         peak.amap,
@@ -218,6 +224,8 @@ def draw_snapshot(peak: PeakFrame, heat_range: tuple[float, float] | None = None
     canvas = as_bgr(frame)
     height, width = canvas.shape[:2]
     value_range = None
+    if peak.regions is not None:  # outlined on the frame as seen: no heatmap wash
+        amap = box = None
     if amap is not None:
         if heat_range is None:
             value_range = HeatmapScale().update(np.asarray(amap, np.float32))
@@ -237,6 +245,8 @@ def draw_snapshot(peak: PeakFrame, heat_range: tuple[float, float] | None = None
     bottom = _text_bar(canvas, lines, RED if anomalous else GREEN, margin)
     if value_range is not None:
         _colour_bar(canvas, *value_range, top=bottom + 4, margin=margin)
+    if peak.regions:
+        outline_regions(canvas, peak.regions, top=bottom)
     return canvas
 
 

@@ -1,10 +1,11 @@
 """One camera's events as they happen: the alarm rule's transitions become :class:`Event`
 rows with their evidence and messages.
 
-* ``new``: the evidence of the frame that fired the rule (snapshot with heatmap and box,
-  raw frame, heatmap PNG) is written, then the event is committed to the store and
-  announced; the snapshot also goes to the camera's retained MQTT ``snapshot`` topic. A
-  clip starts from the pre-roll ring buffer.
+* ``new``: the evidence of the frame that fired the rule (snapshot with heatmap and box, or
+  with pixel decisions its regions outlined; raw frame, heatmap PNG) is written, then the
+  event (with the peak frame's regions, where there are pixel decisions) is committed to the
+  store and announced; the snapshot also goes to the camera's retained MQTT ``snapshot``
+  topic. A clip starts from the pre-roll ring buffer.
 * ``update``: the peak rose (rate-limited by the lifecycle); the peak frame is kept.
 * every scored frame's score is kept from ``pre_s`` before the event to its end, and written
   as the event's score trace (``trace.json``, the console's chart) when it ends.
@@ -24,11 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from adedge.atomic import write_text
+from adedge.runtime.regions import Region
 from adedge.runtime.serve.api_types import ScoreHistory, ScorePoint
 from adedge.runtime.serve.config import CameraConfig
 from adedge.runtime.serve.event_types import (
+    Box,
     EndReason,
     Event,
+    EventRegion,
     MediaKind,
     MessageType,
     ModelRef,
@@ -50,12 +54,21 @@ TRACE_MAX_POINTS = 4096  # a longer event's trace keeps every other point
 
 
 class _Peak:
-    """The frame an event's evidence is drawn from (copied: sources may reuse buffers)."""
+    """The frame an event's evidence is drawn from (copied: sources may reuse buffers),
+    with its regions above the pixel threshold (None: no pixel decisions)."""
 
-    def __init__(self, wall: float, image: np.ndarray, amap: np.ndarray | None, score: float):
+    def __init__(
+        self,
+        wall: float,
+        image: np.ndarray,
+        amap: np.ndarray | None,
+        score: float,
+        regions: list[Region] | None = None,
+    ):
         self.wall, self.score = wall, score
         self.image = image.copy()
         self.amap = None if amap is None else amap.copy()
+        self.regions = None if regions is None else list(regions)
 
 
 class _Ending:
@@ -110,8 +123,10 @@ class EventRecorder:
         threshold: float,
         source: ThresholdSource,
         model: ModelRef,
+        regions: list[Region] | None = None,
     ) -> None:
-        """One scored frame (``amap`` already masked)."""
+        """One scored frame (``amap`` already masked; ``regions``: its regions above the
+        pixel threshold, None without pixel decisions)."""
         heat_range = self.heat.update(amap) if amap is not None else None
         transition = self.lifecycle.observe(wall, score, threshold)
         point = (wall, score, self.lifecycle.active or transition is Transition.ENDED)
@@ -120,14 +135,14 @@ class EventRecorder:
             self._trace_add(point)
         event = self.event
         if event is not None and self.peak is not None and score > self.peak.score:
-            self.peak = _Peak(wall, image, amap, score)
+            self.peak = _Peak(wall, image, amap, score, regions)
         if self.clip is not None:
             self.clip.add(wall, image)
         for ending in self.ending:
             if ending.clip is not None and not ending.clip.done:
                 ending.clip.add(wall, image)
         if transition is Transition.OPENED:
-            self._open(wall, image, amap, score, threshold, source, model, heat_range)
+            self._open(wall, image, amap, score, threshold, source, model, heat_range, regions)
         elif transition is Transition.PEAK and event is not None:
             self._sync(event)
             self.hub.publish(event, MessageType.UPDATE)
@@ -168,6 +183,7 @@ class EventRecorder:
         source: ThresholdSource,
         model: ModelRef,
         heat_range: tuple[float, float] | None,
+        regions: list[Region] | None = None,
     ) -> None:
         start = self.lifecycle.event.start if self.lifecycle.event else wall
         event = Event(
@@ -184,7 +200,7 @@ class EventRecorder:
             labels=dict(self.labels),
         )
         self.event = event
-        self.peak = _Peak(wall, image, amap, score)
+        self.peak = _Peak(wall, image, amap, score, regions)
         since = start - self.config.evidence.pre_s
         self.trace = [point for point in self.recent if point[0] >= since]
         self._write_peak_evidence(event, threshold, heat_range, stored=False)
@@ -242,12 +258,19 @@ class EventRecorder:
         options = self.config.evidence
         box = None if peak.amap is None else hottest_box(peak.amap, peak.image.shape[:2])
         event.box = box
+        event.regions = (
+            None
+            if peak.regions is None
+            else [EventRegion(r.area, Box(*r.box)) for r in peak.regions]
+        )
         store = self.hub.store
 
         def target(kind: MediaKind, suffix: str) -> Path:
             return store.media_file(self.camera, event.id, kind, suffix)
 
-        shown = PeakFrame(self.camera, peak.wall, peak.image, peak.amap, box, peak.score, threshold)
+        shown = PeakFrame(
+            self.camera, peak.wall, peak.image, peak.amap, box, peak.score, threshold, peak.regions
+        )
         written = write_evidence(target, shown, options, heat_range)
         for kind, path in written.items():
             event.media[kind] = str(path.relative_to(store.media_dir))

@@ -4,9 +4,10 @@ video files and the display window.
 
 With pixel decisions (a card with a pixel threshold: ``FrameScore.regions`` is a list) the
 frame stays as the camera saw it and each region above the pixel threshold is outlined by a
-thin yellow contour with its area in pixels: a defect stays visible under the outline, and a
-normal frame is not painted at all. Without them (older cards, ``--no-pixel``) the heatmap is
-the only localisation there is, so it is blended over the frame with its colour bar.
+thin yellow contour two pixels outside it, with its area in pixels: a defect stays visible
+inside its outline (a thin scratch too), and a normal frame is not painted at all. Without
+them (older cards, ``--no-pixel``) the heatmap is the only localisation there is, so it is
+blended over the frame with its colour bar.
 """
 
 from __future__ import annotations
@@ -80,9 +81,7 @@ def annotate(
     amap = frame_amap(result)
     value_range = None
     regions = getattr(result, "regions", None)
-    if regions is not None:
-        outline_regions(canvas, regions, factor)
-    elif amap is not None:
+    if regions is None and amap is not None:
         value_range = (heat or HeatmapScale()).update(amap)
         canvas = overlay_heatmap(canvas, amap, *value_range)
     height, width = canvas.shape[:2]
@@ -100,13 +99,18 @@ def annotate(
     )
     if value_range is not None:
         _colour_bar(canvas, *value_range, top=bar_bottom + 4, margin=border)
+    if regions:  # over the text bar: a region at the top edge stays visible
+        outline_regions(canvas, regions, factor, top=bar_bottom)
     return canvas
 
 
-def outline_regions(canvas: np.ndarray, regions: list[Region], factor: int = 1) -> None:
+def outline_regions(
+    canvas: np.ndarray, regions: list[Region], factor: int = 1, top: int = 0
+) -> None:
     """Outline each region (:class:`adedge.runtime.regions.Region`, in frame pixels; the
     canvas is the frame enlarged ``factor`` times) with a thin yellow contour over a dark one
-    (legible on bright and dark textures), and write its area in pixels beside its box."""
+    (legible on bright and dark textures), and write its area in pixels above its box, or
+    below it where that would reach into the text bar (rows above ``top``)."""
     height, width = canvas.shape[:2]
     thickness = max(1, min(height, width) // 400)
     scale = max(0.35, min(0.6, width / 1600))
@@ -114,16 +118,17 @@ def outline_regions(canvas: np.ndarray, regions: list[Region], factor: int = 1) 
         x, y, w, h = (v * factor for v in region.box)
         if region.contour is not None:
             points = [np.asarray(region.contour, np.int32) * factor + factor // 2]
-            cv2.polylines(canvas, points, True, DARK, thickness + 2, cv2.LINE_AA)
-            cv2.polylines(canvas, points, True, YELLOW, thickness, cv2.LINE_AA)
+            cv2.polylines(canvas, points, True, DARK, thickness + 2)
+            cv2.polylines(canvas, points, True, YELLOW, thickness)
         else:
             cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), YELLOW, thickness)
         text = f"{region.area} px"
         (text_w, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         left = min(max(0, x), max(0, width - text_w - 2))
-        top = y - 4 if y - 4 - text_h >= 0 else min(height - 2, y + h + text_h + 4)
-        cv2.putText(canvas, text, (left, top), cv2.FONT_HERSHEY_SIMPLEX, scale, DARK, 3)
-        cv2.putText(canvas, text, (left, top), cv2.FONT_HERSHEY_SIMPLEX, scale, YELLOW, 1)
+        above = y - 4 - text_h > top
+        base = y - 4 if above else min(height - 2, y + h + text_h + 4)
+        cv2.putText(canvas, text, (left, base), cv2.FONT_HERSHEY_SIMPLEX, scale, DARK, 3)
+        cv2.putText(canvas, text, (left, base), cv2.FONT_HERSHEY_SIMPLEX, scale, YELLOW, 1)
 
 
 def overlay_heatmap(canvas: np.ndarray, amap: np.ndarray, low: float, high: float) -> np.ndarray:
