@@ -103,6 +103,8 @@ def axes(canvas: np.ndarray, frame: Frame, title: str, x_label: str, y_label: st
     cv2.rectangle(canvas, (frame.left, frame.top), (frame.right, frame.bottom), BLACK, 1)
     text(canvas, x_label, ((frame.left + frame.right) // 2, frame.bottom + 40), 0.5, centre=True)
     vertical_text(canvas, y_label, (16, (frame.top + frame.bottom) // 2))
+    while len(title) > 8 and cv2.getTextSize(title, FONT, 0.55, 1)[0][0] > canvas.shape[1] - 20:
+        title = "..." + title[4:]  # a long data path loses its start, not its end
     text(canvas, title, (canvas.shape[1] // 2, 20), 0.55, centre=True)
 
 

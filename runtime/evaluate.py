@@ -3,7 +3,10 @@
 Scores come from the same Detector the stream uses (ONNX graph, card preprocessing), so the
 numbers are those a deployment would see. Beside AUROC, the operating points
 (:mod:`adedge.runtime.operating_points`) say what a threshold does: the card's, the
-F1-optimal one, and the lowest false-alarm rate reaching each target TPR.
+F1-optimal one, and the lowest false-alarm rate reaching each target TPR. Where the
+detector also decides on the heatmap (the card's pixel threshold), one more point says what
+its own decision does (score above the threshold, or a region larger than the minimum area);
+the other points are the image score's alone.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from adedge.runtime.operating_points import (
     OperatingPoint,
     check_target,
     curve,
+    decisions_point,
     f1_optimal,
     point_at,
     target_tpr,
@@ -43,17 +47,31 @@ def score_split_with_pixels(
     detector: Detector, test: Split, batch: int = 32
 ) -> tuple[np.ndarray, float | None]:
     """Scores, and the pixel AUROC of the heatmaps against the split's defect masks."""
+    scores, pixels_auc, _ = score_split_with_maps(detector, test, batch, regions=False)
+    return scores, pixels_auc
+
+
+def score_split_with_maps(
+    detector: Detector, test: Split, batch: int = 32, regions: bool = True
+) -> tuple[np.ndarray, float | None, np.ndarray | None]:
+    """Scores; the pixel AUROC of the heatmaps against the split's defect masks (None without
+    masks); and, with ``regions`` where the detector makes pixel decisions, whether each
+    image has a heatmap region that makes it anomalous (None otherwise)."""
     scores, pixels_auc = [], None
     values: list[np.ndarray] = []
     masks: list[np.ndarray | None] = []
+    flags: list[bool] | None = [] if regions and detector.pixel is not None else None
     for i in range(0, len(test), batch):
         part, maps, _ = detector.score_images_with_maps(test.images[i : i + batch])
         scores.append(part)
-        values.extend(maps or [])
-        masks.extend(test.masks[i : i + batch])
+        if test.masks:
+            values.extend(maps or [])
+            masks.extend(test.masks[i : i + batch])
+        if flags is not None:
+            flags.extend(bool(detector.regions(m)) for m in maps or [None] * len(part))
     if values:
         pixels_auc = pixel_auroc(values, masks)
-    return np.concatenate(scores), pixels_auc
+    return np.concatenate(scores), pixels_auc, None if flags is None else np.array(flags, bool)
 
 
 def detection_quality(detector: Detector, test: Split) -> dict[str, float]:
@@ -113,9 +131,9 @@ def evaluate_scores(
             "add test/good and at least one test/<defect> folder",
         )
     started = time.perf_counter()
-    pixels = None
-    if detector.has_maps and test.masks:
-        scores, pixels = score_split_with_pixels(detector, test)
+    pixels, regions = None, None
+    if detector.has_maps and (test.masks or detector.pixel is not None):
+        scores, pixels, regions = score_split_with_maps(detector, test)
     else:
         scores = score_split(detector, test.images, batch)
     seconds = time.perf_counter() - started
@@ -139,6 +157,17 @@ def evaluate_scores(
     points = operating_points(
         test.labels, scores, detector.threshold, "card" if own else "--threshold", targets
     )
+    if regions is not None:  # the detector's own decision: score > threshold or a region
+        by_score = np.asarray(scores) > detector.threshold
+        name = f"{points[0].name}+pixel"
+        point = decisions_point(test.labels, by_score | regions, detector.threshold, name)
+        points.insert(1, point)
+        anomalous = test.labels.astype(bool)
+        result["pixel_decisions"] = {
+            "rule": detector.pixel.describe(),
+            "flagged_by_regions": int(regions.sum()),
+            "anomalous_caught_only_by_regions": int((regions & ~by_score & anomalous).sum()),
+        }
     result["operating_points"] = [point.to_dict() for point in points]
     kinds = sorted(set(test.kinds)) if test.kinds else []
     per_kind = {}

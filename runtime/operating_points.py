@@ -171,6 +171,23 @@ def point_at(labels: Any, scores: Any, threshold: float, name: str = "") -> Oper
     )
 
 
+def decisions_point(labels: Any, flagged: Any, threshold: float, name: str) -> OperatingPoint:
+    """The counts of decisions made otherwise than by ``score > threshold`` alone (e.g. the
+    Detector's pixel decisions on top of it); ``threshold`` is the image threshold used."""
+    flags = np.asarray(labels).astype(bool).reshape(-1)
+    marked = np.asarray(flagged).astype(bool).reshape(-1)
+    if flags.shape != marked.shape:
+        raise ValueError(f"{len(flags)} labels for {len(marked)} decisions")
+    return OperatingPoint(
+        name=name,
+        threshold=float(threshold),
+        tp=int((marked & flags).sum()),
+        fp=int((marked & ~flags).sum()),
+        tn=int((~marked & ~flags).sum()),
+        fn=int((~marked & flags).sum()),
+    )
+
+
 def needs_both(roc: Curve, rule: str) -> None:
     if roc.positives == 0 or roc.negatives == 0:
         raise ValueError(f"the {rule} threshold needs both normal and anomalous scores")

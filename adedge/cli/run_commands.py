@@ -49,6 +49,17 @@ def evaluate(
             help="Folder for <out>-roc.png and <out>-histogram.png (default: the --out folder)."
         ),
     ] = None,
+    min_area: Annotated[
+        float | None,
+        typer.Option(
+            help="Pixels (of the image as scored) a heatmap region above the card's pixel "
+            "threshold must exceed to make the image anomalous; default: the card's."
+        ),
+    ] = None,
+    no_pixel: Annotated[
+        bool,
+        typer.Option("--no-pixel", help="Decide on the image score alone (no heatmap regions)."),
+    ] = False,
 ) -> None:
     """AUROC, and the operating points (threshold, TPR, FPR, precision, F1) of a bundle on a
     labelled test split: the card's threshold, the F1-optimal one and each target TPR's;
@@ -77,7 +88,10 @@ def evaluate(
     pictures = [folder / f"{target.stem}-{kind}.png" for kind in ("roc", "histogram")]
     for picture in pictures:
         check_writable(picture, "--plots")
-    detector = Detector(model, backend=backend, threshold=threshold, threads=threads)
+    detector = Detector(
+        model, backend=backend, threshold=threshold, threads=threads, min_area=min_area,
+        pixel=not no_pixel,
+    )  # fmt: skip
     detector.card.warn_if_unknown_method(say)
     try:
         result, labels, scores = evaluate_scores(detector, load(data), targets=targets)
@@ -95,6 +109,12 @@ def evaluate(
         table.add_row(escape(f"auroc[{kind}]"), f"{value:.4f}")
     Console().print(table)
     Console().print(points_table(result["operating_points"]))
+    if "pixel_decisions" in result:
+        pixel = result["pixel_decisions"]
+        say(
+            f"+pixel: {pixel['rule']}; {pixel['flagged_by_regions']} images have such a region, "
+            f"{pixel['anomalous_caught_only_by_regions']} anomalies are caught only by one"
+        )
     write_json(target, result)
     say(f"wrote {target}")
     write_eval_plots(result, labels, scores, pictures)
@@ -123,7 +143,10 @@ def points_table(points: list[dict]):
     """The operating points as a rich table (precision '-' where nothing is flagged)."""
     from rich.table import Table
 
-    table = Table(title="operating points (anomalous: score > threshold)")
+    title = "operating points (anomalous: score > threshold"
+    if any(point["name"].endswith("+pixel") for point in points):
+        title += "; +pixel: or a heatmap region above the minimum area"
+    table = Table(title=title + ")")
     for name in ("point", "threshold", "TPR", "FPR", "precision", "F1"):
         table.add_column(name, justify="left" if name == "point" else "right")
     for point in points:
@@ -139,11 +162,11 @@ def points_table(points: list[dict]):
 def write_eval_plots(result: dict, labels, scores, pictures: list[Path]) -> None:
     """The ROC curve with the operating points, and the score histogram with the threshold."""
     from adedge.runtime.eval_plots import histogram_image, roc_image, write_png
-    from adedge.runtime.operating_points import curve, point_at
+    from adedge.runtime.operating_points import OperatingPoint, curve
 
     title = f"{result['method']} on {result['data']}"
-    points = result["operating_points"]
-    marked = [point_at(labels, scores, p["threshold"], p["name"]) for p in points]
+    fields = ("name", "threshold", "tp", "fp", "tn", "fn")
+    marked = [OperatingPoint(*(p[f] for f in fields)) for p in result["operating_points"]]
     write_png(pictures[0], roc_image(curve(labels, scores), result["auroc"], marked, title))
     first = marked[0]
     write_png(pictures[1], histogram_image(labels, scores, first.threshold, first.name, title))

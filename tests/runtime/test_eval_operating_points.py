@@ -5,8 +5,11 @@ histogram as PNGs readable by OpenCV, without torch or matplotlib."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
@@ -71,3 +74,56 @@ def test_eval_refuses_a_bad_target_before_the_work(
     code, _, err = run_cli(monkeypatch, capsys, *args, "--target-tpr", targets)
     assert_one_line_error(code, err, "--target-tpr", "(0, 1]")
     assert not out.exists()
+
+
+def blob_folder(root: Path) -> Path:
+    """MVTec layout of 64 px grey images: normals at grey 20; 'dim' anomalies with an 80 px
+    blob at 102 (0.4: under the image threshold 0.5, over the pixel threshold 0.3); 'spot'
+    anomalies with a 4 px spot at 255 (over the image threshold, a region under 20 px)."""
+    kinds = {"train/good": (6, None), "test/good": (4, None), "test/dim": (3, "dim")}
+    kinds["test/spot"] = (2, "spot")
+    for folder, (count, kind) in kinds.items():
+        (root / folder).mkdir(parents=True)
+        for i in range(count):
+            image = np.full((64, 64), 20, np.uint8)
+            if kind == "dim":
+                image[10 + i : 18 + i, 20:30] = 102
+            elif kind == "spot":
+                image[40:42, 40 + i : 42 + i] = 255
+            cv2.imwrite(str(root / folder / f"{i}.png"), image)
+    return root
+
+
+@pytest.mark.parametrize("pixel", [True, False])
+def test_eval_with_pixel_decisions(monkeypatch, capsys, tmp_path, pixel):
+    """With the card's pixel threshold, the detector's own decision (score or region) is one
+    more point: the dim blobs the image score misses are caught by their regions."""
+    from bundles import write_tile_bundle
+
+    from adedge.bundle import CARD_NAME, load_bundle
+    from adedge.card import PixelThreshold
+    from adedge.preprocess import InputSpec
+
+    folder = write_tile_bundle(
+        tmp_path / "b", None, input_spec=InputSpec(64, 64, "gray", (0.0,), (1.0,))
+    )
+    card = load_bundle(folder).card
+    rule = PixelThreshold(0.3, 99.9, 20, (64, 64), "test")
+    card = replace(card, threshold=replace(card.threshold, pixel=rule))
+    (folder / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
+    out = tmp_path / "e.json"
+    data = blob_folder(tmp_path / "data")
+    args = ["eval", "--model", folder, "--data", data, "--out", out]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args, *([] if pixel else ["--no-pixel"]))
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    points = {p["name"]: p for p in result["operating_points"]}
+    counts = {name: (p["tp"], p["fp"], p["tn"], p["fn"]) for name, p in points.items()}
+    assert counts["card"] == (2, 0, 4, 3)  # the spots only
+    if pixel:
+        assert counts["card+pixel"] == (5, 0, 4, 0) and "card+pixel" in stdout
+        assert result["pixel_decisions"]["flagged_by_regions"] == 3
+        assert result["pixel_decisions"]["anomalous_caught_only_by_regions"] == 3
+    else:
+        assert "card+pixel" not in points and "pixel_decisions" not in result
+    assert cv2.imread(str(tmp_path / "e-roc.png")) is not None
