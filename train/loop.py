@@ -28,6 +28,7 @@ from adedge.train import distributed
 from adedge.train.checkpoint import Checkpoint, invalid, load_weights, problem
 from adedge.train.methods.base import CommonConfig, score_of
 from adedge.train.prepare import Prepared
+from adedge.train.selection import PSEUDO_LIMIT, pseudo_anomalies, selection_value
 from adedge.train.views import chunks, iterate_inputs, random_views
 
 if TYPE_CHECKING:
@@ -87,8 +88,10 @@ class EpochLoop:
         self.sums: dict[str, float] = {}
         self.count = 0
         self.history: list[dict[str, Any]] = []
-        self.best_val = math.inf
+        self.best_val = math.inf  # the selection rule's value of best.pt (lower is better)
         self.epoch_seconds = 0.0
+        self.selection = trainer.method.selection_rule(config)
+        self._pseudo: torch.Tensor | None = None
 
     @property
     def samples_per_epoch(self) -> int:
@@ -124,6 +127,9 @@ class EpochLoop:
         self.history = list(state.history)
         self.best_val = state.best_val
         self.epoch_seconds = state.epoch_seconds
+        chose = self.history[-1].get("selection", "val_loss") if self.history else None
+        if chose is not None and chose != self.selection:
+            self.best_val = math.inf  # a run from before this rule: its value is another's
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(
@@ -248,21 +254,32 @@ class EpochLoop:
             self.data.val_y.to(self.trainer.device),
         )
         val_scores = score_tensor(scorer, self.data.val_x, self.trainer.device)
+        pseudo_auroc = self.pseudo_auroc(scorer, val_scores)
         record: dict[str, Any] = {
             "epoch": self.epoch + 1,
             "seconds": round(self.epoch_seconds, 2),
             **{k: v / max(self.count, 1) for k, v in self.sums.items()},
             "val_loss": val_loss,
             "val_score_mean": float(val_scores.mean()),
+            "val_pseudo_auroc": pseudo_auroc,
+            **self.trainer.method.validation_metrics(
+                self.model,
+                self.data.val_x.to(self.trainer.device),
+                self.data.val_y.to(self.trainer.device),
+            ),
         }
         if self.trainer.options.monitor_test and self.data.test_x is not None:
             tile_scores = score_tensor(scorer, self.data.test_x, self.trainer.device)
             test_scores = reduce_tiles(tile_scores, self.data.tiles, self.data.plan.reduce)
             if 0 < self.data.test_y.sum() < len(self.data.test_y):
                 record["test_auroc_monitor"] = auroc(self.data.test_y, test_scores)
+        value = selection_value(self.selection, self.epoch + 1, val_loss, pseudo_auroc)
+        improved = value < self.best_val
+        self.best_val = min(self.best_val, value)
+        best_before = self.history[-1].get("best_epoch") if self.history else None
+        record["selection"] = self.selection  # the rule that picks best.pt
+        record["best_epoch"] = self.epoch + 1 if improved else best_before
         self.history.append(record)
-        improved = val_loss < self.best_val
-        self.best_val = min(self.best_val, val_loss)
         self.epoch += 1
         self.step_in_epoch = 0
         self.sums, self.count, self.epoch_seconds = {}, 0, 0.0
@@ -280,11 +297,26 @@ class EpochLoop:
         )
         self.trainer.log(
             f"epoch {self.epoch}/{self.config.epochs} done in {format_duration(record['seconds'])}"
-            f"{headline}  val_loss {val_loss:.4f}"
-            + ("  (best)" if improved else "")
+            f"{headline}  val_loss {val_loss:.4f}  pseudo AUROC {pseudo_auroc:.4f}"
+            + (f"  (best by {self.selection})" if improved else "")
             + (f"  test AUROC {monitor:.4f} (monitor only)" if monitor is not None else "")
             + f"  ~{format_duration(left)} left"
         )
+
+    def pseudo_auroc(self, scorer: torch.nn.Module, val_scores: np.ndarray) -> float:
+        """AUROC of the first held-out normal inputs (their scores ``val_scores[:n]``) against
+        the same inputs with a synthetic defect each (:mod:`adedge.train.selection`); NaN
+        when it cannot be computed (e.g. scores that are not finite)."""
+        count = min(len(self.data.val_x), PSEUDO_LIMIT)
+        if count == 0:
+            return math.nan
+        if self._pseudo is None:
+            self._pseudo = pseudo_anomalies(self.data.val_x[:count], self.data.spec)
+        pseudo = score_tensor(scorer, self._pseudo, self.trainer.device)
+        scores = np.concatenate([val_scores[:count], pseudo])
+        if not np.isfinite(scores).all():
+            return math.nan
+        return auroc(np.r_[np.zeros(count), np.ones(count)], scores)
 
     def write_history(self) -> None:
         write_text(

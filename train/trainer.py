@@ -1,8 +1,10 @@
 """The training loop shared by every method: data, progress, history, checkpoints, resume.
 
 A run folder holds ``last.pt`` (written every epoch and every few minutes inside one, so a
-killed job resumes where it stopped), ``best.pt`` (lowest validation loss on held-out
-*normal* images: test labels never choose a checkpoint), ``history.jsonl`` and
+killed job resumes where it stopped), ``best.pt`` (the epoch the method's selection rule
+picks, :mod:`adedge.train.selection`: the last epoch, the best pseudo-anomaly AUROC or the
+lowest validation loss, all on held-out *normal* images: test labels never choose a
+checkpoint; ``run.json`` and every history record name the rule), ``history.jsonl`` and
 ``losses.csv`` (per-epoch mean losses). The test split's AUROC is logged each epoch as a
 monitor only, so drift is visible; it selects nothing.
 
@@ -130,6 +132,7 @@ class Trainer:
         tensors lack is no setting's fault: the real build after loading the data decides."""
         try:
             self.method.stage_plan(config)
+            self.method.selection_rule(config)
             with torch.device("meta"):
                 self.method.build(copy.deepcopy(config), num_classes)
         except ValueError as exc:
@@ -289,7 +292,12 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(
                 self.run_dir / RUN_INFO,
-                {"method": self.method.name, "data": dataset.spec, "preset": self.preset},
+                {
+                    "method": self.method.name,
+                    "data": dataset.spec,
+                    "preset": self.preset,
+                    "selection": self.method.selection_rule(config),  # picks best.pt
+                },
             )
         loop = EpochLoop(self, dataset, data, config, model, optimizers)
         if resumed:

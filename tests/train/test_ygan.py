@@ -12,6 +12,7 @@ from method_harness import (
     digits,
 )
 
+from adedge.train.methods.ygan import mean_pairwise_cosine
 from adedge.train.nets.dcgan import dann_ramp, reverse_gradient
 
 HARNESS = MethodHarness("ygan", classes=9)  # the nine normal digits are Y-GAN's sub-classes
@@ -103,3 +104,57 @@ def test_inference_module_holds_only_encoder_s_and_classifier():
 def test_single_class_is_refused():
     with pytest.raises(ValueError, match="two normal sub-classes"):
         METHOD.build(METHOD.make_config("tiny"), 1)
+
+
+def test_mean_pairwise_cosine_hand_checked():
+    codes = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    # pairs: (e1, e2) 0, (e1, d) 1/sqrt2, (e2, d) 1/sqrt2 -> mean sqrt2/3
+    assert mean_pairwise_cosine(codes) == pytest.approx(2**0.5 / 3)
+    assert mean_pairwise_cosine(torch.ones(5, 3)) == pytest.approx(1.0)
+    assert np.isnan(mean_pairwise_cosine(torch.ones(1, 3)))
+
+
+def test_validation_metrics_are_accuracies_and_cosines():
+    config, model = tiny()
+    images, labels = real_batch()
+    HARNESS.train(model, config, [images] * 3, labels=labels)
+    metrics = METHOD.validation_metrics(model.eval(), images, labels)
+    assert set(metrics) == {"val_acc_zs", "val_acc_zr", "val_cos_zs", "val_cos_zr"}
+    with torch.no_grad():
+        predicted = model.classifier(model.encoder_r(images)).argmax(1)
+    assert metrics["val_acc_zr"] == pytest.approx(float((predicted == labels).float().mean()))
+    for key, value in metrics.items():
+        assert np.isfinite(value) and (0 <= value <= 1 if "acc" in key else -1 <= value <= 1)
+
+
+def test_ablation_b2_is_one_entangled_code_without_z_r():
+    """Table V, B2: one encoder, one code z (2d values) for the decoder and C; no L_r, L_con."""
+    config, model = tiny(ablation="b2")
+    assert model.encoder_r is None and model.decoder is not None
+    images, labels = real_batch(32)
+    with torch.no_grad():
+        z = model.encoder_s(images)
+    assert z.shape == (32, 2 * config.latent_dim)
+    assert model.decoder(z).shape == images.shape
+    (record,) = HARNESS.train(model, config, [images], labels=labels)
+    assert {"L_rec", "L_adv", "L_s", "L_bce", "L_G"} <= set(record)
+    assert not {"L_r", "L_con"} & set(record)
+    assert_finite([record])
+    assert_holds_only(METHOD.inference_module(model), kept=(model.encoder_s, model.classifier))
+    assert set(METHOD.validation_metrics(model.eval(), images, labels)) == {
+        "val_acc_zs",
+        "val_cos_zs",
+    }
+
+
+def test_ablation_es_c_trains_only_the_classifier_path():
+    config, model = tiny(ablation="es_c")
+    assert model.encoder_r is model.decoder is model.discriminator is None
+    assert set(METHOD.make_optimizers(model, config)) == {"generator"}
+    images, labels = real_batch(32)
+    (record,) = HARNESS.train(model, config, [images], labels=labels)
+    assert set(record) == {"L_s", "L_G", "lambda_R"} and np.isfinite(record["L_s"])
+    scores = METHOD.full_model_forward(model.eval(), images)
+    assert scores.shape == (32,)
+    with pytest.raises(ValueError, match="ablation"):
+        tiny(ablation="b5")

@@ -181,7 +181,23 @@ class Method(ABC, Generic[ConfigT]):
     def validation_loss(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ) -> float:
-        """Checkpoint-selection criterion on held-out normal images (lower is better)."""
+        """A criterion on held-out normal images (lower is better): it picks ``best.pt`` under
+        the ``val_loss`` selection rule and is logged under every rule."""
+
+    def selection_rule(self, config: ConfigT) -> str:
+        """How the trainer picks ``best.pt`` (:mod:`adedge.train.selection`): the config's
+        ``selection`` field where it has one (``last``, ``pseudo`` or ``val_loss``), else
+        ``val_loss``, the lowest :meth:`validation_loss`."""
+        from adedge.train.selection import check_selection
+
+        return check_selection(getattr(config, "selection", "val_loss"))
+
+    def validation_metrics(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, float]:
+        """Extra numbers logged per epoch in ``history.jsonl`` (held-out normal images, eval
+        mode); they select nothing. None by default."""
+        return {}
 
     @abstractmethod
     def inference_module(self, model: nn.Module) -> nn.Module:

@@ -84,8 +84,12 @@ Choices where the paper is silent or the authors' code (docs/authors-code.md, IG
 * Stage weights 1/1 (Eq. 13 as written). The authors' detection script weights
   0.5·local + 0.5·global, with per-model mixes 0.9·rec + 0.1·gauss (local) and
   0.1·rec + 0.9·gauss (global); only the stage weights are exposed (``stage_weight``).
-* Checkpoint selection: the mean score on held-out normal images (the authors kept the
-  best *test* AUC).
+* Checkpoint selection (``selection``, :mod:`adedge.train.selection`): by default the last
+  epoch of the fixed schedule (``last``). The former rule, the lowest mean score on
+  held-out normal images (``val_loss``), follows the score's scale (the Gaussian term's σ
+  and the reconstruction error both drift) and kept epoch 1 of 10 on grass and gravel;
+  ``pseudo`` keeps the best AUROC of held-out normal inputs against the same inputs with
+  synthetic defects. The authors kept the best *test* AUC.
 * Local model: 32 px patches at stride 16 from the frame resized to ``image_size`` (256:
   15 x 15 = 225 patches, the authors' grid); training crops 32 px patches anywhere in the
   frame with random horizontal flips (the authors' augmentation); the E-step averages over
@@ -158,6 +162,7 @@ class IGDConfig(CommonConfig):
     backbone_source: str | None = None  # set by build: which file was loaded
     batch_size: int = 64
     epochs: int = 256
+    selection: str = "last"  # which epoch is best.pt (module docstring)
 
 
 def input_size(config: IGDConfig) -> int:

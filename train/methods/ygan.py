@@ -24,8 +24,23 @@ Where we differ from the authors' public code (docs/authors-code.md, Y-GAN), fol
 * The "last convolutional layer" of D_s whose activations feature matching compares is the
   last pyramid block (the 4x4 map before the 1-channel classifier conv), as in the
   GANomaly family this paper builds on; the 1x1 logit alone carries almost no signal.
-* Checkpoint selection uses L_s on held-out normal images (never test labels): the authors
-  kept the epoch with the best test AUC.
+* Checkpoint selection (``selection``, :mod:`adedge.train.selection`): by default the last
+  epoch of the fixed schedule (``last``; ``best.pt`` holds ``last.pt``'s weights). The
+  former rule, the lowest held-out L_s (Eq. 6, ``val_loss``), rewards an over-confident
+  softmax, which is exactly what flattens the score 1 - max softmax (Eq. 12): on a 6-epoch
+  T-shirt-out run it kept epoch 6 (test AUROC 0.663) over epoch 1 (0.808). ``pseudo`` keeps
+  the epoch whose score best separates held-out normal images from the same images with
+  synthetic defects (label-free). The authors kept the epoch with the best *test* AUC.
+* Logged per epoch on the held-out normal images (they select nothing): C's accuracy on
+  z_s and on z_r (``val_acc_zs``, ``val_acc_zr``; Eq. 8 drives the latter towards chance,
+  which can overshoot below it) and the mean pairwise cosine similarity of the codes
+  (``val_cos_zs``, ``val_cos_zr``; near 1 = the codes collapse to one direction).
+
+Ablations (``ablation``, Table V, part B): ``b2`` is the paper's B2, "B1 w/o z_r": one
+encoder E whose single entangled code z (2d values, B1's size) feeds the decoder and C;
+L_rec, L_adv and L_s (Eqs. 3, 4, 6) remain, L_r and L_con (Eqs. 7-9) go with z_r. The score
+is still Eq. 12 on z. ``es_c`` is a further cut the paper does not list: E_s + C trained on
+L_s alone (no decoder, no D_s), a plain classifier's confidence.
 
 λ_R follows the DANN ramp 2/(1+exp(-10p)) - 1 over training progress p (Section IV-C).
 """
@@ -48,6 +63,7 @@ from adedge.train.nets.dcgan import (
     init_dcgan_weights,
     reverse_gradient,
 )
+from adedge.train.views import chunks
 
 
 @dataclass
@@ -72,6 +88,22 @@ class YGANConfig(CommonConfig):
     grl_gamma: float = 10.0
     batch_size: int = 64
     epochs: int = 100
+    selection: str = "last"  # which epoch is best.pt (module docstring)
+    ablation: str = "none"  # none | b2 (Table V) | es_c (E_s + C on L_s only)
+
+    def __post_init__(self) -> None:
+        if self.ablation not in ABLATIONS:
+            raise ValueError(
+                f"unknown Y-GAN ablation '{self.ablation}': choose one of {', '.join(ABLATIONS)}"
+            )
+
+    @property
+    def code_dim(self) -> int:
+        """The size of the code C classifies: d, or B2's single 2d-value code."""
+        return 2 * self.latent_dim if self.ablation == "b2" else self.latent_dim
+
+
+ABLATIONS = ("none", "b2", "es_c")
 
 
 class LatentClassifier(nn.Module):
@@ -109,24 +141,32 @@ class YGAN(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError("Y-GAN's latent classifier needs at least two normal sub-classes")
-        args = (config.image_size, config.channels, config.latent_dim, config.base_channels)
+        self.ablation = config.ablation
+        args = (config.image_size, config.channels, config.code_dim, config.base_channels)
         self.encoder_s = DCGANEncoder(*args, config.max_channels)
-        self.encoder_r = DCGANEncoder(*args, config.max_channels)
-        self.decoder = DCGANDecoder(
-            config.image_size,
-            config.channels,
-            2 * config.latent_dim,
-            config.base_channels,
-            config.max_channels,
-        )
-        self.discriminator = Discriminator(config)
-        self.classifier = LatentClassifier(config.latent_dim, config.classifier_hidden, num_classes)
+        # the ablations drop z_r (b2) or every network but E_s and C (es_c)
+        self.encoder_r: DCGANEncoder | None = None
+        self.decoder: DCGANDecoder | None = None
+        self.discriminator: Discriminator | None = None
+        if config.ablation == "none":
+            self.encoder_r = DCGANEncoder(*args, config.max_channels)
+        if config.ablation in ("none", "b2"):
+            self.decoder = DCGANDecoder(
+                config.image_size,
+                config.channels,
+                2 * config.latent_dim,
+                config.base_channels,
+                config.max_channels,
+            )
+            self.discriminator = Discriminator(config)
+        self.classifier = LatentClassifier(config.code_dim, config.classifier_hidden, num_classes)
         for net in (self.encoder_s, self.encoder_r, self.decoder, self.discriminator):
-            init_dcgan_weights(net)
+            if net is not None:
+                init_dcgan_weights(net)
 
     def generator_parameters(self) -> list[nn.Parameter]:
         nets = (self.encoder_s, self.encoder_r, self.decoder, self.classifier)
-        return [p for net in nets for p in net.parameters()]
+        return [p for net in nets if net is not None for p in net.parameters()]
 
 
 class YGANScorer(nn.Module):
@@ -144,6 +184,16 @@ class YGANScorer(nn.Module):
 def score_from_code(classifier: LatentClassifier, z_s: torch.Tensor) -> torch.Tensor:
     """Eq. 12: s = 1 - max softmax C(z_s)."""
     return 1.0 - torch.softmax(classifier(z_s), dim=1).max(dim=1).values
+
+
+def mean_pairwise_cosine(codes: torch.Tensor) -> float:
+    """Mean cosine similarity over all pairs i != j of the rows of ``codes`` (N, d):
+    (|sum_i u_i|² - N) / (N (N - 1)) with u_i the unit rows; NaN for fewer than two."""
+    n = codes.shape[0]
+    if n < 2:
+        return float("nan")
+    units = F.normalize(codes.double(), dim=1)
+    return float((units.sum(dim=0).pow(2).sum() - n) / (n * (n - 1)))
 
 
 def consistency_loss(model: YGAN, z_s: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
@@ -187,28 +237,36 @@ class YGANMethod(Method[YGANConfig]):
 
     def make_optimizers(self, model: YGAN, config: YGANConfig) -> dict[str, torch.optim.Optimizer]:
         betas = (config.beta1, config.beta2)
-        return {
-            "generator": torch.optim.Adam(model.generator_parameters(), config.lr, betas=betas),
-            "discriminator": torch.optim.Adam(
-                model.discriminator.parameters(), config.lr, betas=betas
-            ),
+        optimizers = {
+            "generator": torch.optim.Adam(model.generator_parameters(), config.lr, betas=betas)
         }
+        if model.discriminator is not None:
+            optimizers["discriminator"] = torch.optim.Adam(
+                model.discriminator.parameters(), config.lr, betas=betas
+            )
+        return optimizers
 
     def generator_losses(
         self, model: YGAN, images: torch.Tensor, labels: torch.Tensor, grl_strength: float
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        z_s, z_r = model.encoder_s(images), model.encoder_r(images)
-        recon = model.decoder(torch.cat([z_s, z_r], dim=1))
-        real_features = model.discriminator.features(images).detach()
-        losses = {
-            "rec": (images - recon).abs().mean(),  # Eq. 3
-            "adv": F.mse_loss(model.discriminator.features(recon), real_features),  # Eq. 4
-            "s": F.cross_entropy(model.classifier(z_s), labels),  # Eq. 6
-            "r": F.cross_entropy(  # Eq. 8
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The terms of Eq. 10 the model has (an ablation drops some) and x̂ (None without a
+        decoder)."""
+        z_s = model.encoder_s(images)
+        losses = {"s": F.cross_entropy(model.classifier(z_s), labels)}  # Eq. 6
+        if model.decoder is None or model.discriminator is None:  # es_c
+            return losses, None
+        if model.encoder_r is None:  # b2: D decodes the single code z
+            recon = model.decoder(z_s)
+        else:
+            z_r = model.encoder_r(images)
+            recon = model.decoder(torch.cat([z_s, z_r], dim=1))
+            losses["r"] = F.cross_entropy(  # Eq. 8
                 model.classifier(reverse_gradient(z_r, grl_strength)), labels
-            ),
-            "con": consistency_loss(model, z_s, z_r),  # Eq. 9
-        }
+            )
+            losses["con"] = consistency_loss(model, z_s, z_r)  # Eq. 9
+        real_features = model.discriminator.features(images).detach()
+        losses["rec"] = (images - recon).abs().mean()  # Eq. 3
+        losses["adv"] = F.mse_loss(model.discriminator.features(recon), real_features)  # Eq. 4
         return losses, recon
 
     def train_step(
@@ -222,16 +280,21 @@ class YGANMethod(Method[YGANConfig]):
     ) -> dict[str, float]:
         grl_strength = dann_ramp(progress, config.grl_gamma)
         losses, recon = self.generator_losses(model, images, labels, grl_strength)
-        loss_g = (  # Eq. 10
-            config.lambda_rec * losses["rec"]
-            + config.lambda_adv * losses["adv"]
-            + config.lambda_s * losses["s"]
-            + config.lambda_r * losses["r"]
-            + config.lambda_con * losses["con"]
-        )
+        weights = {
+            "rec": config.lambda_rec,
+            "adv": config.lambda_adv,
+            "s": config.lambda_s,
+            "r": config.lambda_r,
+            "con": config.lambda_con,
+        }
+        loss_g = sum(weights[k] * v for k, v in losses.items())  # Eq. 10 (its terms present)
         optimizers["generator"].zero_grad(set_to_none=True)
         loss_g.backward()
         optimizers["generator"].step()
+        logged = {f"L_{k}": float(v.detach()) for k, v in losses.items()}
+        logged.update(L_G=float(loss_g.detach()), lambda_R=grl_strength)
+        if model.discriminator is None or recon is None:
+            return logged
 
         real_logits, _ = model.discriminator(images)
         fake_logits, _ = model.discriminator(recon.detach())
@@ -242,14 +305,31 @@ class YGANMethod(Method[YGANConfig]):
         (config.lambda_bce * loss_bce).backward()  # Eq. 11 (λ1 L_rec has no D_s gradient)
         optimizers["discriminator"].step()
 
-        logged = {f"L_{k}": float(v.detach()) for k, v in losses.items()}
-        logged.update(L_G=float(loss_g.detach()), L_bce=float(loss_bce.detach()))
-        logged["lambda_R"] = grl_strength
+        logged["L_bce"] = float(loss_bce.detach())
         return logged
 
     @torch.no_grad()
     def validation_loss(self, model: YGAN, images: torch.Tensor, labels: torch.Tensor) -> float:
-        return float(F.cross_entropy(model.classifier(model.encoder_s(images)), labels))
+        """Held-out L_s (Eq. 6): picks best.pt only with ``selection=val_loss``."""
+        z_s = torch.cat([model.encoder_s(part) for part in chunks(images, 512)])
+        return float(F.cross_entropy(model.classifier(z_s), labels))
+
+    @torch.no_grad()
+    def validation_metrics(
+        self, model: YGAN, images: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, float]:
+        """C's accuracy on z_s and z_r and the codes' mean pairwise cosine, held-out normal
+        images (z_r's only where the model has E_r)."""
+        out: dict[str, float] = {}
+        encoders = {"zs": model.encoder_s, "zr": model.encoder_r}
+        for key, encoder in encoders.items():
+            if encoder is None:
+                continue
+            codes = torch.cat([encoder(part) for part in chunks(images, 512)])
+            predicted = model.classifier(codes).argmax(dim=1)
+            out[f"val_acc_{key}"] = float((predicted == labels).float().mean())
+            out[f"val_cos_{key}"] = mean_pairwise_cosine(codes)
+        return out
 
     def inference_module(self, model: YGAN) -> YGANScorer:
         return YGANScorer(model.encoder_s, model.classifier)
@@ -257,7 +337,11 @@ class YGANMethod(Method[YGANConfig]):
     def full_model_forward(self, model: YGAN, images: torch.Tensor) -> torch.Tensor:
         """The authors' test(): E_s + C give the score, and E_r plus the decoder, run twice
         (the second time with the residual codes permuted), sit in the same timed region."""
-        z_s, z_r = model.encoder_s(images), model.encoder_r(images)
-        model.decoder(torch.cat([z_s, z_r], dim=1))
-        model.decoder(torch.cat([z_s, torch.roll(z_r, 1, dims=0)], dim=1))
+        z_s = model.encoder_s(images)
+        if model.encoder_r is not None and model.decoder is not None:
+            z_r = model.encoder_r(images)
+            model.decoder(torch.cat([z_s, z_r], dim=1))
+            model.decoder(torch.cat([z_s, torch.roll(z_r, 1, dims=0)], dim=1))
+        elif model.decoder is not None:
+            model.decoder(z_s)
         return score_from_code(model.classifier, z_s)
