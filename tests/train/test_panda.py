@@ -15,7 +15,8 @@ from method_harness import digits as digit_batch
 
 from adedge.errors import AdedgeError
 from adedge.preprocess import InputSpec
-from adedge.train.methods.panda import VGGFeatures, rotation_batch
+from adedge.train.methods.panda import VGGFeatures, reconstruction_loss, rotation_batch
+from adedge.train.methods.panda_score import combine
 from adedge.train.nets.fgvc import attention_crop, attention_drop
 
 HARNESS = MethodHarness("panda", classes=9, image_size=32, channels=1)
@@ -137,21 +138,82 @@ def test_scorer_holds_only_the_inference_subgraph(loss):
     assert_holds_only(scorer, kept=(model.generator, model.critic), pruned=pruned)
 
 
-def test_score_is_eq3_with_pixel_error_map_and_batch_independent():
-    _, model = trained()
+@pytest.mark.parametrize("score", ["eq3", "eq3_fake", "recon"])
+@pytest.mark.parametrize("rec_norm", ["l2", "mse"])
+def test_score_variants_with_pixel_error_map_and_batch_independent(score, rec_norm):
+    _, model = trained(score=score, rec_norm=rec_norm)
     scorer = METHOD.inference_module(model).eval()
     x = digits(8, offset=100)
     with torch.no_grad():
-        score, amap = scorer(x)
+        score_out, amap = scorer(x)
         recon = model.generator(x).recon
         c_real = torch.sigmoid(model.critic(x))
         c_fake = torch.sigmoid(model.critic(recon))
     expected_map = (x - recon).pow(2).mean(dim=1, keepdim=True)
     assert amap.shape == (8, 1, 32, 32) and amap.dtype == torch.float32
     assert torch.allclose(amap, expected_map, atol=1e-6)
+    if rec_norm == "l2":  # Eq. 1's ||x - x'||_2 per image
+        rec = torch.linalg.vector_norm((x - recon).flatten(1), dim=1)
+    else:
+        rec = expected_map.mean(dim=(1, 2, 3))
+    expected = {
+        "eq3": rec + c_real + c_fake,  # as printed, C = P(real)
+        "eq3_fake": rec + (1 - c_real) + (1 - c_fake),  # the critic's P(fake)
+        "recon": rec,
+    }[score]
     # identity constants before prepare_export: score = raw Eq. 3 numerator
-    assert torch.allclose(score, expected_map.mean(dim=(1, 2, 3)) + c_real + c_fake, atol=1e-6)
+    assert torch.allclose(score_out, expected, atol=1e-5)
+    assert (scorer.critic is None) == (score == "recon")
     assert_batch_independent(scorer, x, atol=1e-5)
+
+
+def test_eq3_fake_adds_the_complements_hand_checked():
+    rec = torch.tensor([0.5, 2.0])
+    c_real, c_fake = torch.tensor([0.9, 0.25]), torch.tensor([0.2, 0.5])
+    assert torch.allclose(combine(rec, c_real, c_fake, "eq3_fake"), torch.tensor([1.4, 3.25]))
+    assert torch.allclose(combine(rec, c_real, c_fake, "eq3"), torch.tensor([1.6, 2.75]))
+    assert torch.equal(combine(rec, None, None, "recon"), rec)
+    with pytest.raises(ValueError, match="critic"):
+        combine(rec, None, None, "eq3")
+
+
+def test_defaults_and_old_checkpoints_keep_their_score():
+    config = METHOD.make_config("paper")
+    assert (config.score, config.rec_norm, config.skip) == ("eq3_fake", "l2", True)
+    assert METHOD.selection_rule(config) == "val_loss"  # PANDA keeps its rule
+    saved = METHOD.config_to_dict(METHOD.make_config("tiny"))
+    for key in ("score", "rec_norm", "skip", "selection"):
+        saved.pop(key)
+    old = METHOD.config_from_dict(saved)  # trained and scored before the options existed
+    assert (old.score, old.rec_norm, old.skip) == ("eq3", "mse", True)
+    with pytest.raises(ValueError, match="unknown PANDA score"):
+        METHOD.make_config("tiny", score="eq4")
+    with pytest.raises(ValueError, match="rec_norm"):
+        METHOD.make_config("tiny", rec_norm="l1")
+
+
+def test_no_skip_control_decodes_without_z_low():
+    config, model = tiny(skip=False)
+    assert config.skip is False and not model.generator.skip
+    x = digits(3)
+    model.eval()
+    with torch.no_grad():
+        out = model.generator(x)
+        direct = model.generator.d0_low(model.generator.d0_high(out.mu_high))
+    assert torch.equal(out.recon, direct)  # x' = D0_low(D0_high(z_high)): no residual
+    optimizers = METHOD.make_optimizers(model, config)
+    record = METHOD.train_step(model.train(), optimizers, digits(16), None, 0.0, config)
+    assert all(np.isfinite(v) for v in record.values())
+
+
+def test_reconstruction_loss_is_the_eq1_norm():
+    config, model = tiny()
+    x = digits(4)
+    recon = torch.zeros_like(x)
+    expected = torch.linalg.vector_norm(x.flatten(1), dim=1).mean()
+    assert torch.allclose(reconstruction_loss(model, x, recon, config), expected, atol=1e-5)
+    mse_config, _ = tiny(rec_norm="mse")
+    assert torch.allclose(reconstruction_loss(model, x, recon, mse_config), x.pow(2).mean())
 
 
 def test_min_max_constants_come_from_calibration_data():
@@ -176,16 +238,27 @@ def test_min_max_constants_come_from_calibration_data():
     assert facts_other["score_min"] != pytest.approx(facts["score_min"], abs=1e-9)
 
 
-def test_onnx_export_parity_applies_constants_and_prunes(tmp_path):
-    config, model = trained(loss="pl_ps", pretext_epochs=1)
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"loss": "pl_ps", "pretext_epochs": 1},  # default score eq3_fake
+        {"score": "eq3"},
+        {"score": "recon", "rec_norm": "mse"},
+    ],
+)
+def test_onnx_export_parity_applies_constants_and_prunes(tmp_path, overrides):
+    config, model = trained(**overrides)
     calibration = digits(40, split="val")
-    METHOD.prepare_export(model, config, calibration)
+    facts = METHOD.prepare_export(model, config, calibration)
+    assert (facts["score_variant"], facts["rec_norm"]) == (config.score, config.rec_norm)
+    assert set(facts["terms"]) == {f"recon_{config.rec_norm}", "C_x", "C_x_prime"}
     scorer = METHOD.inference_module(model).eval()
     path = tmp_path / "panda.onnx"
     batches = (calibration[:1], calibration)
     parity = assert_onnx_parity(scorer, InputSpec(32, 32, "gray"), path, batches, amap_atol=1e-5)
     names = [t.name for t in parity.graph.initializer]
     assert not any(("e1_" in n) or ("perceptual" in n) for n in names)
+    assert any("critic" in n for n in names) == (config.score != "recon")
     assert parity.score.min() >= -1e-4 and parity.score.max() <= 1 + 1e-4  # constants in graph
 
 

@@ -12,8 +12,8 @@ Eq. 2; score Eq. 3.
 
 Losses (config ``loss``):
 
-* ``pwl`` (default; the paper's best on Plant Village): L_rec = mean (x - x')².
-* ``pl_ps``: L_rec = mean (f(x) - f(x'))² with f the first 14 layers of a VGG-19-shaped net
+* ``pwl`` (default; the paper's best on Plant Village): L_rec = ||x - x'||_2 (Eq. 1).
+* ``pl_ps``: L_rec = ||f(x) - f(x')||_2 with f the first 14 layers of a VGG-19-shaped net
   (``perceptual_width`` scales its widths) pretrained self-supervised on the *normal training
   data*. The paper does not name its pretext; we use rotation prediction (Gidaris et al.,
   2018: classify 0/90/180/270° rotations), run by :meth:`PANDAMethod.epoch_start` before the
@@ -29,12 +29,22 @@ Losses (config ``loss``):
 "Layer 14" is read as module 14 (1-based) of torchvision's ``vgg19().features``, i.e. the
 ReLU after conv3_2: "the activations of the 14th layer".
 
-Score (Eq. 3): raw = mean (x - x')² + C(x) + C(x'), C the sigmoid probability "real",
-min-max normalised: (raw - min) / (max - min) with min and max of raw over held-out normal
-images fixed at export by :meth:`PANDAMethod.prepare_export` (buffers, so the exported graph
+Score (Eq. 3, :mod:`adedge.train.methods.panda_score`): raw = reconstruction term + the
+critic's terms, by config ``score``: ``eq3_fake`` (default: the critic's probabilities of
+*fake*, 1 - C(x) and 1 - C(x')), ``eq3`` (as printed: C = P(real)) or ``recon``; min-max
+normalised: (raw - min) / (max - min) with min and max of raw over held-out normal images
+fixed at export by :meth:`PANDAMethod.prepare_export` (buffers, so the exported graph
 outputs the normalised score and one frame is scored exactly as in evaluation; before that
-the constants are the identity). The anomaly map is the per-pixel squared error, mean over
-channels (N, 1, H, W). Means, not sums, in float32 (FP16 graphs keep them in range).
+the constants are the identity). The reconstruction term is Eq. 1's ||x - x'||_2 per image
+(``rec_norm="l2"``, default; ``"mse"``: the mean squared error), in the loss L_rec and in
+the score alike. The anomaly map is the per-pixel squared error, mean over channels
+(N, 1, H, W), in float32 (FP16 graphs keep the sums in range). Checkpoints written before
+these options load as ``score="eq3"``, ``rec_norm="mse"``: what they were trained and
+scored with.
+
+No-skip control (``skip=False``): x' = D0_low(D0_high(z_high)), without the residual z_low,
+to test whether the skip path (z_low: 1/4 of the input's values per latent channel at the
+default 2 low downsamplings) hands anomalies straight to the decoder.
 
 Choices where the paper is silent or ambiguous (ours, documented):
 
@@ -65,10 +75,12 @@ Choices where the paper is silent or ambiguous (ours, documented):
   shrink the nets: at the paper's rates a CPU-budget run learns almost nothing (tiny nets,
   100 steps on digits: L_rec 0.546 -> 0.539 at 7e-6, -> 0.426 at 2e-4). The paper preset
   keeps the paper's values; ``paper-pl-ps`` and ``small-pl-ps`` select PL_ps.
-* Eq. 3 is followed as printed: C's probabilities of "real" are added (not 1 - C). The
-  critic scores x and x' in one pass over the concatenated batch (running statistics: the
-  same numbers as two passes).
-* Checkpoint selection: the pixel reconstruction error on held-out normal images.
+* The critic scores x and x' in one pass over the concatenated batch (running statistics:
+  the same numbers as two passes).
+* Checkpoint selection (``selection``): ``val_loss`` as before, the pixel mean squared
+  reconstruction error on held-out normal images (the paper names no rule; this one does
+  not depend on the critic, whose terms swing from epoch to epoch); ``last`` and ``pseudo``
+  as for every method (:mod:`adedge.train.selection`).
 """
 
 from __future__ import annotations
@@ -85,6 +97,15 @@ from torch import nn
 from adedge.errors import AdedgeError
 from adedge.registry import PaperTime
 from adedge.train.methods.base import CommonConfig, Method, register_method
+from adedge.train.methods.panda_score import (
+    NORM_EPS,
+    REC_NORMS,
+    SCORES,
+    PANDAScorer,
+    ScoreRange,
+    calibrate,
+    combine,
+)
 from adedge.train.nets.dcgan import init_dcgan_weights
 from adedge.train.nets.fgvc import FGVCDiscriminator, attention_crop, attention_drop
 from adedge.train.nets.vae import (
@@ -139,8 +160,17 @@ class PANDAConfig(CommonConfig):
     beta2: float = 0.999
     batch_size: int = 15
     epochs: int = 15
+    # score (Eq. 3 variant), reconstruction norm, skip path, checkpoint rule: see the docstring
+    score: str = "eq3_fake"
+    rec_norm: str = "l2"
+    skip: bool = True
+    selection: str = "val_loss"
 
     def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"unknown PANDA score '{self.score}': choose one of {SCORES}")
+        if self.rec_norm not in REC_NORMS:
+            raise ValueError(f"unknown PANDA rec_norm '{self.rec_norm}': one of {REC_NORMS}")
         # a JSON list from a card, or "3,4,6,3" from --set, becomes a tuple
         blocks = self.backbone_blocks
         if isinstance(blocks, str):
@@ -200,6 +230,7 @@ class PANDAGenerator(nn.Module):
         self.e0_high = GaussianEncoder(config.latent_low, high, config.latent_high, True)
         self.d0_high = ConvDecoder(config.latent_high, high[::-1], config.latent_low, tanh=False)
         self.d0_low = ConvDecoder(config.latent_low, low[::-1], config.channels, tanh=True)
+        self.skip = config.skip
 
     def forward(self, x: torch.Tensor, sample: bool = False) -> GeneratorPass:
         """``sample``: reparameterised draws (training); else the posterior means."""
@@ -208,7 +239,8 @@ class PANDAGenerator(nn.Module):
         mu_high, logvar_high = self.e0_high(z_low)
         z_high = reparameterise(mu_high, logvar_high) if sample else mu_high
         high_decoded = self.d0_high(z_high)
-        recon = self.d0_low(high_decoded + z_low)  # the residual skip carries z_low
+        # the residual skip carries z_low (skip=False: the no-skip control)
+        recon = self.d0_low(high_decoded + z_low if self.skip else high_decoded)
         return GeneratorPass(mu_low, logvar_low, mu_high, logvar_high, high_decoded, recon)
 
 
@@ -252,23 +284,6 @@ class VGGFeatures(nn.Module):
         return self.rotation_head(self(x).mean(dim=(2, 3)))
 
 
-class ScoreRange(nn.Module):
-    """Eq. 3's min-max constants as buffers (identity until :meth:`set_range`)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("low", torch.tensor(0.0))
-        self.register_buffer("span", torch.tensor(1.0))
-
-    def set_range(self, low: float, high: float) -> None:
-        span = high - low
-        self.low.fill_(low)
-        self.span.fill_(span if span > 1e-12 else 1.0)
-
-    def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        return (raw - self.low) / self.span
-
-
 class PANDAGAN(nn.Module):
     def __init__(self, config: PANDAConfig) -> None:
         super().__init__()
@@ -290,6 +305,7 @@ class PANDAGAN(nn.Module):
             config.filter_bank,
         )
         self.score_range = ScoreRange()
+        self.score, self.rec_norm = config.score, config.rec_norm  # fused into the export
         for net in (self.generator, self.e1_low, self.e1_high):
             init_dcgan_weights(net)
         self.perceptual: VGGFeatures | None = None
@@ -340,45 +356,25 @@ def load_vgg19_weights(net: VGGFeatures, path: str | None) -> None:
     net.pretext_accuracy.fill_(0.0)  # ready: not a pretext model, but pretrained
 
 
-class PANDAScorer(nn.Module):
-    """The inference subgraph: the generator (E0_*, D0_*), the critic C and the Eq. 3
-    constants; images -> (score (N,), amap (N, 1, H, W))."""
-
-    def __init__(self, generator: PANDAGenerator, critic: FGVCDiscriminator, rng: ScoreRange):
-        super().__init__()
-        self.generator = generator
-        self.critic = critic
-        self.score_range = rng
-
-    def raw_terms(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(reconstruction error (N,), C(x) (N,), C(x') (N,), amap (N, 1, H, W)), float32."""
-        return self.terms(images, self.generator(images).recon)
-
-    def terms(self, images: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``raw_terms`` for a reconstruction x' already computed."""
-        amap = (images.float() - recon.float()).pow(2).mean(dim=1, keepdim=True)
-        # one critic pass over x and x' together (running BatchNorm statistics: the same
-        # numbers as two passes, in one larger batch)
-        both = torch.sigmoid(self.critic(torch.cat([images, recon])).float()).view(2, -1)
-        return amap.mean(dim=(1, 2, 3)), both[0], both[1], amap
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rec, c_real, c_fake, amap = self.raw_terms(images)
-        return self.score_range(rec + c_real + c_fake), amap
-
-
 # ------------------------------------------------------------------------------ losses
 
 
 def reconstruction_loss(
     model: PANDAGAN, images: torch.Tensor, recon: torch.Tensor, config: PANDAConfig
 ) -> torch.Tensor:
-    """PWL: pixel MSE; PL: MSE between the perceptual net's layer-14 activations."""
+    """Eq. 1's L_rec: PWL on pixels, PL on the perceptual net's layer-14 activations; the
+    per-image norm ||a - b||_2 averaged over the batch (``rec_norm="l2"``) or the mean
+    squared error (``"mse"``)."""
     if config.loss == "pwl" or model.perceptual is None:
-        return F.mse_loss(recon, images)
-    with torch.no_grad():
-        target = model.perceptual(images)
-    return F.mse_loss(model.perceptual(recon), target)
+        target, output = images, recon
+    else:
+        with torch.no_grad():
+            target = model.perceptual(images)
+        output = model.perceptual(recon)
+    if config.rec_norm == "mse":
+        return F.mse_loss(output, target)
+    squared = (output - target).pow(2).flatten(1).sum(dim=1)
+    return torch.sqrt(squared + NORM_EPS).mean()
 
 
 def bce_logits(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -604,7 +600,16 @@ class PANDAMethod(Method[PANDAConfig]):
         return float(F.mse_loss(model.generator(images).recon, images))
 
     def inference_module(self, model: PANDAGAN) -> PANDAScorer:
-        return PANDAScorer(model.generator, model.critic, model.score_range)
+        return PANDAScorer(
+            model.generator, model.critic, model.score_range, model.score, model.rec_norm
+        )
+
+    def config_from_dict(self, data: dict[str, Any]) -> PANDAConfig:
+        """A checkpoint from before ``score`` and ``rec_norm`` existed keeps what it was
+        trained and scored with: Eq. 3 as printed on the mean squared error."""
+        if "score" not in data:
+            data = {**data, "score": "eq3", "rec_norm": data.get("rec_norm", "mse")}
+        return super().config_from_dict(data)
 
     def full_model_forward(self, model: PANDAGAN, images: torch.Tensor) -> torch.Tensor:
         """No authors' code: the generator, the E1 re-encoders on x' (Fig. 2; pruned from
@@ -612,7 +617,7 @@ class PANDAMethod(Method[PANDAConfig]):
         recon = model.generator(images).recon
         model.e1_high(model.e1_low(recon)[0])
         rec, c_real, c_fake, _ = self.inference_module(model).terms(images, recon)
-        return model.score_range(rec + c_real + c_fake)
+        return model.score_range(combine(rec, c_real, c_fake, model.score))
 
     @torch.no_grad()
     def prepare_export(
@@ -620,30 +625,6 @@ class PANDAMethod(Method[PANDAConfig]):
     ) -> dict[str, Any]:
         """Eq. 3's min and max: raw scores of held-out normal inputs, stored as buffers."""
         model.eval()
-        scorer = self.inference_module(model)
         device = next(model.parameters()).device
-        parts = [scorer.raw_terms(chunk.to(device))[:3] for chunk in calibration.split(256)]
-        rec, c_real, c_fake = (torch.cat([p[i] for p in parts]) for i in range(3))
-        raw = rec + c_real + c_fake  # float32, summed in the scorer's order
-        low, high = float(raw.min()), float(raw.max())
-        model.score_range.set_range(low, high)
-
-        def summary(values: torch.Tensor) -> dict[str, float]:
-            return {
-                "min": float(values.min()),
-                "max": float(values.max()),
-                "mean": float(values.mean()),
-            }
-
-        return {
-            "score": "Eq. 3: (recon MSE + C(x) + C(x') - min) / (max - min), posterior means",
-            "score_min": low,
-            "score_max": high,
-            "calibration_images": int(len(raw)),
-            "terms": {
-                "recon_mse": summary(rec),
-                "C_x": summary(c_real),
-                "C_x_prime": summary(c_fake),
-            },
-            "loss": config.loss,
-        }
+        facts = calibrate(self.inference_module(model), model.critic, calibration, device)
+        return {**facts, "loss": config.loss, "skip": config.skip}
