@@ -150,3 +150,8 @@ def test_the_pixel_threshold_is_kept(monkeypatch, capsys, tmp_path):
     assert code == 0, err
     after = load_bundle(folder).card.threshold
     assert after.pixel == pixel and after.method == "tpr 0.9"
+
+
+def test_help(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "threshold", "--help")
+    assert code == 0 and "--rule" in out and "--dry-run" in out
