@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from adedge.errors import AdedgeError
+from adedge.formats import BackendChoice, BackendKind, Precision
 from adedge.outputs import Existing
 from adedge.runtime.sinks import SinkKind, SinkSpec
 from adedge.runtime.stream.wiring import CheckedStream, StreamConfig, check_stream, open_pipeline
@@ -83,7 +84,7 @@ def test_a_checked_config_keeps_what_it_read(tmp_path):
         )
     )
     assert isinstance(checked, CheckedStream)
-    assert checked.backend == ("onnxruntime", "fp16")
+    assert checked.backend == BackendChoice(BackendKind.ONNXRUNTIME, Precision.FP16)
     assert checked.truth == {0: True, 3: False}
     assert [spec.kind for spec in checked.sinks] == [SinkKind.JSONL, SinkKind.VIDEO]
     assert checked.records_on_stdout and checked.segment_seconds == 30.0
