@@ -112,8 +112,8 @@ def evaluate(
     if "pixel_decisions" in result:
         pixel = result["pixel_decisions"]
         say(
-            f"+pixel: {pixel['rule']}; {pixel['flagged_by_regions']} images have such a region, "
-            f"{pixel['anomalous_caught_only_by_regions']} anomalies are caught only by one"
+            f"+pixel: {pixel['rule']}; images with such a region: {pixel['flagged_by_regions']}"
+            f", anomalies caught only by one: {pixel['anomalous_caught_only_by_regions']}"
         )
     write_json(target, result)
     say(f"wrote {target}")
