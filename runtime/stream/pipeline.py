@@ -293,6 +293,7 @@ class Stream:
             frames_left_out=source.left_out,
             skipped_names=list(self.skipped_names),
             anomalies=self.sink_stage.anomalies,
+            frames_with_regions=self.sink_stage.with_regions,
             alarms=self.sink_stage.alarm.raised,
             alarm_frames=self.options.alarm_frames,
             gaps=len(gaps),

@@ -41,6 +41,7 @@ class SinkStage:
         )
         self.written = 0  # results handed to the sinks (a sink may raise on one of them)
         self.anomalies = 0
+        self.with_regions = 0  # frames with a heatmap region above the pixel threshold
         self.error: BaseException | None = None
         self.raised = False  # ``error`` was raised in the main thread
         self._halt = threading.Event()  # stop after the result in hand, leave the queue
@@ -70,6 +71,7 @@ class SinkStage:
     def _write(self, frame: Frame, result: FrameScore) -> None:
         self.written += 1
         self.anomalies += bool(result.anomalous)
+        self.with_regions += bool(getattr(result, "regions", None))
         events = self.alarm.observe(frame, result)
         if self.fit is not None:
             events += self.fit.observe(result)

@@ -24,8 +24,10 @@ class StreamSummary:
     ``frames_read``). ``frames_left_out``: passed over by ``every`` (not read).
     ``skipped_names``: the first ``SKIPPED_NAMES`` inputs skipped (files, or a video with
     the frame position). ``gaps``/``gap_seconds``: stretches a live source had no frames.
-    ``alarms`` counts alarms raised: runs of ``alarm_frames`` consecutive anomalous frames
-    (a run counts once however long it lasts). ``exit_code``: what the command should exit
+    ``frames_with_regions``: frames with a heatmap region above the pixel threshold larger
+    than the minimum area (each anomalous, whatever its score). ``alarms`` counts alarms
+    raised: runs of ``alarm_frames`` consecutive anomalous frames (a run counts once however
+    long it lasts). ``exit_code``: what the command should exit
     with, 0, or 130 after Ctrl-C and 143 after SIGTERM (0 after q in a display window)."""
 
     source: str
@@ -43,6 +45,7 @@ class StreamSummary:
     frames_left_out: int = 0
     skipped_names: list[str] = field(default_factory=list)
     anomalies: int = 0
+    frames_with_regions: int = 0  # pixel decisions: frames with a region above min_area
     alarms: int = 0
     alarm_frames: int = 1
     gaps: int = 0
@@ -63,7 +66,12 @@ class StreamSummary:
             f"source   {self.source}",
             f"frames   {self.frames_read} read, {self.frames_scored} scored, "
             f"{self.frames_skipped} skipped, {self.frames_dropped} dropped, "
-            f"{self.anomalies} anomalous (threshold {self.threshold:.4g})",
+            f"{self.anomalies} anomalous (threshold {self.threshold:.4g}"
+            + (
+                f"; {self.frames_with_regions} with a region above the pixel threshold)"
+                if self.frames_with_regions
+                else ")"
+            ),
             f"time     {self.wall_s:.2f} s, {self.fps:.1f} frames/s "
             f"(backend {self.backend}, batch {self.batch}); ended by {self.stopped_by}",
         ]

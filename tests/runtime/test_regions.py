@@ -174,7 +174,7 @@ def test_stream_decides_on_regions_and_records_them(frame_bundle, tmp_path, monk
     for name, extra in runs.items():
         out = tmp_path / f"{name.strip('-')}.jsonl"
         args = ["stream", "--source", folder, "--model", frame_bundle, "--jsonl", out, *extra]
-        code, _, err = run_cli(monkeypatch, capsys, *args, "--quiet", "--threads", "1")
+        code, printed, err = run_cli(monkeypatch, capsys, *args, "--quiet", "--threads", "1")
         assert code == 0
         frames = frame_records(out)
         labels[name] = [record["anomalous"] for record in frames]
@@ -185,6 +185,8 @@ def test_stream_decides_on_regions_and_records_them(frame_bundle, tmp_path, monk
         else:
             assert start["pixel_threshold"] == pytest.approx(0.3)
             assert "regions larger than" in err
+            with_regions = "1 with a region above the pixel threshold"
+            assert (with_regions in printed) == (name == "card")
     assert labels == {
         "card": [False, True],
         "--min-area": [False, False],
