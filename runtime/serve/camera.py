@@ -364,11 +364,16 @@ class Camera:
         result = scored.result
         # the threshold of the model that scored this frame (a swap may have come between)
         threshold, source = self.threshold_override or (scored.card_threshold, ThresholdSource.CARD)
-        result.anomalous = bool(result.score > threshold)
         amap = result.amap
         if amap is not None and self.config.masks:
             amap = apply_mask(amap, self._mask(amap.shape[:2]))
             result.amap = amap
+            detector = self.engine.detector
+            if result.regions is not None and detector is not None:
+                result.regions = detector.regions(amap)  # masked areas raise no region
+        # anomalous: above this camera's threshold, or a heatmap region above the card's
+        # pixel threshold larger than its minimum area (runtime/regions.py)
+        result.anomalous = bool(result.score > threshold or result.regions)
         with self._lock:
             self._latencies.append(done - item.read_at)
         self.frames_scored += 1
@@ -378,8 +383,9 @@ class Camera:
         self.hub.score(self.name, result.score, item.frame.wall)
         model = scored.model or self.model  # after a swap: the model that scored this frame
         self.recorder.observe(
-            item.frame.wall, item.frame.image, result.score, amap, threshold, source, model
-        )
+            item.frame.wall, item.frame.image, result.score, amap, threshold, source, model,
+            regions=result.regions,
+        )  # fmt: skip
         result.alarm = self.recorder.alarm
         self.live.put(
             item.frame.wall, item.frame.image, amap, result.score, threshold, result.alarm

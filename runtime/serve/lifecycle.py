@@ -67,9 +67,13 @@ class EventLifecycle:
         self.rule = rule
         self.window = deque(self.window, maxlen=rule.n)
 
-    def observe(self, wall: float, score: float, threshold: float) -> Transition:
-        """Take one scored frame; a score that is not a number counts as normal."""
-        above = math.isfinite(score) and score > threshold
+    def observe(
+        self, wall: float, score: float, threshold: float, flagged: bool = False
+    ) -> Transition:
+        """Take one scored frame; a score that is not a number counts as normal.
+        ``flagged``: the frame is anomalous whatever its score (a heatmap region above the
+        pixel threshold): it counts as above the threshold and holds an open event."""
+        above = flagged or (math.isfinite(score) and score > threshold)
         self.window.append(above)
         event = self.event
         if event is None:
@@ -82,7 +86,9 @@ class EventLifecycle:
         if rose:
             event.peak_score, event.peak_time = score, wall
             event.unsent_peak = True
-        released = not math.isfinite(score) or score < threshold - self.rule.hysteresis
+        released = not flagged and (
+            not math.isfinite(score) or score < threshold - self.rule.hysteresis
+        )
         if not released:
             event.low_since = None
         elif event.low_since is None:

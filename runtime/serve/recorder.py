@@ -128,7 +128,7 @@ class EventRecorder:
         """One scored frame (``amap`` already masked; ``regions``: its regions above the
         pixel threshold, None without pixel decisions)."""
         heat_range = self.heat.update(amap) if amap is not None else None
-        transition = self.lifecycle.observe(wall, score, threshold)
+        transition = self.lifecycle.observe(wall, score, threshold, flagged=bool(regions))
         point = (wall, score, self.lifecycle.active or transition is Transition.ENDED)
         self.recent.append(point)
         if self.event is not None:

@@ -84,3 +84,29 @@ def test_the_snapshot_outlines_the_regions_without_a_heatmap(tmp_path):
     washed = draw_snapshot(PeakFrame("c", 1.0, image, amap, None, 0.9, 0.5))
     assert not (washed[90:115, 100:150] == 80).all()  # without regions: the heatmap, as before
     cv2.imencode(".jpg", drawn)
+
+
+def test_a_region_alone_opens_and_holds_an_event(tmp_path):
+    """A frame under the image threshold with a region larger than the minimum area is
+    anomalous: it opens the event (k=1) and holds it; frames without one let it end."""
+    rec = recorder(tmp_path)
+    image, amap = defect()
+    regions = find_regions(amap, 0.5, 50)
+    assert regions
+    rec.observe(1.0, image, 0.1, amap, 0.5, ThresholdSource.CARD, MODEL, regions=regions)
+    assert rec.event is not None and rec.alarm
+    rec.observe(10.0, image, 0.1, amap, 0.5, ThresholdSource.CARD, MODEL, regions=regions)
+    assert rec.event is not None  # still a region: not released by the low score
+    quiet = np.full_like(image, 80)
+    flat = (quiet[..., 0] / 255.0).astype(np.float32)
+    for wall in (11.0, 20.0):  # no region and a low score, past the cooldown
+        rec.observe(wall, quiet, 0.1, flat, 0.5, ThresholdSource.CARD, MODEL, regions=[])
+    assert rec.event is None and not rec.alarm
+
+
+def test_no_region_and_a_low_score_opens_nothing(tmp_path):
+    rec = recorder(tmp_path)
+    image, amap = defect()
+    rec.observe(1.0, image, 0.1, amap, 0.5, ThresholdSource.CARD, MODEL, regions=[])
+    rec.observe(2.0, image, 0.1, amap, 0.5, ThresholdSource.CARD, MODEL, regions=None)
+    assert rec.event is None
