@@ -122,6 +122,27 @@ def max_score_bundle(folder: Path) -> Path:
     return write_bundle(folder, graph, spec, method="mean", threshold=0.0, detail="v2")
 
 
+def pixel_frame_bundle(
+    folder: Path, side: int = 64, value: float = 0.3, min_area: int = 20
+) -> Path:
+    """Whole-frame tile bundle on grey ``side`` px input: score = the brightest pixel (image
+    threshold 0.5), heatmap = the frame, and a pixel threshold ``value`` with ``min_area``
+    pixels of a ``side`` x ``side`` frame."""
+    import dataclasses
+
+    from adedge.bundle import load_bundle
+    from adedge.card import PixelThreshold
+
+    folder = write_tile_bundle(
+        folder, None, input_spec=InputSpec(side, side, "gray", (0.0,), (1.0,))
+    )
+    card = load_bundle(folder).card
+    rule = PixelThreshold(value, 99.9, min_area, (side, side), "test")
+    card = dataclasses.replace(card, threshold=dataclasses.replace(card.threshold, pixel=rule))
+    (folder / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
+    return folder
+
+
 def tile_max_model(size: int, channels: int = 1) -> onnx.ModelProto:
     """Graph "image" (N, C, size, size) -> "score" (N,) = max over C, H, W; "amap" = the input."""
     shape = ["N", channels, size, size]

@@ -16,6 +16,7 @@ puts the camera in ``error``.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -28,6 +29,7 @@ import numpy as np
 from adedge.errors import AdedgeError
 from adedge.outputs import Existing
 from adedge.runtime.records import GapEnded, GapStarted, Reconnect
+from adedge.runtime.regions import Region
 from adedge.runtime.serve.config import AlarmRule, CameraConfig
 from adedge.runtime.serve.engine import Busy, Scored, SharedEngine
 from adedge.runtime.serve.event_types import EndReason, ModelRef, ThresholdSource
@@ -368,9 +370,7 @@ class Camera:
         if amap is not None and self.config.masks:
             amap = apply_mask(amap, self._mask(amap.shape[:2]))
             result.amap = amap
-            detector = self.engine.detector
-            if result.regions is not None and detector is not None:
-                result.regions = detector.regions(amap)  # masked areas raise no region
+        result.regions = self._regions(result.regions, amap)
         # anomalous: above this camera's threshold, or a heatmap region above the card's
         # pixel threshold larger than its minimum area (runtime/regions.py)
         result.anomalous = bool(result.score > threshold or result.regions)
@@ -393,6 +393,22 @@ class Camera:
         if self._jsonl is not None:
             self._jsonl.threshold = threshold
             self._jsonl.write(item.frame, result)
+
+    def _regions(
+        self, regions: list[Region] | None, amap: np.ndarray | None
+    ) -> list[Region] | None:
+        """The frame's regions as this camera decides: none with ``pixel: false``, else
+        found again on the masked heatmap or with the camera's ``min_area``."""
+        config = self.config
+        if regions is None or amap is None or not config.pixel:
+            return None
+        detector = self.engine.detector
+        rule = None if detector is None else detector.pixel
+        if rule is None or not (config.masks or config.min_area is not None):
+            return regions
+        if config.min_area is not None:
+            rule = dataclasses.replace(rule, min_area_px=float(config.min_area))
+        return rule.regions(amap)
 
     def _mask(self, shape: tuple[int, int]) -> np.ndarray | None:
         mask = self._masks.get(shape)

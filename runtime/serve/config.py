@@ -176,6 +176,10 @@ class CameraConfig(Section):
     masks: list[list[Point]] = Field(default_factory=list)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     jsonl: Path | None = None  # the per-frame JSONL log of ``adedge stream --jsonl``
+    # pixel decisions (a card with a pixel threshold): off with pixel: false; min_area
+    # overrides the card's minimum region area, in pixels of this camera's frames
+    pixel: bool = True
+    min_area: float | None = Field(None, ge=0)
 
     @field_validator("threshold")
     @classmethod

@@ -5,7 +5,6 @@ histogram as PNGs readable by OpenCV, without torch or matplotlib."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -98,19 +97,9 @@ def blob_folder(root: Path) -> Path:
 def test_eval_with_pixel_decisions(monkeypatch, capsys, tmp_path, pixel):
     """With the card's pixel threshold, the detector's own decision (score or region) is one
     more point: the dim blobs the image score misses are caught by their regions."""
-    from bundles import write_tile_bundle
+    from bundles import pixel_frame_bundle
 
-    from adedge.bundle import CARD_NAME, load_bundle
-    from adedge.card import PixelThreshold
-    from adedge.preprocess import InputSpec
-
-    folder = write_tile_bundle(
-        tmp_path / "b", None, input_spec=InputSpec(64, 64, "gray", (0.0,), (1.0,))
-    )
-    card = load_bundle(folder).card
-    rule = PixelThreshold(0.3, 99.9, 20, (64, 64), "test")
-    card = replace(card, threshold=replace(card.threshold, pixel=rule))
-    (folder / CARD_NAME).write_text(json.dumps(card.to_dict()), encoding="utf-8")
+    folder = pixel_frame_bundle(tmp_path / "b")
     out = tmp_path / "e.json"
     data = blob_folder(tmp_path / "data")
     args = ["eval", "--model", folder, "--data", data, "--out", out]

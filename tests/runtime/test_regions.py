@@ -17,12 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from bundles import write_tile_bundle
+from bundles import pixel_frame_bundle
 
 from adedge.bundle import CARD_NAME, load_bundle
 from adedge.card import PixelThreshold
 from adedge.errors import AdedgeError
-from adedge.preprocess import InputSpec
 from adedge.runtime.detector import Detector, FrameScore
 from adedge.runtime.records import frame_record
 from adedge.runtime.regions import find_regions, largest_region, pixel_rule
@@ -54,10 +53,7 @@ def with_pixel(folder: Path, pixel: PixelThreshold | None) -> Path:
 def frame_bundle(tmp_path: Path) -> Path:
     """Whole-frame tile bundle, 64 px grey input: score = brightest pixel, amap = the frame;
     image threshold 0.5, pixel threshold 0.3 with min area 20 px of a 64 x 64 frame."""
-    folder = write_tile_bundle(
-        tmp_path / "b", None, input_spec=InputSpec(SIDE, SIDE, "gray", (0.0,), (1.0,))
-    )
-    return with_pixel(folder, PixelThreshold(0.3, 99.9, 20, (SIDE, SIDE), "test"))
+    return pixel_frame_bundle(tmp_path / "b", SIDE)
 
 
 # --- regions of a hand-made heatmap ------------------------------------------------------------
