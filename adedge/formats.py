@@ -11,26 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from enum import Enum
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
+from adedge.choice import Choice
 from adedge.errors import AdedgeError, ExportError
-
-
-class Choice(str, Enum):
-    """A spelling the user types: ``str()`` and f-strings give the value on every Python
-    (3.11 changed what ``format()`` of a mixed-in enum gives)."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
-
-    @classmethod
-    def spellings(cls) -> tuple[str, ...]:
-        return tuple(member.value for member in cls)
+from adedge.triton_address import TRITON_FORM, TritonAddress, is_triton, parse_triton_address
 
 
 class Format(Choice):
@@ -59,15 +44,6 @@ class BackendKind(Choice):
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
     TRITON = "triton"
-
-
-class TritonProtocol(Choice):
-    """How a client speaks to Triton: gRPC (``triton://``, ``triton+grpc://``) or KServe v2
-    REST (``triton+http://``, ``triton+https://``)."""
-
-    GRPC = "grpc"
-    HTTP = "http"
-    HTTPS = "https"
 
 
 class ExportFlag(Choice):
@@ -183,73 +159,6 @@ MIN_WORKSPACE_MIB = 16
 
 
 # --- backends --------------------------------------------------------------------------------
-
-
-TRITON_SCHEMES = {
-    "triton": TritonProtocol.GRPC,
-    "triton+grpc": TritonProtocol.GRPC,
-    "triton+http": TritonProtocol.HTTP,
-    "triton+https": TritonProtocol.HTTPS,
-}
-TRITON_PORTS = {TritonProtocol.GRPC: 8001, TritonProtocol.HTTP: 8000, TritonProtocol.HTTPS: 8000}
-TRITON_FORM = "triton://HOST:8001/MODEL (gRPC) or triton+http://HOST:8000/MODEL"
-
-
-@dataclass(frozen=True)
-class TritonAddress:
-    """One model of a Triton server: ``triton://host:8001/<bundle>_<stage>`` (the port may
-    be left out: 8001 for gRPC, 8000 for HTTP)."""
-
-    protocol: TritonProtocol
-    host: str
-    port: int
-    model: str
-
-    @property
-    def target(self) -> str:
-        """What the transport connects to: ``host:port`` (gRPC) or ``http://host:port``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        where = f"{host}:{self.port}"
-        return where if self.protocol is TritonProtocol.GRPC else f"{self.protocol}://{where}"
-
-    def __str__(self) -> str:
-        scheme = "triton" if self.protocol is TritonProtocol.GRPC else f"triton+{self.protocol}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}/{self.model}"
-
-    def sibling(self, model: str) -> TritonAddress:
-        """Another model of the same server."""
-        return TritonAddress(self.protocol, self.host, self.port, model)
-
-
-def is_triton(spec: str) -> bool:
-    """Whether ``--backend`` names a Triton model rather than a local backend."""
-    return spec.strip().split(":", 1)[0].split("+", 1)[0].lower() == BackendKind.TRITON
-
-
-def parse_triton_address(spec: str) -> TritonAddress:
-    """``triton[+grpc|+http|+https]://HOST[:PORT]/MODEL`` -> TritonAddress; one line
-    naming the problem otherwise (the model name keeps its case)."""
-    text = spec.strip()
-    bad = AdedgeError(
-        f"--backend {text} is not a Triton model address",
-        f"write --backend {TRITON_FORM} (a model of `adedge triton-repo`)",
-    )
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        raise bad from None
-    protocol = TRITON_SCHEMES.get(parts.scheme.lower())
-    model = parts.path.strip("/")
-    if protocol is None or not parts.hostname or not model or "/" in model:
-        raise bad
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise AdedgeError(
-            f"--backend {text}: a Triton address takes no user, query or fragment",
-            f"write --backend {TRITON_FORM}",
-        )
-    return TritonAddress(protocol, parts.hostname, port or TRITON_PORTS[protocol], model)
 
 
 class BackendChoice(NamedTuple):

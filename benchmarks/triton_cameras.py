@@ -41,9 +41,9 @@ from triton_server import pytriton_missing, start_server  # noqa: E402
 
 from adedge.bundle import TilingSpec  # noqa: E402
 from adedge.export.triton_repo import RepoOptions  # noqa: E402
-from adedge.formats import parse_triton_address  # noqa: E402
 from adedge.runtime.backends.triton import open_transport  # noqa: E402
 from adedge.runtime.detector import Detector  # noqa: E402
+from adedge.triton_address import parse_triton_address  # noqa: E402
 
 CAMERAS = 8
 

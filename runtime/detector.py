@@ -24,12 +24,12 @@ import numpy as np
 
 from adedge.bundle import Bundle, Card, StageSpec, TilingSpec, check_threshold, load_bundle
 from adedge.errors import AdedgeError, BundleError
-from adedge.formats import is_triton
 from adedge.runtime import frames, kernels
 from adedge.runtime.backends import Backend, create_backend
 from adedge.runtime.backends.triton import RemoteModel
 from adedge.runtime.regions import PixelRule, Region, pixel_rule
 from adedge.runtime.tiling import TilingPlan, plan_tiles, reduce_scores, resize_map
+from adedge.triton_address import is_triton
 
 AMAP = "amap"
 PLAN_CACHE_SIZE = 64

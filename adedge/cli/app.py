@@ -17,8 +17,9 @@ from typer.core import TyperCommand, TyperGroup
 
 from adedge import __version__
 from adedge.errors import AdedgeError, Interrupted, Terminated, interrupt_exit_code
-from adedge.formats import backend_help, is_triton
+from adedge.formats import backend_help
 from adedge.paths import MODELS_DIR, resolve_model
+from adedge.triton_address import is_triton
 
 
 def _without_flag_types(params: list) -> list:

@@ -13,7 +13,7 @@ import typer
 
 from adedge.cli.app import BACKEND_HELP, Command, app, pick_model_for, say
 from adedge.errors import AdedgeError
-from adedge.formats import is_triton
+from adedge.triton_address import is_triton
 
 if TYPE_CHECKING:
     from adedge.runtime.serve.config import ServeConfig

@@ -21,7 +21,6 @@ import numpy as np
 
 from adedge.bundle import Bundle, Card, StageSpec
 from adedge.errors import AdedgeError
-from adedge.formats import TritonAddress, TritonProtocol, is_triton, parse_triton_address
 from adedge.runtime import frames
 from adedge.runtime.backends import create_backend
 from adedge.runtime.backends.triton_transport import (
@@ -31,6 +30,7 @@ from adedge.runtime.backends.triton_transport import (
     TritonUnavailable,
 )
 from adedge.runtime.triton_config import card_from_config, check_model_name
+from adedge.triton_address import TritonAddress, TritonProtocol, is_triton, parse_triton_address
 
 __all__ = [
     "RemoteModel",

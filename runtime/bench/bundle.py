@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from adedge.formats import is_triton
 from adedge.runtime.bench.timing import machine, time_call
 from adedge.runtime.detector import Detector, run_chunked
+from adedge.triton_address import is_triton
 
 
 def bench_bundle(

@@ -17,7 +17,7 @@ from pathlib import Path
 from adedge.atomic import write_json
 from adedge.bundle import check_threshold
 from adedge.errors import AdedgeError
-from adedge.formats import BackendChoice, is_triton, parse_backend
+from adedge.formats import BackendChoice, parse_backend
 from adedge.outputs import STDOUT, Existing, check_writable
 from adedge.paths import resolve_model
 from adedge.runtime.detector import Detector
@@ -39,6 +39,7 @@ from adedge.runtime.sinks import (
 from adedge.runtime.sources import FrameSource, check_source_options, open_source
 from adedge.runtime.stream.pipeline import StreamOptions, run_stream
 from adedge.runtime.stream.summary import StreamSummary
+from adedge.triton_address import is_triton
 
 DEFAULT_VIDEO_FPS = 25.0  # of annotated video when --fps does not say
 

@@ -20,9 +20,9 @@ from triton_camera_frames import camera_frame
 from triton_server import free_ports
 
 from adedge.errors import AdedgeError
-from adedge.formats import TritonProtocol, parse_triton_address
 from adedge.runtime.backends.triton import TritonUnavailable
 from adedge.runtime.detector import Detector
+from adedge.triton_address import TritonProtocol, parse_triton_address
 
 pytestmark = pytest.mark.runtime
 TOLERANCE = 1e-5
