@@ -18,6 +18,20 @@ if TYPE_CHECKING:
     from adedge.runtime.stream import StreamSummary
 
 
+# pixel decisions (a card with a pixel threshold), the same on eval and stream
+MinArea = Annotated[
+    float | None,
+    typer.Option(
+        help="Pixels (of the image or frame as scored) a heatmap region above the card's pixel "
+        "threshold must exceed to make it anomalous; default: the card's."
+    ),
+]
+NoPixel = Annotated[
+    bool,
+    typer.Option("--no-pixel", help="Decide on the image score alone (no heatmap regions)."),
+]
+
+
 @app.command("eval", cls=Command)
 def evaluate(
     data: Annotated[str, typer.Option(help=DATA_HELP)],
@@ -49,17 +63,8 @@ def evaluate(
             help="Folder for <out>-roc.png and <out>-histogram.png (default: the --out folder)."
         ),
     ] = None,
-    min_area: Annotated[
-        float | None,
-        typer.Option(
-            help="Pixels (of the image as scored) a heatmap region above the card's pixel "
-            "threshold must exceed to make the image anomalous; default: the card's."
-        ),
-    ] = None,
-    no_pixel: Annotated[
-        bool,
-        typer.Option("--no-pixel", help="Decide on the image score alone (no heatmap regions)."),
-    ] = False,
+    min_area: MinArea = None,
+    no_pixel: NoPixel = False,
 ) -> None:
     """AUROC, and the operating points (threshold, TPR, FPR, precision, F1) of a bundle on a
     labelled test split: the card's threshold, the F1-optimal one and each target TPR's;
@@ -255,17 +260,8 @@ def stream(
     threads: Annotated[
         int, typer.Option(help="CPU threads for ONNX Runtime per stage; 0: every core.")
     ] = 0,
-    min_area: Annotated[
-        float | None,
-        typer.Option(
-            help="Pixels (of the frame as scored) a heatmap region above the card's pixel "
-            "threshold must exceed to make the frame anomalous; default: the card's."
-        ),
-    ] = None,
-    no_pixel: Annotated[
-        bool,
-        typer.Option("--no-pixel", help="Decide on the image score alone (no heatmap regions)."),
-    ] = False,
+    min_area: MinArea = None,
+    no_pixel: NoPixel = False,
 ) -> None:
     """Score every frame of a camera, stream, video or image folder (no torch needed).
 
