@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # records are written by sinks and raised by sources: no import cycle
@@ -35,8 +35,14 @@ if TYPE_CHECKING:  # records are written by sinks and raised by sources: no impo
 
 
 def iso_time(wall: float) -> str:
-    """Unix time as ISO-8601 in UTC with milliseconds: ``2026-11-29T12:00:00.123+00:00``."""
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
+    """Unix time as ISO-8601 in UTC with milliseconds: ``2026-11-29T12:00:00.123+00:00``.
+    Never later than ``wall``: ``fromtimestamp`` rounds to the microsecond, which can carry
+    into the next millisecond (x.6959996 -> x.696), and a time window ``after=<this text>``
+    must still hold the moment it names."""
+    moment = datetime.fromtimestamp(wall, timezone.utc)
+    if moment.timestamp() > wall:
+        moment -= timedelta(microseconds=1)
+    return moment.isoformat(timespec="milliseconds")
 
 
 def finite_or_none(value: float) -> float | None:
