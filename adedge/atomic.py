@@ -18,7 +18,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +44,33 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while a temporary is created and its name bound.
+
+    The command line turns both into exceptions; one landing between ``mkdtemp`` and the
+    ``try`` that removes the temporary left it behind (seen in CI: an export interrupted
+    the instant its folder appeared). A signal that arrives meanwhile is noted and raised
+    again on leaving, inside the ``try``. (Masking it would not do: another thread of the
+    process takes it and Python still runs the handler in the main thread.) Handlers run
+    only in the main thread, so elsewhere there is nothing to hold back."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.getsignal(number) for number in held]
+    if threading.current_thread() is not threading.main_thread() or None in previous:
+        yield  # no Python handler can interrupt here, or one we could not put back
+        return
+    arrived: list[int] = []
+    for number in held:
+        signal.signal(number, lambda number, _frame: arrived.append(number))
+    try:
+        yield
+    finally:
+        for number, handler in zip(held, previous, strict=True):
+            signal.signal(number, handler)
+        for number in arrived:
+            signal.raise_signal(number)
 
 
 def _temporary_prefix(path: Path) -> str:
@@ -129,12 +158,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
-    tmp = temporary_sibling(final)
+    tmp: Path | None = None
     try:
+        with _signals_deferred():
+            tmp = temporary_sibling(final)
         yield tmp
         os.replace(tmp, final)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
@@ -164,8 +195,10 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
-    tmp = _temporary_folder(final, PARTIAL)
+    tmp: Path | None = None
     try:
+        with _signals_deferred():
+            tmp = _temporary_folder(final, PARTIAL)
         yield tmp
         if final.exists():
             old = _temporary_folder(final, ".old")
@@ -175,5 +208,5 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

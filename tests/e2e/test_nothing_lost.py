@@ -210,3 +210,28 @@ def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
         pass
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted(["bundle", "summary.json", live_file.name, other.name])
+
+
+@pytest.mark.parametrize("write", ["folder", "file"])
+def test_a_signal_the_instant_a_temporary_appears_leaves_nothing(monkeypatch, tmp_path, write):
+    """Before: an interrupt landing between ``mkdtemp`` and the ``try`` that cleans up left
+    the temporary behind (a CI failure: an export interrupted as its folder appeared). The
+    signal now waits until the cleanup is armed, then interrupts as usual."""
+    import tempfile
+
+    from adedge.atomic import atomic_path
+
+    make = tempfile.mkdtemp if write == "folder" else tempfile.mkstemp
+
+    def make_then_interrupt(*args, **kwargs):
+        made = make(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # pending until the temporary's name is bound
+        return made
+
+    monkeypatch.setattr(
+        tempfile, "mkdtemp" if write == "folder" else "mkstemp", make_then_interrupt
+    )
+    writer = atomic_directory if write == "folder" else atomic_path
+    with pytest.raises(KeyboardInterrupt), writer(tmp_path / "out" / "bundle"):
+        pass  # never reached: the interrupt arrives first
+    assert list((tmp_path / "out").iterdir()) == []
