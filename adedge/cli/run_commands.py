@@ -182,12 +182,14 @@ SOURCE_HELP = (
     "rtsp://...[?transport=udp|tcp] (tcp by default), http(s)://..., a video file or file:// "
     "URI, a folder or glob of images, or 'synthetic' (a generated surface with injected "
     "defects; options synthetic:seed=N,frames=N,size=N, texture=brick|grass|gravel for a "
-    "real texture, needs scikit-image)."
+    "real texture, needs scikit-image; motion=conveyor,speed=N runs the texture past at its "
+    "own scale)."
 )
 SINK_HELP = (
     "Where results go, repeatable: file://out.avi|.mkv|.mp4 (annotated video, heatmap where "
     "the model gives one), out.jsonl or jsonl://out.jsonl (one record per frame and per "
-    "event; '-' is stdout), display://0 (a window; q ends the stream)."
+    "event; '-' is stdout), display://0 (a window; q ends the stream), snapshots://DIR "
+    "(one annotated JPEG per alarm)."
 )
 
 
@@ -219,8 +221,18 @@ def stream(
             "when cut by a crash; .mp4 is written in --segment-minutes segments."
         ),
     ] = None,
+    snapshots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the frame that raises each alarm, annotated (outlined regions), as "
+            "DIR/alarm-<frame>.jpg."
+        ),
+    ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing --jsonl/video/summary files.")
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace existing --jsonl/video/summary files and snapshots."
+        ),
     ] = False,
     append: Annotated[
         bool,
@@ -279,6 +291,7 @@ def stream(
         for kind, path, option in (
             (SinkKind.JSONL, jsonl, "--jsonl"),
             (SinkKind.VIDEO, save_video, "--save-video"),
+            (SinkKind.SNAPSHOTS, snapshots, "--snapshots"),
         )
         if path
     ]

@@ -1,12 +1,15 @@
 """The synthetic scene: a textured surface with defects injected at known frames, so the whole
 pipeline runs with no camera and no data (``synthetic:seed=1,size=256,frames=100``;
-``texture=brick|grass|gravel`` moves a real photographed texture from scikit-image).
+``texture=brick|grass|gravel`` moves a real photographed texture from scikit-image;
+``motion=conveyor`` runs it past the camera at the photograph's own scale, the scale the
+``texture:`` data sets train on).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import cv2
@@ -18,9 +21,27 @@ from adedge.runtime.sources.base import Frame, FrameSource
 from adedge.uri import Uri, parse_uri
 
 SYNTHETIC = "synthetic"  # the source's name: synthetic[:key=value,...]
+PHOTOGRAPH_SIDE = 512  # scikit-image's texture photographs are 512x512
 SYNTHETIC_FPS = 25.0  # timestamps are index / fps (the --fps cap where one is given)
-SYNTHETIC_OPTIONS = ("seed", "size", "frames", "defect_every", "defect_first", "texture")
+SYNTHETIC_OPTIONS = (
+    "seed",
+    "size",
+    "frames",
+    "defect_every",
+    "defect_first",
+    "texture",
+    "motion",
+    "speed",
+)
 DRIFT_PERIODS = (53.0, 71.0)  # frames per sway along x and y: slow, and never in step
+
+
+class Motion(str, Enum):
+    """How the surface moves: a vibrating camera over a scaled photograph, or a belt that
+    carries the photograph past at its own pixel scale."""
+
+    SWAY = "sway"
+    CONVEYOR = "conveyor"
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,8 @@ class SceneOptions:
     defect_every: int = 10
     defect_first: int = 5
     texture: str | None = None  # one of REAL_TEXTURES; None: the procedural surface
+    motion: Motion = Motion.SWAY
+    speed: int = 3  # conveyor: pixels the surface moves per frame
 
 
 class SyntheticSource(FrameSource):
@@ -42,7 +65,11 @@ class SyntheticSource(FrameSource):
     leaves the frame mean unchanged. ``texture=brick|grass|gravel`` shows a real photograph
     instead (scikit-image's ``skimage.data``), scaled to cover the frame plus a small margin
     and swaying within that margin like a vibrating camera. Only the motion, sensor noise
-    and the defects vary. ``frames=N`` makes the scene N frames long (endless otherwise).
+    and the defects vary. ``motion=conveyor`` instead carries the photograph past at its
+    own pixel scale, ``speed`` pixels per frame from right to left, through an endless strip
+    of the photograph and its mirror image (so no seam shows); the window sits across the
+    middle of the photograph, so it sees the rows a ``texture:`` model trained on and the
+    held-out ones below them. ``frames=N`` makes the scene N frames long (endless otherwise).
     Defects (scratch, dark blob, stain, missing patch, in turn) appear on frames
     ``defect_first + k * defect_every`` and those frames carry ``truth=True``.
     """
@@ -54,6 +81,9 @@ class SyntheticSource(FrameSource):
         if scene.texture is None:
             self.margin = 0
             self.texture = surface_texture(scene.height, scene.width, scene.seed)
+        elif scene.motion is Motion.CONVEYOR:
+            self.margin = 0
+            self.texture = conveyor_strip(load_real_texture(scene.texture), scene)
         else:
             self.margin = max(2, min(scene.width, scene.height) // 32)
             grey = fit_texture(load_real_texture(scene.texture), scene, self.margin)
@@ -67,6 +97,9 @@ class SyntheticSource(FrameSource):
     def background(self, index: int) -> np.ndarray:
         """The moved surface of frame ``index``, float32 BGR, before noise and defects."""
         height, width = self.scene.height, self.scene.width
+        if self.scene.motion is Motion.CONVEYOR:
+            shift = -(index * self.scene.speed) % self.texture.shape[1]
+            return np.roll(self.texture, shift, 1)[:, :width]
         if self.scene.texture is None:
             return np.roll(self.texture, (index % height, (2 * index) % width), (0, 1))
         sway = np.sin(2 * np.pi * index / np.asarray(DRIFT_PERIODS) + self._phase)
@@ -107,7 +140,8 @@ class SyntheticSource(FrameSource):
             else "no defects"
         )
         surface = "" if s.texture is None else f" on real texture '{s.texture}' (scikit-image)"
-        return f"synthetic scene {s.width}x{s.height}{surface} seed={s.seed}, {defects}"
+        motion = f", conveyor at {s.speed} px/frame" if s.motion is Motion.CONVEYOR else ""
+        return f"synthetic scene {s.width}x{s.height}{surface}{motion} seed={s.seed}, {defects}"
 
 
 def load_real_texture(name: str) -> np.ndarray:
@@ -130,6 +164,17 @@ def fit_texture(grey: np.ndarray, scene: SceneOptions, margin: int) -> np.ndarra
     scaled = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
     top, left = (size[1] - want_h) // 2, (size[0] - want_w) // 2
     return scaled[top : top + want_h, left : left + want_w].astype(np.float32)
+
+
+def conveyor_strip(grey: np.ndarray, scene: SceneOptions) -> np.ndarray:
+    """The belt: ``grey`` at its own scale, its middle ``scene.height`` rows, followed by
+    their mirror image (an endless strip without a seam), repeated until it is wider than
+    the frame; float32 BGR."""
+    top = (grey.shape[0] - scene.height) // 2
+    rows = grey[top : top + scene.height].astype(np.float32)
+    strip = np.concatenate([rows, rows[:, ::-1]], axis=1)
+    strip = np.tile(strip, (1, -(-(scene.width + 1) // strip.shape[1])))
+    return np.repeat(strip[:, :, None], 3, axis=2)
 
 
 def _periodic_noise(rng: np.random.Generator, height: int, width: int, sigma: float) -> np.ndarray:
@@ -181,17 +226,36 @@ def parse_synthetic(spec: str | Uri) -> SceneOptions:
             defect_every=int(values.get("defect_every", 10)),
             defect_first=int(values.get("defect_first", 5)),
             texture=texture,
+            motion=Motion(values.get("motion", Motion.SWAY.value)),
+            speed=int(values.get("speed", 3)),
         )
     except ValueError:
         raise SourceError(
             f"synthetic options in '{uri}' have a value of the wrong type",
-            "seed, frames, defect_every, defect_first take integers; size takes N or WxH",
+            "seed, frames, defect_every, defect_first, speed take integers; size takes N or "
+            "WxH; motion takes sway or conveyor",
         ) from None
     if min(width, height) < 16 or (scene.frames is not None and scene.frames < 0):
         raise SourceError(
             f"synthetic options in '{uri}' are out of range", "use size >= 16 and frames >= 0"
         )
+    if scene.motion is Motion.CONVEYOR:
+        _check_conveyor(scene, str(uri))
     return scene
+
+
+def _check_conveyor(scene: SceneOptions, uri: str) -> None:
+    """A conveyor shows the photograph at its own scale, so the frame must fit in it."""
+    if scene.texture is None:
+        raise SourceError(
+            f"motion=conveyor in '{uri}' needs a real texture",
+            f"add texture={'|'.join(REAL_TEXTURES)}",
+        )
+    if scene.height > PHOTOGRAPH_SIDE or scene.speed < 1:
+        raise SourceError(
+            f"synthetic options in '{uri}' do not fit a conveyor",
+            f"use a frame height <= {PHOTOGRAPH_SIDE} (the photograph's own scale) and speed >= 1",
+        )
 
 
 def _parse_size(text: str) -> tuple[int, int]:
