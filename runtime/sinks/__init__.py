@@ -4,8 +4,9 @@
 ``file://out.mp4`` / ``out.avi`` / ``out.mkv`` (annotated video), ``out.jsonl`` /
 ``jsonl://out.jsonl`` (one record per frame and per event; ``-`` is standard output) and
 ``display://0`` (an OpenCV window; a clear error where there is no screen, ``--headless``
-leaves it out). The sinks live in ``files`` (JSONL, video), ``display``, ``console`` and
-``tally``, the drawing in ``annotate``; the names they export are importable from here.
+leaves it out) and ``snapshots://DIR`` (one annotated JPEG per alarm). The sinks live in
+``files`` (JSONL, video), ``snapshots``, ``display``, ``console`` and ``tally``, the drawing
+in ``annotate``; the names they export are importable from here.
 """
 
 from __future__ import annotations
@@ -49,19 +50,24 @@ from adedge.runtime.sinks.files import (
     recover_partials,
     segment_path,
 )
+from adedge.runtime.sinks.snapshots import SnapshotSink, snapshot_name
 from adedge.runtime.sinks.tally import DetectionTally
 from adedge.uri import parse_uri
 
-SINK_SCHEMES = ("file", "jsonl", "display")
+SINK_SCHEMES = ("file", "jsonl", "display", "snapshots")
 
 
-SINK_HINT = "use file://out.mp4|.avi|.mkv (video), out.jsonl or jsonl://out.jsonl, display://0"
+SINK_HINT = (
+    "use file://out.mp4|.avi|.mkv (video), out.jsonl or jsonl://out.jsonl, display://0, "
+    "snapshots://DIR"
+)
 
 
 class SinkKind(str, Enum):
     JSONL = "jsonl"
     VIDEO = "video"
     DISPLAY = "display"
+    SNAPSHOTS = "snapshots"
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ def parse_sink(text: str) -> SinkSpec:
         raise AdedgeError(f"sink '{uri}' names no file", SINK_HINT)
     if uri.scheme == "jsonl":
         return SinkSpec(SinkKind.JSONL, uri.path, uri.text)
+    if uri.scheme == "snapshots":
+        return SinkSpec(SinkKind.SNAPSHOTS, uri.path, uri.text)
     return _path_sink(uri.path, uri.text)
 
 
@@ -138,6 +146,8 @@ def open_sink(spec: SinkSpec, settings: SinkSettings = SinkSettings()) -> Sink:
             option=spec.option,
             log=settings.log,
         )
+    if spec.kind is SinkKind.SNAPSHOTS:
+        return SnapshotSink(spec.target, None, settings.existing, option=spec.option)
     return DisplaySink(int(spec.target))
 
 
@@ -224,6 +234,7 @@ __all__ = [
     "SinkKind",
     "SinkSettings",
     "SinkSpec",
+    "SnapshotSink",
     "VideoSink",
     "WindowClosed",
     "annotate",
@@ -241,4 +252,5 @@ __all__ = [
     "recover_partials",
     "require_display",
     "segment_path",
+    "snapshot_name",
 ]
