@@ -21,6 +21,7 @@ from adedge.errors import AdedgeError
 from adedge.runtime.serve.stats import ServiceView
 
 if TYPE_CHECKING:
+    from adedge.runtime.regions import Region
     from adedge.runtime.serve.config import ServeConfig
     from adedge.runtime.serve.store import EventStore
 
@@ -102,6 +103,8 @@ class LiveFrame:
     score: float
     threshold: float
     alarm: bool
+    # pixel decisions: the regions to outline instead of the heatmap (None: the card has none)
+    regions: list[Region] | None = None
 
 
 class ScorePoint(BaseModel):

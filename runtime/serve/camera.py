@@ -388,8 +388,9 @@ class Camera:
         )  # fmt: skip
         result.alarm = self.recorder.alarm
         self.live.put(
-            item.frame.wall, item.frame.image, amap, result.score, threshold, result.alarm
-        )
+            item.frame.wall, item.frame.image, amap, result.score, threshold, result.alarm,
+            regions=result.regions,
+        )  # fmt: skip
         if self._jsonl is not None:
             self._jsonl.threshold = threshold
             self._jsonl.write(item.frame, result)

@@ -15,6 +15,7 @@ from collections import deque
 
 import numpy as np
 
+from adedge.runtime.regions import Region
 from adedge.runtime.serve.api_types import LiveFrame, ScorePoint
 
 HISTORY_POINTS = 4096
@@ -39,10 +40,11 @@ class LiveBuffer:
         score: float,
         threshold: float,
         alarm: bool,
+        regions: list[Region] | None = None,
     ) -> None:
         with self._lock:
             self._seq += 1
-            self._latest = LiveFrame(self._seq, wall, image, amap, score, threshold, alarm)
+            self._latest = LiveFrame(self._seq, wall, image, amap, score, threshold, alarm, regions)
             self._points.append((wall, score, alarm))
             self._new.notify_all()
 

@@ -1,7 +1,9 @@
 """The live view of a camera: its newest scored frame drawn as the console shows it (the
-heatmap overlay, the hottest region of an anomalous frame, a text bar with the camera, the
-time, the score against the threshold, and ALARM while an event is open), encoded as a JPEG
-small enough for a phone, and the MJPEG stream of those JPEGs.
+heatmap overlay and the hottest region of an anomalous frame, or, where the model makes
+pixel decisions, the outlined regions above its pixel threshold on the unpainted frame; a
+text bar with the camera, the time, the score against the threshold, and ALARM while an
+event is open), encoded as a JPEG small enough for a phone, and the MJPEG stream of those
+JPEGs.
 
 The drawing is the event snapshot's (:func:`~adedge.runtime.serve.evidence.draw_snapshot`)
 so a live frame and an event's snapshot look alike, with the heatmap coloured over the
@@ -26,6 +28,7 @@ import anyio
 import cv2
 import numpy as np
 
+from adedge.runtime.regions import Region
 from adedge.runtime.serve.api_types import LiveFrame
 from adedge.runtime.serve.evidence import PeakFrame, draw_snapshot, encode_jpeg, hottest_box
 from adedge.runtime.sinks.annotate import DARK, RED, WHITE, HeatmapScale
@@ -80,17 +83,41 @@ def draw_live(
 ) -> np.ndarray:
     """``frame`` as the console shows it (a new BGR image, at most ``max_width`` wide): the
     snapshot's drawing (heatmap over ``heat_range``, the hottest region outlined when the
-    score is over the threshold, camera, time, score and threshold), and, while an event is
-    open, a red border and an ALARM tag at the bottom."""
+    score is over the threshold, camera, time, score and threshold; with pixel decisions
+    the regions outlined instead of the heatmap), and, while an event is open, a red border
+    and an ALARM tag at the bottom."""
     image = fit_width(frame.image, max_width)
     amap = frame.amap if overlay is Overlay.HEATMAP else None
     anomalous = math.isfinite(frame.score) and frame.score >= frame.threshold
     box = hottest_box(amap, image.shape[:2]) if amap is not None and anomalous else None
-    peak = PeakFrame(camera, frame.wall, image, amap, box, frame.score, frame.threshold)
+    regions = None
+    if overlay is Overlay.HEATMAP and frame.regions is not None:
+        regions = scaled_regions(frame.regions, frame.image.shape[:2], image.shape[:2])
+    peak = PeakFrame(camera, frame.wall, image, amap, box, frame.score, frame.threshold, regions)
     canvas = draw_snapshot(peak, heat_range)
     if frame.alarm:
         _alarm_tag(canvas)
     return canvas
+
+
+def scaled_regions(
+    regions: list[Region], frame_hw: tuple[int, int], image_hw: tuple[int, int]
+) -> list[Region]:
+    """``regions`` (frame pixels) placed on the live image of ``image_hw``; each keeps its
+    area in frame pixels, the number the events and the JSONL report."""
+    if frame_hw == image_hw:
+        return regions
+    sy, sx = image_hw[0] / frame_hw[0], image_hw[1] / frame_hw[1]
+    placed = []
+    for region in regions:
+        x, y, w, h = region.box
+        box = (int(x * sx), int(y * sy), max(1, round(w * sx)), max(1, round(h * sy)))
+        contour = None
+        if region.contour is not None:
+            points = np.asarray(region.contour, np.float64) * (sx, sy)
+            contour = np.rint(points).astype(np.int32)
+        placed.append(Region(region.area, box, contour))
+    return placed
 
 
 def _alarm_tag(canvas: np.ndarray) -> None:

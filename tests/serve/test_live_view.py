@@ -4,6 +4,7 @@ score histogram."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -57,6 +58,30 @@ def test_the_heatmap_overlay_and_the_alarm_tag_are_drawn() -> None:
     calm_red = (calm[:, :, 2] > 200) & (calm[:, :, 0] < 60) & (calm[:, :, 1] < 60)
     assert red[-1].mean() > 0.9 and red[:, 0].mean() > 0.9  # the border round an alarm
     assert not calm_red[-1].any()
+    assert frame.image[100, 100, 0] == 40  # the shared frame was not drawn on
+
+
+def test_pixel_decisions_outline_their_regions_on_the_unpainted_live_frame() -> None:
+    """Before: the live view painted the heatmap over every frame, while the annotated video
+    and the snapshots outlined the regions above the pixel threshold. Regions are placed on
+    the shrunk live image (a 1920 px frame is shown 960 px wide)."""
+    from adedge.runtime.regions import Region
+
+    frame = defect_frame(1, 1080, 1920)
+    x, y, side = 1400, 200, 100  # the region in frame pixels
+    contour = np.array([[[x, y]], [[x + side, y]], [[x + side, y + side]], [[x, y + side]]])
+    outlined = dataclasses.replace(
+        frame, regions=[Region(side * side, (x, y, side, side), contour)]
+    )
+    drawn = draw_live("line1", outlined)
+    plain = draw_live("line1", frame, Overlay.NONE)
+    middle = (slice(300, 400), slice(100, 400))  # away from the region, the bars and edges
+    assert np.array_equal(drawn[middle], plain[middle])  # no heatmap wash
+    yellow = (drawn[:, :, 0] < 80) & (drawn[:, :, 1] > 200) & (drawn[:, :, 2] > 200)
+    rows, cols = np.nonzero(yellow[60:])  # below the text bars: the outline and its area
+    assert rows.size and cols.min() >= 690 and rows.min() + 60 >= 80  # at (x, y) / 2
+    _, box_cols = np.nonzero(yellow[105:145])  # the outline's sides, below its area label
+    assert box_cols.min() >= 690 and box_cols.max() <= 760  # 50 px wide: the region / 2
     assert frame.image[100, 100, 0] == 40  # the shared frame was not drawn on
 
 
