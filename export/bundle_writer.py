@@ -49,7 +49,7 @@ from adedge.bundle import (
     ThresholdSpec,
     sha256_file,
 )
-from adedge.card import PixelThreshold
+from adedge.card import DEFAULT_PIXEL_PERCENTILE, PixelThreshold
 from adedge.data import DataSet, load
 from adedge.errors import AdedgeError, ExportError
 from adedge.export.options import ExportOptions, check_options
@@ -202,7 +202,9 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
                 f"{options.threshold_quantile:.0%} of {len(val_scores)} held-out normal "
                 f"validation images of '{dataset.spec}' score at or below it"
             ),
-            pixel=pixel_threshold(maps, options.threshold_quantile, dataset.spec, log),
+            pixel=pixel_threshold(
+                maps, options.threshold_quantile, dataset.spec, log, options.pixel_percentile
+            ),
         )
         card = replace(
             card,
@@ -226,11 +228,13 @@ def export_bundle(options: ExportOptions, log=print) -> Path:
     return Path(options.out)
 
 
-def pixel_threshold(maps, quantile: float, spec: str, log) -> PixelThreshold | None:
+def pixel_threshold(
+    maps, quantile: float, spec: str, log, percentile: float = DEFAULT_PIXEL_PERCENTILE
+) -> PixelThreshold | None:
     """The card's ``threshold.pixel`` from the held-out normal frames' heatmaps (None: the
     bundle has no ``amap``): :mod:`adedge.export.pixel_threshold`."""
     pixel = calibrate_pixel_threshold(
-        maps or [], quantile, what=f"held-out normal validation images of '{spec}'"
+        maps or [], quantile, percentile, what=f"held-out normal validation images of '{spec}'"
     )
     if pixel is not None:
         log(

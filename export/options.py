@@ -13,8 +13,10 @@ from adedge.bundle import (
     CARD_NAME,
     DEFAULT_WORKSPACE_MIB,
 )
+from adedge.card import DEFAULT_PIXEL_PERCENTILE
 from adedge.errors import AdedgeError, ExportError
 from adedge.export import int8 as int8_graph
+from adedge.export.pixel_threshold import check_percentile
 from adedge.export.trace import OPSET
 from adedge.export.triton_repo import check_repository_target
 from adedge.formats import DEFAULT_GRAPHS, ExportTargets, Format, Precision, check_export
@@ -32,6 +34,8 @@ class ExportOptions:
     method: str | None = None
     data: str | None = None  # where held-out normal images come from; default: the training data
     threshold_quantile: float = 0.99
+    # the pixel threshold (models with a heatmap): this percentile of held-out normal pixels
+    pixel_percentile: float = DEFAULT_PIXEL_PERCENTILE
     opset: int = OPSET
     formats: tuple[str, ...] | str = (Format.ONNX,)  # "engine": also build TensorRT engines here
     half: bool = False  # engines in FP16 (the card's engine precision; else FP32)
@@ -82,6 +86,7 @@ def check_options(options: ExportOptions) -> None:
     settings, TensorRT and a GPU where engines are asked for, a bundle folder that can be
     written, and for ``triton`` a repository folder that can be and a schema checker."""
     formats = options.targets.formats
+    check_percentile(options.pixel_percentile)
     if Format.ENGINE in formats:
         check_engine_machine()
     check_output_folder(Path(options.out))

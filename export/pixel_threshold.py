@@ -23,10 +23,10 @@ from adedge.runtime.regions import largest_region
 MAX_PIXELS = 1 << 24  # pixel scores kept for the percentile (64 MiB); more are subsampled
 
 
-def check_percentile(percentile: float) -> float:
+def check_percentile(percentile: float, name: str = "the pixel threshold's percentile") -> float:
     if not (math.isfinite(percentile) and 0 < percentile <= 100):
         raise AdedgeError(
-            f"the pixel threshold's percentile must be above 0 and at most 100 (got {percentile})",
+            f"{name} must be above 0 and at most 100 (got {percentile})",
             f"e.g. {DEFAULT_PIXEL_PERCENTILE:g}",
         )
     return percentile

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from adedge.bundle import DEFAULT_WORKSPACE_MIB
+from adedge.card import DEFAULT_PIXEL_PERCENTILE
 from adedge.cli.app import DATA_HELP, Command, app, say
 from adedge.errors import AdedgeError, interrupt_exit_code
 from adedge.formats import DEFAULT_GRAPHS, Format, check_export, format_help, precisions_help
@@ -226,6 +227,13 @@ def export(
     threshold_quantile: Annotated[
         float, typer.Option(help="Threshold = this quantile of held-out normal scores.")
     ] = 0.99,
+    pixel_percentile: Annotated[
+        float,
+        typer.Option(
+            help="Models with a heatmap: the pixel threshold is this percentile of held-out "
+            "normal pixel scores (lower catches fainter defects and raises more false alarms)."
+        ),
+    ] = DEFAULT_PIXEL_PERCENTILE,
     half: Annotated[
         bool,
         typer.Option(
@@ -270,6 +278,9 @@ def export(
     )
     if not 0.5 <= threshold_quantile < 1.0:
         raise AdedgeError("--threshold-quantile must be in [0.5, 1)", "e.g. 0.99")
+    from adedge.export.pixel_threshold import check_percentile
+
+    check_percentile(pixel_percentile, "--pixel-percentile")
     from adedge.export.options import check_engine_machine
 
     if Format.ENGINE in targets.formats:
@@ -297,6 +308,7 @@ def export(
             info.name,
             data,
             threshold_quantile=threshold_quantile,
+            pixel_percentile=pixel_percentile,
             formats=targets.formats,
             half=targets.half,
             int8=int8,

@@ -14,7 +14,7 @@ import pytest
 from cli_helpers import assert_one_line_error, export_cli
 from read_only import read_only
 
-from adedge.errors import ExportError
+from adedge.errors import AdedgeError, ExportError
 from adedge.export import bundle_writer
 from adedge.export.bundle_writer import export_bundle
 from adedge.export.options import ExportOptions, check_output_folder
@@ -34,6 +34,20 @@ def test_half_needs_the_fp16_graph(monkeypatch, capsys, not_a_checkpoint, tmp_pa
         monkeypatch, capsys, not_a_checkpoint, tmp_path / "m", "--precisions", "fp32", "--half"
     )
     assert_one_line_error(code, err, "--half", "add fp16 to --precisions")
+
+
+@pytest.mark.parametrize("value", ["0", "100.5", "nan"])
+def test_a_pixel_percentile_out_of_range_is_refused_before_loading(
+    monkeypatch, capsys, not_a_checkpoint, tmp_path, value
+):
+    out = tmp_path / "m"
+    code, err = export_cli(monkeypatch, capsys, not_a_checkpoint, out, "--pixel-percentile", value)
+    assert_one_line_error(code, err, "--pixel-percentile", "at most 100", "99.9")
+    assert not out.exists()
+    with pytest.raises(AdedgeError, match="percentile"):  # the library checks it too
+        bundle_writer.check_options(
+            ExportOptions(not_a_checkpoint, tmp_path / "m", pixel_percentile=float(value))
+        )
 
 
 def test_the_library_checks_precisions_before_loading(not_a_checkpoint, tmp_path):

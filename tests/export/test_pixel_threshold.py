@@ -82,8 +82,12 @@ def test_export_calibrates_on_the_detectors_heatmaps_and_the_card_then_decides(t
     _, maps, _ = detector.score_images_with_maps(frames)
     lines: list[str] = []
     pixel = pixel_threshold(maps, 0.99, "noise", lines.append)
-    expected = np.percentile(np.concatenate([f.ravel() / 255.0 for f in frames]), 99.9)
-    assert pixel.value == pytest.approx(expected, abs=1e-6)  # the heatmap is the frame
+    pixels = np.concatenate([f.ravel() / 255.0 for f in frames])
+    assert pixel.value == pytest.approx(np.percentile(pixels, 99.9), abs=1e-6)  # map = frame
+    lower = pixel_threshold(maps, 0.99, "noise", lines.append, percentile=50.0)  # --pixel-...
+    assert lower.percentile == 50.0
+    assert lower.value == pytest.approx(np.percentile(pixels, 50.0), abs=1e-6)
+    assert lower.value < pixel.value
     assert pixel.frame == (64, 64) and pixel.min_area >= 3  # 0.05% of 4096 px, rounded up
     assert "pixel threshold" in lines[0] and "noise" in pixel.detail
     card = load_bundle(folder).card
