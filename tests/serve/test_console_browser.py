@@ -96,11 +96,14 @@ def console(tmp_path_factory: pytest.TempPathFactory, bundle: Path) -> Iterator[
 
 
 @pytest.fixture
-def browser() -> Iterator[Callable[..., WebDriver]]:
+def browser(tmp_path_factory) -> Iterator[Callable[..., WebDriver]]:
     """``open(size=DESKTOP)``: a fresh headless Chromium (its own profile), quit at the end.
-    Selenium Manager is kept offline: the driver and the browser are Debian's."""
+    Selenium Manager is kept offline: the driver and the browser are Debian's. Chromium's
+    temporary folders go under pytest's (left in /tmp they piled up, one per browser)."""
     drivers: list[WebDriver] = []
     os.environ["SE_OFFLINE"] = "true"
+    scratch = tmp_path_factory.mktemp("chromium")
+    environment = {**os.environ, "TMPDIR": str(scratch)}
 
     def open_browser(size: tuple[int, int] = DESKTOP) -> WebDriver:
         options = webdriver.ChromeOptions()
@@ -109,7 +112,8 @@ def browser() -> Iterator[Callable[..., WebDriver]]:
             options.add_argument(argument)
         options.add_argument(f"--window-size={size[0]},{size[1]}")
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=DriverService(str(CHROMEDRIVER)), options=options)
+        service = DriverService(str(CHROMEDRIVER), env=environment)
+        driver = webdriver.Chrome(service=service, options=options)
         drivers.append(driver)
         return driver
 
