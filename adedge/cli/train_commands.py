@@ -184,7 +184,24 @@ def train(
     except KeyboardInterrupt as exc:
         say(f"interrupted: continue with `adedge train ... --out {run_dir} --resume`")
         raise typer.Exit(interrupt_exit_code(exc)) from None
-    say(f"done: {result.best} (selected on held-out normal data), {result.last} (last epoch)")
+    say(f"done: {result.best} ({picked_by(result.history)}), {result.last} (last epoch)")
+
+
+RULE_WORDS = {
+    "last": "the last epoch, selection=last",
+    "pseudo": "the best pseudo-anomaly AUROC on held-out normal data, selection=pseudo",
+    "val_loss": "the lowest held-out validation loss, selection=val_loss",
+}
+
+
+def picked_by(history: list[dict]) -> str:
+    """What ``best.pt`` is, from the last history record (its rule and epoch)."""
+    if not history:
+        return "selected on held-out normal data"
+    last = history[-1]
+    rule = RULE_WORDS.get(str(last.get("selection")), "selected on held-out normal data")
+    epoch = last.get("best_epoch")
+    return f"epoch {epoch}: {rule}" if epoch is not None else rule
 
 
 @app.command(cls=Command)

@@ -55,6 +55,8 @@ def test_single_normal_class_needs_weak_labels(monkeypatch, capsys, tmp_path):
     state = json.loads((tmp_path / "r2" / "run.json").read_text())
     assert state["method"] == "ygan"
     assert (tmp_path / "r2" / "best.pt").is_file()
+    # the last line says which epoch best.pt holds and by which rule (Y-GAN: the last)
+    assert "best.pt (epoch 1: the last epoch, selection=last)" in err.splitlines()[-1]
 
 
 def test_checkpoint_of_another_method(monkeypatch, capsys, trained_run, tmp_path):
