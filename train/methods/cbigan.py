@@ -48,7 +48,7 @@ code (docs/authors-code.md, CBiGAN):
   AUROC of held-out normal tiles against the same tiles with synthetic defects (label-free).
   The former rule, the lowest mean A(x) of held-out *normal* images (``val_loss``), follows
   the score's scale, which shrinks as reconstructions sharpen whether or not anomalies stand
-  out; and unlike Y-GAN, CBiGAN's detection at our budgets falls as training goes on, so the
+  out; and unlike Y-GAN, CBiGAN's detection at our budgets often falls as training goes on, so the
   last epoch (``last``) is the worst of the three: over 3 textures x 2 seeds, 10 epochs,
   test AUROC 0.715 (last), 0.752 (val_loss), 0.773 (pseudo), 0.785 for the best test epoch
   (benchmarks/fidelity/cbigan_selection.md). The synthetic defects there are drawn by the
