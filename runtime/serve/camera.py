@@ -16,6 +16,7 @@ puts the camera in ``error``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -147,7 +148,11 @@ class Camera:
         self._stop.set()
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
+        if self._thread is None:
+            return
+        # a SIGTERM that interrupted start() before the thread reported in leaves a thread
+        # join refuses; stop() has set the flag it reads, so it ends on its own (a daemon)
+        with contextlib.suppress(RuntimeError):
             self._thread.join(timeout)
 
     @property

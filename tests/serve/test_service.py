@@ -120,7 +120,7 @@ def test_threshold_and_detect_over_mqtt(
         sub.publish(f"{BASE}/nosuchcam/threshold/set", "1")  # ignored, nothing breaks
         sub.publish(f"{BASE}/cam/threshold/set", "abc")  # refused, the threshold stays
         sub.publish(f"{BASE}/cam/detect/set", "on")
-        sub.wait_for_payload(f"{BASE}/cam/detect/state", "on")
+        sub.wait_for_state(f"{BASE}/cam/detect/state", "on")  # not the "on" of the start
         assert cam.stats().threshold == 2.0 and cam.detect
 
 
@@ -260,3 +260,34 @@ def test_frames_are_scored_equal_to_scoring_alone(tmp_path: Path, bundle: Path) 
     scores = [r["score"] for r in records if r["type"] == "frame"]
     want = [r.score for r in Detector(bundle).score_frames(read_video(video))]
     np.testing.assert_allclose(scores, want, atol=1e-6)
+
+
+def test_a_sigterm_while_the_cameras_start_still_stops_the_service(
+    tmp_path: Path, bundle: Path, monkeypatch
+) -> None:
+    """Before: a SIGTERM that landed in ``Thread.start`` (the CLI raises it there as
+    Terminated) left a camera thread join refused ("cannot join thread before it is
+    started"), and ``adedge serve`` ended in a traceback with exit 1, not 143 (a CI
+    failure of test_kill_9_during_an_alarm_loses_nothing)."""
+    import threading
+
+    from adedge.errors import Terminated
+    from adedge.runtime.serve.config import parse_config
+    from adedge.runtime.serve.service import Service
+
+    video = write_scene(tmp_path / "v.avi", 10, range(0))
+    data = service_config(tmp_path, {"cam": camera(video, loop=True)}, bundle)
+    service = Service(parse_config(data), lambda _: None)
+    started = threading.Thread.start
+
+    def interrupted(thread: threading.Thread) -> None:
+        if thread.name.startswith("camera-"):
+            raise Terminated()  # as if SIGTERM arrived before the thread reported in
+        started(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    with pytest.raises(Terminated):
+        service.start()
+    monkeypatch.setattr(threading.Thread, "start", started)
+    service.stop()  # joins nothing it cannot, and returns
+    assert not service.cameras["cam"].running
