@@ -261,6 +261,15 @@ class MqttCollector:
             what=f"{want[:40]!r} on {topic}" + ("" if retain is None else f" retain={retain}"),
         )
 
+    def wait_for_state(self, topic: str, payload: str) -> None:
+        """Until the newest message on ``topic`` is ``payload``: a state that returns to an
+        earlier value (detect on, off, on) must not match the first one."""
+        want = payload.encode()
+        self.wait_for(
+            lambda ms: [m.payload for m in ms if m.topic == topic][-1:] == [want],
+            what=f"{want[:40]!r} as the newest message on {topic}",
+        )
+
     def publish(self, topic: str, payload: str, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(WAIT_S)
 
