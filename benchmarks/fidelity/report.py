@@ -182,12 +182,19 @@ def load_json(stem: str):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+RULES = ("last", "val_loss", "pseudo", "best_test_optimistic")
+
+
+def rule_cells(row: dict) -> str:
+    """One run's table cells: the test AUROC of the epoch each rule picks, and the epoch."""
+    return " | ".join(f"{row['test_auroc'][r]:.3f} ({row['picked'][r]})" for r in RULES)
+
+
 def ygan_selection_lines() -> list[str]:
     """Y-GAN per class and ablation: the test AUROC of the epoch each rule picks."""
     rows = load_json("ygan_selection")
     if not rows:
         return []
-    rules = ("last", "val_loss", "pseudo", "best_test_optimistic")
     lines = [
         f"**Y-GAN checkpoint rules** ([ygan_selection](ygan_selection.md); `small`, "
         f"{rows[0]['epochs']} epochs, 3,000 training images, seed 0). Test AUROC of the epoch "
@@ -199,9 +206,8 @@ def ygan_selection_lines() -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        cells = [f"{row['test_auroc'][r]:.3f} ({row['picked'][r]})" for r in rules]
         model = "Table V B2" if row["ablation"] == "b2" else "full"
-        lines.append(f"| {row['name']} | {model} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['name']} | {model} | {rule_cells(row)} |")
     return lines + [""]
 
 
@@ -242,7 +248,6 @@ def cbigan_selection_lines() -> list[str]:
     rows = load_json("cbigan_selection")
     if not rows:
         return []
-    rules = ("last", "val_loss", "pseudo", "best_test_optimistic")
     lines = [
         f"**CBiGAN checkpoint rules** ([cbigan_selection](cbigan_selection.md); `small`, "
         f"{rows[0]['epochs']} epochs). Test AUROC of the epoch each rule picks; `pseudo` is "
@@ -253,9 +258,8 @@ def cbigan_selection_lines() -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        cells = [f"{row['test_auroc'][r]:.3f} ({row['picked'][r]})" for r in rules]
-        lines.append(f"| {row['texture']} | {row['seed']} | " + " | ".join(cells) + " |")
-    means = [np.mean([row["test_auroc"][r] for row in rows]) for r in rules]
+        lines.append(f"| {row['texture']} | {row['seed']} | {rule_cells(row)} |")
+    means = [np.mean([row["test_auroc"][r] for row in rows]) for r in RULES]
     lines.append("| **mean** | | " + " | ".join(f"**{m:.3f}**" for m in means) + " |")
     return lines + [""]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from common import run_units, train_resuming
-from ygan_selection import RULES, picked_epochs
+from ygan_selection import RULES, picked_epochs, rule_cells
 
 from adedge.train.trainer import TrainOptions
 
@@ -73,8 +73,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [f"{r['test_auroc'][rule]:.3f} (ep {r['picked'][rule]})" for rule in RULES]
-        lines.append(f"| {r['texture']} | {r['seed']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['texture']} | {r['seed']} | {rule_cells(r)} |")
     if len(rows) > 1:
         means = [np.mean([r["test_auroc"][rule] for r in rows]) for rule in RULES]
         lines.append(f"| mean of {len(rows)} | | " + " | ".join(f"{m:.3f}" for m in means) + " |")
