@@ -144,7 +144,8 @@ def test_sigterm_ends_every_process(tmp_path):
     children: set[int] = set()
     try:
         deadline = time.monotonic() + 120
-        while not (run / "last.pt").exists():
+        # last.pt is saved before the epoch's history line: wait for both (a CI failure)
+        while not ((run / "last.pt").exists() and (run / "history.jsonl").exists()):
             assert process.poll() is None and time.monotonic() < deadline
             children |= {int(p) for p in Path(f"/proc/{process.pid}/task/{process.pid}/children")
                          .read_text().split()}  # fmt: skip
