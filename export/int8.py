@@ -6,16 +6,22 @@
 * static quantisation (activation ranges calibrated once) rather than dynamic: dynamic
   quantisation re-measures activations per call and only covers MatMul/Gemm well, while
   these detectors are convolutional;
-* QDQ format (QuantizeLinear/DequantizeLinear pairs around FP32 ops), signed INT8
-  activations and weights, per-channel weight scales: ONNX Runtime's recommended default
-  for x86 and ARM CPUs, and the format TensorRT also reads;
+* QDQ format (QuantizeLinear/DequantizeLinear pairs around FP32 ops), per-channel
+  symmetric INT8 weights and *unsigned* 8-bit asymmetric activations (U8S8). ONNX Runtime
+  fuses each DQ -> Conv -> Q group into one integer ``QLinearConv``, and on x86 its kernels
+  take U8 activations only: it rewrites S8 Q/DQ pairs to U8 where one Q feeds one DQ, so
+  with S8 activations every convolution reading a tensor that two layers read (the graph
+  input, a residual block's input, a pooled map feeding both branches) stayed unfused
+  (DQ -> FP32 Conv -> Q, slower than FP32). ARM runs U8S8 as well;
+* which layers stay FP32, and the bias fix that lets the others fuse:
+  :mod:`adedge.export.int8_layers` (the score's FP32 islands and the layers feeding them;
+  layers narrower than ``Int8Options.min_channels``, where the integer kernel is slower
+  than FP32; ConvTranspose, which has no integer kernel). The report counts how many
+  quantised convolutions ONNX Runtime really fuses (:mod:`adedge.runtime.bench.fusion`);
 * the calibration reader feeds *normal training images* (prepared exactly as the stage
   sees them, tiles for a tiled stage): the ranges a deployment meets on normal frames;
   MinMax ranges (a percentile variant is available but clipped ranges saturate exactly the
   anomalous activations a detector must see);
-* the FP32 islands of ``adedge.export.fp16_policy`` (reductions, softmax/exp, the score math after
-  the networks, MS-SSIM statistics) are excluded, and so is each network's last layer that
-  feeds them (``float_nodes``): the score reads float logits and reconstructions.
 
 The export (``adedge.export.precision_graphs``) reports Spearman rho, max |Δ| and the test
 AUROC against FP32, and refuses to write an INT8 graph whose test AUROC (through the
@@ -37,13 +43,22 @@ import numpy as np
 import onnx
 
 from adedge.errors import ExportError
-from adedge.export.fp16_policy import HEAVY_OPS, fp32_island_nodes, name_nodes
+from adedge.export.fp16_policy import name_nodes
+from adedge.export.int8_layers import (
+    float_nodes,
+    narrow_nodes,
+    split_shared_biases,
+    unfused_nodes,
+)
 from adedge.export.parity import MAX_AUROC_DROP, check_auroc_drop
 from adedge.metrics import auroc
+from adedge.runtime.bench.fusion import Fusion, count_fusion
 
 CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 32
 CALIBRATION_METHODS = ("minmax", "percentile")
+ACTIVATION_TYPES = ("uint8", "int8")  # the first is the default (see the module docstring)
+MIN_CHANNELS = 8  # a layer writing fewer channels stays FP32
 
 
 @dataclass(frozen=True)
@@ -51,23 +66,37 @@ class Int8Options:
     calibration_images: int = CALIBRATION_IMAGES
     method: str = "minmax"
     per_channel: bool = True
+    activations: str = ACTIVATION_TYPES[0]
+    min_channels: int = MIN_CHANNELS  # 0: quantise every layer outside the FP32 islands
     max_auroc_drop: float = MAX_AUROC_DROP  # refuse the graph if test AUROC drops more
 
 
 @dataclass
 class Int8Report:
+    """What the quantiser did (the card's ``metrics.precision.int8`` carries it): the
+    quantise nodes it wrote, the nodes it left FP32 and why, and ``fusion``: how many of its
+    convolutions ONNX Runtime runs as integer kernels."""
+
     calibration_inputs: int
     quantized_nodes: int
-    excluded_nodes: int
-    method: str
+    island_nodes: int
+    narrow_nodes: int
+    unfused_nodes: int
+    options: Int8Options
+    fusion: Fusion
 
     def to_dict(self) -> dict[str, object]:
         return {
             "calibration_inputs": self.calibration_inputs,
-            "calibration_method": self.method,
+            "calibration_method": self.options.method,
             "quantized_nodes": self.quantized_nodes,
-            "fp32_island_nodes_excluded": self.excluded_nodes,
-            "format": "QDQ, signed INT8 activations and per-channel weights",
+            "fp32_island_nodes_excluded": self.island_nodes,
+            "narrow_nodes_fp32": self.narrow_nodes,
+            "min_channels": self.options.min_channels,
+            "conv_transpose_fp32": self.unfused_nodes,
+            "fusion": self.fusion.to_dict(),
+            "format": f"QDQ, {self.options.activations} activations, "
+            f"{'per-channel' if self.options.per_channel else 'per-tensor'} int8 weights",
         }
 
 
@@ -123,9 +152,17 @@ def quantize_int8(
             "INT8 calibration needs normal training images and got none",
             "export from a run whose data has a training split",
         )
+    if options.activations not in ACTIVATION_TYPES:
+        raise ExportError(
+            f"unknown INT8 activation type '{options.activations}'",
+            f"choose one of: {', '.join(ACTIVATION_TYPES)}",
+        )
     model = onnx.load(str(source))
     name_nodes(model.graph)
-    excluded = float_nodes(model)
+    split_shared_biases(model)
+    islands = float_nodes(model)
+    narrow = [n for n in narrow_nodes(model, options.min_channels) if n not in islands]
+    unfused = [n for n in unfused_nodes(model) if n not in islands and n not in narrow]
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs every tensor
@@ -136,36 +173,28 @@ def quantize_int8(
                 str(target),
                 calibration_reader(input_name, calibration),
                 quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8,
+                activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[
+                    options.activations
+                ],
                 weight_type=QuantType.QInt8,
                 per_channel=options.per_channel,
                 calibrate_method=method[options.method],
-                nodes_to_exclude=excluded,
+                nodes_to_exclude=islands + narrow + unfused,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
     finally:
         logging.getLogger().setLevel(quiet)
     quantized = onnx.load(str(target))
     count = sum(node.op_type == "QuantizeLinear" for node in quantized.graph.node)
-    return Int8Report(len(calibration), count, len(excluded), options.method)
-
-
-def float_nodes(model: onnx.ModelProto) -> list[str]:
-    """The nodes INT8 leaves in float: the FP32 islands, and the layers whose results they
-    read, back to and including the last heavy op (Conv, Gemm...) on each path. Quantising
-    that last layer would hand the score math 8-bit logits or reconstructions."""
-    islands = fp32_island_nodes(model)
-    producers = {out: node for node in model.graph.node for out in node.output}
-    excluded = dict.fromkeys(islands)
-    pending = [name for node in model.graph.node if node.name in excluded for name in node.input]
-    while pending:
-        node = producers.get(pending.pop())
-        if node is None or node.name in excluded:
-            continue
-        excluded[node.name] = None
-        if node.op_type not in HEAVY_OPS:
-            pending.extend(node.input)
-    return list(excluded)
+    return Int8Report(
+        len(calibration),
+        count,
+        len(islands),
+        len(narrow),
+        len(unfused),
+        options,
+        count_fusion(target),
+    )
 
 
 def check_int8_auroc(
