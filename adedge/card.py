@@ -108,7 +108,10 @@ class StageSpec:
     ``graphs``: precision -> GraphFile; the FP32 graph always, ``fp16`` (the mixed-precision
     twin, written unless ``--precisions`` leaves it out) and ``int8`` where exported.
     ``engine``: how TensorRT engines are built (None: the defaults, with the tiles per frame
-    as max batch for a tiled stage).
+    as max batch for a tiled stage). ``nchwc``: whether ONNX Runtime may run the stage's
+    convolutions in its blocked NCHWc layout (False where most of their work is in layers
+    narrower than a block: :mod:`adedge.export.cpu_layout`); written only when False, so
+    older cards read as True and an older adedge reads the card as before.
     """
 
     name: str
@@ -120,6 +123,7 @@ class StageSpec:
     reduce: str = "max"
     weight: float = 1.0
     engine: EngineSpec | None = None
+    nchwc: bool = True
 
     @property
     def file(self) -> str:
@@ -245,6 +249,8 @@ class Card:
             entry["tiling"] = None if stage.tiling is None else asdict(stage.tiling)
             if stage.tiling is not None:
                 entry["tiling"]["resize_to"] = list(stage.tiling.resize_to)
+            if stage.nchwc:
+                entry.pop("nchwc")  # the default: cards read as they did before the field
             if stage.engine is None:
                 entry.pop("engine")
             else:

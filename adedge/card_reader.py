@@ -195,6 +195,7 @@ class _CardReader(FieldReader):
             engine=self.engine(
                 self.get(data, "engine", dict, f"{path}.engine", default=None), f"{path}.engine"
             ),
+            nchwc=self.get(data, "nchwc", bool, f"{path}.nchwc", default=True),
         )
 
     def pixel(self, data: dict | None, path: str) -> PixelThreshold | None:

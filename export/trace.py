@@ -14,6 +14,7 @@ import torch
 
 from adedge.bundle import GraphFile, StageSpec, TilingSpec, sha256_file
 from adedge.errors import CheckpointError
+from adedge.export.cpu_layout import wants_nchwc
 from adedge.preprocess import InputSpec, prepare_batch
 from adedge.runtime.detector import AMAP
 from adedge.train.checkpoint import Checkpoint, load_weights
@@ -96,7 +97,8 @@ def spread(rows: torch.Tensor, limit: int) -> torch.Tensor:
 
 def stage_spec(plan: StagePlan, spec: InputSpec, path: Path, outputs: tuple[str, ...]) -> StageSpec:
     """The card entry of the traced FP32 graph ``path`` of a stage planned by ``plan``: its
-    file and sha256, input, outputs, and the plan's tiling, reduction and weight."""
+    file and sha256, input, outputs, the plan's tiling, reduction and weight, and whether
+    ONNX Runtime's blocked layout pays for the graph (``cpu_layout.wants_nchwc``)."""
     tiling = None
     if plan.tiled:
         size = (plan.frame_size, plan.frame_size)
@@ -110,4 +112,5 @@ def stage_spec(plan: StagePlan, spec: InputSpec, path: Path, outputs: tuple[str,
         tiling=tiling,
         reduce=plan.reduce,
         weight=plan.weight,
+        nchwc=wants_nchwc(onnx.load(str(path))),
     )

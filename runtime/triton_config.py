@@ -115,6 +115,10 @@ def config_text(model: TritonModel) -> str:
         f"  count: {model.instance_count}",
         "}",
     ]
+    if model.platform == ONNX_PLATFORM and not model.card.stage(model.stage).nchwc:
+        # Triton's ONNX Runtime backend names levels, not passes: 1 is basic + extended,
+        # all but the layout passes, whose NCHWc the card turns off for this stage
+        lines += ["optimization {", "  graph { level: 1 }", "}"]
     for key, value in ((STAGE_PARAMETER, model.stage), (CARD_PARAMETER, card_json)):
         lines += [
             "parameters {",

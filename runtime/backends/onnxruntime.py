@@ -1,4 +1,8 @@
-"""ONNX Runtime backend (CPU by default): the one that runs everywhere."""
+"""ONNX Runtime backend (CPU by default): the one that runs everywhere.
+
+Sessions run at ONNX Runtime's highest optimisation level; a stage whose card says
+``nchwc: false`` runs without the blocked-layout pass (``NchwcTransformer``), which slows
+graphs of narrow layers down (:mod:`adedge.export.cpu_layout` decides at export)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,13 @@ import onnxruntime as ort
 
 from adedge.bundle import StageSpec
 from adedge.errors import BundleError
+
+NCHWC_PASS = "NchwcTransformer"  # ONNX Runtime's name for its blocked-layout rewrite
+
+
+def disabled_optimizers(stage: StageSpec) -> list[str]:
+    """The ONNX Runtime graph passes the stage's card turns off."""
+    return [] if stage.nchwc else [NCHWC_PASS]
 
 
 class OnnxRuntimeBackend:
@@ -27,7 +38,10 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(
-                str(onnx_path), options, providers=providers or ["CPUExecutionProvider"]
+                str(onnx_path),
+                options,
+                providers=providers or ["CPUExecutionProvider"],
+                disabled_optimizers=disabled_optimizers(stage),
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BundleError(

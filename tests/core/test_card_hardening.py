@@ -356,6 +356,9 @@ BAD_FIELDS = [
     (f"{S}.engine", {"max_batch": 8.0}, f"{S}.engine.max_batch"),
     (f"{S}.engine", {"fp32_layers": "conv1"}, f"{S}.engine.fp32_layers"),
     (f"{S}.engine", {"fp32_layers": ["conv1", 3]}, f"{S}.engine.fp32_layers"),
+    # ONNX Runtime's blocked layout
+    (f"{S}.nchwc", "false", f"{S}.nchwc"),
+    (f"{S}.nchwc", 0, f"{S}.nchwc"),
     # the card's own fields
     ("method", "", "method"),
     ("method", 5, "method"),

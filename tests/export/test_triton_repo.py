@@ -235,3 +235,20 @@ def test_schema_is_tritons_own(tmp_path, triton_python):
     except ImportError:
         with pytest.raises(AdedgeError, match="tritonclient is not installed here"):
             parse_configs([broken])
+
+
+def test_a_stage_without_nchwc_gets_the_level_without_layout_passes(
+    tmp_path, monkeypatch, capsys, triton_python
+):
+    """A card's ``nchwc: false`` becomes Triton's graph level 1 (basic + extended), which
+    its schema accepts; a stage with the default says nothing."""
+    bundle = write_tile_bundle(tmp_path / "narrow", TILING)
+    card = json.loads((bundle / CARD_NAME).read_text())
+    card["stages"]["local"]["nchwc"] = False
+    (bundle / CARD_NAME).write_text(json.dumps(card))
+    repo = tmp_path / "repo"
+    code, _, err = run_cli(monkeypatch, capsys, "triton-repo", bundle, "--out", repo)
+    assert code == 0, err
+    _, (config,) = parse_configs([repo / "narrow_local/config.pbtxt"])
+    assert config["optimization"]["graph"] == {"level": 1}
+    assert read_config_file(repo / "narrow_local/config.pbtxt")[0].stages[0].nchwc is False
