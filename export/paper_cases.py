@@ -21,7 +21,8 @@ from adedge.export.fp16 import convert_to_mixed_fp16
 from adedge.export.int8 import quantize_int8
 from adedge.export.trace import INPUT_NAME, stage_spec, trace_to_onnx
 from adedge.preprocess import InputSpec
-from adedge.runtime.bench.flops import count_flops
+from adedge.runtime.bench.flops import count_flops, traffic_bytes
+from adedge.runtime.bench.fusion import Fusion
 from adedge.runtime.bench.papers import FULL, PRUNED, BenchStage, Case, StageCase
 from adedge.train.methods import load_method
 from adedge.train.methods.base import CommonConfig, Method, score_of
@@ -64,21 +65,29 @@ def build_stage(method_name: str, case: StageCase, bundle: Path) -> BenchStage:
     path = bundle / f"{method_name}-{plan.name}-{case.image_size}.onnx"
     trace_to_onnx(scorer, spec, path, 17)
     full = partial(method.full_model_forward, model)
+    stage, fusion = with_precision_twins(stage_spec(plan, spec, path, outputs_of(path)), path)
+    moved = {"fp32": traffic_bytes(path, spec)}
+    if stage.graph("int8") is not None:
+        moved["int8"] = traffic_bytes(bundle / stage.graph("int8").file, spec)
     return BenchStage(
         plan.name,
-        with_precision_twins(stage_spec(plan, spec, path, outputs_of(path)), path),
+        stage,
         bundle,
         tiles_per_image(plan.frame_size, plan),
         count_flops(path, spec),
         count_torch_flops(full, spec),
         type(method).full_model_forward is Method.full_model_forward,
         eager={FULL: eager(full), PRUNED: eager(lambda x: score_of(scorer(x)))},
+        bytes_per_input=moved,
+        fusion=None if fusion is None else fusion.to_dict(),
     )
 
 
-def with_precision_twins(stage: StageSpec, path: Path) -> StageSpec:
-    """Write the FP16 twin and the INT8 (QDQ) graph beside ``path``; the card entry naming them.
-    INT8 calibrates on uniform noise in the normalised range: speed, not accuracy, is timed."""
+def with_precision_twins(stage: StageSpec, path: Path) -> tuple[StageSpec, Fusion | None]:
+    """Write the FP16 twin and the INT8 (QDQ) graph beside ``path``: the card entry naming
+    them, and how many of the INT8 graph's convolutions ONNX Runtime fuses (None: no INT8
+    graph). INT8 calibrates on uniform noise in the normalised range: speed, not accuracy,
+    is timed."""
     fp16 = path.with_suffix(".fp16.onnx")
     onnx.save(convert_to_mixed_fp16(onnx.load(str(path)))[0], str(fp16))
     stage = stage.with_graph("fp16", GraphFile(fp16.name, sha256_file(fp16)))
@@ -87,11 +96,11 @@ def with_precision_twins(stage: StageSpec, path: Path) -> StageSpec:
     shape = (32, spec.channels, spec.height, spec.width)
     calibration = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
     try:
-        quantize_int8(path, int8, INPUT_NAME, calibration)
+        report = quantize_int8(path, int8, INPUT_NAME, calibration)
     except Exception as exc:  # report, keep going: the other backends still measure
         print(f"  int8 skipped for {path.name}: {type(exc).__name__}: {exc}")
-        return stage
-    return stage.with_graph("int8", GraphFile(int8.name, sha256_file(int8)))
+        return stage, None
+    return stage.with_graph("int8", GraphFile(int8.name, sha256_file(int8))), report.fusion
 
 
 def write_card(stages: list[BenchStage], bundle: Path) -> None:

@@ -1,7 +1,8 @@
 """FLOPs of an ONNX graph for one input: 2 x the multiply-accumulates of its Conv,
 ConvTranspose, Gemm and MatMul nodes, with the shapes its tensors take when it runs (ONNX
-shape inference loses shapes after Resize and other data-dependent ops). Needs the ``onnx``
-package (the export extra), imported when a count is asked for."""
+shape inference loses shapes after Resize and other data-dependent ops); and the bytes it
+moves (``traffic_bytes``), the x-axis of the roofline. Needs the ``onnx`` package (the
+export extra), imported when a count is asked for."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def count_flops(path: Path, spec: InputSpec) -> int:
 def run_shapes(model: onnx.ModelProto, names: set[str], spec: InputSpec) -> dict[str, list[int]]:
     """Shapes of the tensors ``names`` on one input, from running the graph with them as
     outputs: ONNX shape inference loses shapes after Resize and other data-dependent ops."""
+    return {name: list(np.shape(value)) for name, value in run_values(model, names, spec).items()}
+
+
+def run_values(model: onnx.ModelProto, names: set[str], spec: InputSpec) -> dict[str, np.ndarray]:
+    """The tensors ``names`` (and the graph's outputs) on one all-zero input."""
     import onnx
     import onnxruntime as ort
 
@@ -48,7 +54,49 @@ def run_shapes(model: onnx.ModelProto, names: set[str], spec: InputSpec) -> dict
     image = np.zeros((1, spec.channels, spec.height, spec.width), np.float32)
     outputs = [output.name for output in session.get_outputs()]
     values = session.run(outputs, {session.get_inputs()[0].name: image})
-    return {name: list(np.shape(value)) for name, value in zip(outputs, values, strict=True)}
+    return dict(zip(outputs, (np.asarray(v) for v in values), strict=True))
+
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def traffic_bytes(path: Path, spec: InputSpec) -> int:
+    """Bytes one input moves through memory if no tensor stayed in cache: each op reads its
+    inputs and writes its outputs, weights included, at their stored types. In a QDQ (INT8)
+    graph ONNX Runtime fuses each DQ -> op -> Q, so an op reads what its DequantizeLinear
+    reads (8-bit) and writes what its QuantizeLinear writes; the Q/DQ nodes move nothing.
+    An estimate for the roofline's x-axis (caches hold the small tensors of a tile), not a
+    measurement."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    sizes = {init.name: numpy_helper.to_array(init).nbytes for init in graph.initializer}
+    computed = {out for node in graph.node for out in node.output if out}
+    values = run_values(model, computed - set(sizes), spec)
+    sizes.update({name: value.nbytes for name, value in values.items()})
+    sizes[graph.input[0].name] = 4 * spec.channels * spec.height * spec.width
+    producers = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    total = 0
+    for node in graph.node:
+        if node.op_type in QDQ_OPS:
+            continue
+        for name in node.input:
+            source = producers.get(name)
+            if source is not None and source.op_type == "DequantizeLinear":
+                name = source.input[0]  # the 8-bit (or int32 bias) tensor it dequantises
+            total += sizes.get(name, 0)
+        for name in node.output:
+            after = readers.get(name, [])
+            if after and all(reader.op_type == "QuantizeLinear" for reader in after):
+                name = after[0].output[0]  # written as the 8-bit tensor
+            total += sizes.get(name, 0)
+    return total
 
 
 def node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:

@@ -13,9 +13,12 @@ One run measures, for each case (method, input size, stages), side by side on th
 with per-frame latency p50/p95 at batch 1 (a tiled frame is one batch of all its tiles),
 throughput at the best batch, FLOPs per frame (2 x MACs of Conv, ConvTranspose, Gemm,
 MatMul: the pruned graph's counted from its ONNX nodes, the full model's by torch as it runs),
-and the fraction of this machine's sgemm peak (numpy float32
-matmul, measured in the same run) that each backend reaches. Weights are the paper preset's
-random initialisation: speed does not depend on weight values.
+the bytes a frame moves (``flops.traffic_bytes``, per graph precision), and the fraction of
+its *roof* each backend reaches: the lower of its precision's compute peak and memory
+bandwidth x arithmetic intensity, all measured in the same run (:mod:`.roofline`). For INT8
+graphs it also counts the convolutions ONNX Runtime runs as integer kernels
+(:mod:`.fusion`). Weights are the paper preset's random initialisation: speed does not
+depend on weight values.
 
     adedge bench --papers --report benchmarks/results/papers  # .json, .md and .png
     python benchmarks/papers.py                                 # the same, with defaults
@@ -49,7 +52,8 @@ from adedge.formats import BACKENDS, BackendKind
 from adedge.paths import find_vtest
 from adedge.registry import PaperTime, get_method
 from adedge.runtime.backends import create_backend
-from adedge.runtime.bench.timing import machine, sgemm_gflops, time_call
+from adedge.runtime.bench.roofline import Roofs, measure_roofs
+from adedge.runtime.bench.timing import machine, time_call
 from adedge.runtime.detector import Detector
 
 BATCHES = (1, 8, 32)
@@ -118,6 +122,8 @@ class BenchStage:
     full_flops_per_input: int  # the full model's, counted by torch as it runs
     full_is_pruned: bool  # the method's test pass is its pruned scorer (no override)
     eager: dict[str, EagerCall] = field(default_factory=dict)
+    bytes_per_input: dict[str, int] = field(default_factory=dict)  # precision -> traffic
+    fusion: dict[str, int] | None = None  # the INT8 graph's (fusion.Fusion.to_dict())
     sessions: dict[tuple[str, int], Any] = field(default_factory=dict)  # opened once each
 
 
@@ -229,6 +235,22 @@ def stream_fps(
 # --- the run ---------------------------------------------------------------------------------
 
 
+def precision_of(backend: str) -> str:
+    """The arithmetic a backend row runs: int8 for the INT8 graph, else float32 (ONNX
+    Runtime's CPU provider runs the FP16 graph in FP32; torch rows are FP32)."""
+    return "int8" if backend.endswith(":int8") else "fp32"
+
+
+def intensity(stages: list[BenchStage], backend: str, flops: int) -> float | None:
+    """FLOPs per byte moved of what ``backend`` runs (None: the torch full model, whose
+    traffic the graphs do not describe)."""
+    if backend == FULL:
+        return None
+    precision = precision_of(backend)
+    moved = sum(s.bytes_per_input.get(precision, 0) * s.tiles for s in stages)
+    return flops / moved if moved else None
+
+
 def backends_for(stages: list[BenchStage]) -> list[str]:
     graphs = [
         b
@@ -254,6 +276,8 @@ def run_case(
         work = full_flops if backend == FULL else flops
         reached = work * measured["best_frames_per_second"] / 1e9
         measured["gflops_per_second"] = reached
+        measured["precision"] = precision_of(backend)
+        measured["flops_per_byte"] = intensity(stages, backend, work)
         rows[backend] = measured
     return {
         "case": case.name,
@@ -269,6 +293,12 @@ def run_case(
         "gflops_per_frame": flops / 1e9,
         "full_model_gflops_per_frame": full_flops / 1e9,
         "full_model_is_pruned": all(stage.full_is_pruned for stage in stages),
+        "bytes_per_frame": {
+            precision: sum(s.bytes_per_input[precision] * s.tiles for s in stages)
+            for precision in ("fp32", "int8")
+            if all(precision in s.bytes_per_input for s in stages)
+        },
+        "int8_fusion": {s.name: s.fusion for s in stages if s.fusion is not None},
         "backends": rows,
         "skipped": skipped,
         "stream_vtest": stream_fps(folder, video, threads, seconds),
@@ -289,7 +319,7 @@ def run_papers(
     module docstring); ``torch_version`` is named in the machine line."""
     chosen = select_cases(cases)
     video = video or find_vtest()
-    sgemm = [sgemm_gflops(threads)]
+    roofs = [measure_roofs(threads)]
     results: dict[str, Any] = {
         "machine": f"{machine()}, torch {torch_version}, {threads} thread(s) for every engine",
         "threads": threads,
@@ -305,10 +335,26 @@ def run_papers(
             folder.mkdir()
             log(f"case {case.name}")
             results["cases"].append(run_case(case, build, folder, seconds, threads, video))
-    sgemm.append(sgemm_gflops(threads))  # the best of two, before and after the cases
-    results["sgemm_gflops"] = max(sgemm)
-    results["sgemm_gflops_measured"] = sgemm
+    roofs.append(measure_roofs(threads))  # the best of two, before and after the cases
+    best = Roofs(
+        threads,
+        max(r.fp32_gflops for r in roofs),
+        max(r.int8_gops for r in roofs),
+        max(r.memory_gbs for r in roofs),
+    )
+    results["roofs"] = {
+        "fp32_sgemm_gflops": best.fp32_gflops,
+        "int8_gemm_gops": best.int8_gops,
+        "memory_gbs": best.memory_gbs,
+        "measured": [vars(r) for r in roofs],
+    }
+    results["sgemm_gflops"] = best.fp32_gflops
     for row in results["cases"]:
         for measured in row["backends"].values():
-            measured["fraction_of_sgemm_peak"] = measured["gflops_per_second"] / max(sgemm)
+            precision, per_byte = measured["precision"], measured["flops_per_byte"]
+            roof = best.roof(precision, per_byte)
+            measured["roof_gflops"] = roof
+            measured["bound"] = best.bound(precision, per_byte)
+            measured["fraction_of_roof"] = measured["gflops_per_second"] / roof
+            measured["fraction_of_sgemm_peak"] = measured["gflops_per_second"] / best.fp32_gflops
     return results

@@ -1,5 +1,5 @@
 """The report of `adedge bench --papers`: a terminal table, markdown beside the papers'
-figures, and a plot (matplotlib, imported when it is drawn)."""
+figures, a latency plot and a roofline plot (matplotlib, imported when they are drawn)."""
 
 from __future__ import annotations
 
@@ -22,19 +22,27 @@ def gflops(row: dict[str, Any], backend: str) -> float:
     return row["full_model_gflops_per_frame" if backend == FULL else "gflops_per_frame"]
 
 
+def roofs_line(results: dict[str, Any]) -> str:
+    roofs = results["roofs"]
+    return (
+        f"FP32 sgemm {roofs['fp32_sgemm_gflops']:.1f} GFLOP/s, INT8 GEMM "
+        f"{roofs['int8_gemm_gops']:.1f} GOP/s, memory {roofs['memory_gbs']:.1f} GB/s"
+    )
+
+
 def render_table(results: dict[str, Any]) -> str:
     """The terminal table: one line per case and backend, plus the stream."""
     lines = [
-        f"machine: {results['machine']}; sgemm peak {results['sgemm_gflops']:.1f} GFLOP/s",
+        f"machine: {results['machine']}; roofs: {roofs_line(results)}",
         f"{'case':44} {'GFLOP':>7} {'backend':24} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'best fps':>9} {'peak %':>7}",
+        f"{'best fps':>9} {'roof %':>7}",
     ]
     for row in results["cases"]:
         for backend, m in row["backends"].items():
             lines.append(
                 f"{row['case'][:44]:44} {gflops(row, backend):>7.3f} {label(backend):24} "
                 f"{m['ms_per_frame_p50']:>8.2f} {m['ms_per_frame_p95']:>8.2f} "
-                f"{m['best_frames_per_second']:>9.1f} {100 * m['fraction_of_sgemm_peak']:>6.1f}%"
+                f"{m['best_frames_per_second']:>9.1f} {100 * m['fraction_of_roof']:>6.1f}%"
             )
         for backend, why in row["skipped"].items():
             lines.append(f"{row['case'][:44]:44} {'':>7} {label(backend):24} skipped: {why}")
@@ -58,32 +66,40 @@ def markdown(results: dict[str, Any], stem: str) -> str:
     lines = [
         "# Speed against the papers' per-image timings",
         "",
-        f"Machine: {results['machine']}; numpy sgemm {results['sgemm_gflops']:.1f} GFLOP/s "
-        f"(measured in the same run). Command: `{results['command']}`.",
+        f"Machine: {results['machine']}. Roofs measured in the same run: "
+        f"{roofs_line(results)}. Command: `{results['command']}`.",
         "",
         "Per frame, batch 1 (a tiled frame is one batch of its tiles); best throughput over "
         f"batches of {', '.join(map(str, BATCHES))} frames (at most {MAX_ROWS} network inputs "
         "per call). Weights are the paper preset's random initialisation: speed does not "
         "depend on them. *Full model*: the whole trained model as the authors' test pass runs "
-        "it (what their timings cover); *pruned*: the inference subgraph that export traces.",
+        "it (what their timings cover); *pruned*: the inference subgraph that export traces. "
+        "*% of roof*: GFLOP/s reached at the best batch over the graph's roof, the lower of "
+        "its precision's compute peak (FP32 sgemm; INT8 GEMM for INT8 graphs) and memory "
+        "bandwidth x FLOP per byte moved (bytes estimated from the graph's tensors, each "
+        "written and read once: no cache); *bound* says which. The torch full model has no "
+        "byte count and is measured against the FP32 peak.",
         "",
-        "| case | GFLOP/frame | backend | p50 ms | p95 ms | best frames/s | % of sgemm peak |",
-        "|---|---|---|---|---|---|---|",
+        "| case | GFLOP/frame | backend | p50 ms | p95 ms | best frames/s | FLOP/byte | "
+        "% of roof (bound) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in results["cases"]:
         for backend, m in row["backends"].items():
+            per_byte = m.get("flops_per_byte")
             lines.append(
                 f"| {row['case']} | {gflops(row, backend):.3f} | {label(backend)} | "
                 f"{m['ms_per_frame_p50']:.2f} | {m['ms_per_frame_p95']:.2f} | "
                 f"{m['best_frames_per_second']:.1f} (batch {m['best_batch_frames']}) | "
-                f"{100 * m['fraction_of_sgemm_peak']:.1f} |"
+                f"{'' if per_byte is None else f'{per_byte:.1f}'} | "
+                f"{100 * m['fraction_of_roof']:.1f} ({m['bound']}) |"
             )
         stream = row["stream_vtest"]
         if stream:
             lines.append(
                 f"| {row['case']} | | stream on vtest.avi (decode+tile+infer+aggregate) | "
                 f"{1e3 / stream['frames_per_second']:.2f} | | "
-                f"{stream['frames_per_second']:.1f} | |"
+                f"{stream['frames_per_second']:.1f} | | |"
             )
     lines += [
         "",
@@ -100,6 +116,7 @@ def markdown(results: dict[str, Any], stem: str) -> str:
         )
         cells = " | ".join("" if r is None else f"{r:.2f}x" for r in ratios)
         lines.append(f"| {row['case']} | {cells} |")
+    lines += fusion_lines(results)
     same = [r["case"] for r in results["cases"] if r["full_model_is_pruned"]]
     if same:
         lines += [
@@ -137,8 +154,38 @@ def markdown(results: dict[str, Any], stem: str) -> str:
         + ("measured above." if engines else "not measured (no TensorRT/GPU on this machine)."),
         "",
         f"![per-frame latency vs papers]({stem}.png)",
+        "",
+        f"![roofline]({stem}-roofline.png)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def fusion_lines(results: dict[str, Any]) -> list[str]:
+    """The INT8 graphs' convolutions that ONNX Runtime runs as integer kernels."""
+    rows = [
+        (row["case"], stage, fusion)
+        for row in results["cases"]
+        for stage, fusion in row.get("int8_fusion", {}).items()
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## INT8 convolutions ONNX Runtime fuses into integer kernels",
+        "",
+        "Counted in the graph ONNX Runtime optimises (`optimized_model_filepath`). Layers "
+        "writing fewer than 8 channels, the score's FP32 islands with the layers feeding them, "
+        "and ConvTranspose stay FP32 by design (`adedge.export.int8_layers`).",
+        "",
+        "| case | stage | convolutions | quantised | fused (integer kernels) |",
+        "|---|---|---|---|---|",
+    ]
+    for case, stage, f in rows:
+        lines.append(
+            f"| {case} | {stage} | {f['convolutions']} | {f['quantised_convolutions']} | "
+            f"{f['fused_convolutions']} |"
+        )
+    return lines
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -169,6 +216,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("ms per frame (batch 1)")
     ax.set_title(results["machine"], fontsize=9)
     ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.28))
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as a PNG written whole (temporary name, then rename)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as handle:
         fig.savefig(handle.name, dpi=110)
@@ -177,12 +231,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def write_report(results: dict[str, Any], out: Path) -> list[Path]:
-    """``out``.json, .md and .png, each written whole (temporary name, then rename)."""
+    """``out``.json, .md, .png and -roofline.png, each written whole (temporary name, then
+    rename)."""
     from adedge.atomic import write_json, write_text
+    from adedge.runtime.bench.roofline_plot import plot_roofline
 
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path, png_path = (out.with_suffix(s) for s in (".json", ".md", ".png"))
+    roofline_path = out.with_name(f"{out.name}-roofline.png")
     write_json(json_path, results)
     write_text(md_path, markdown(results, out.name))
     plot(results, png_path)
-    return [json_path, md_path, png_path]
+    plot_roofline(results, roofline_path)
+    return [json_path, md_path, png_path, roofline_path]

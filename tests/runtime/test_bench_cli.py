@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
 from adedge.paths import find_vtest
@@ -57,8 +58,24 @@ def test_bench_papers_writes_the_report(monkeypatch, capsys, tmp_path):
     markdown = report.with_suffix(".md").read_text()
     assert "| ygan 32x32 grey |" in markdown
     assert "| Y-GAN, 32x32 (batch 64, includes E_r + decoder) | 2.6 | RTX 2080 Ti |" in markdown
-    assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "torch eager, full model" in stdout and "sgemm peak" in stdout
+    for png in (report.with_suffix(".png"), report.with_name("papers-roofline.png")):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "torch eager, full model" in stdout and "INT8 GEMM" in stdout
+    # each row against its own roof: INT8 against the INT8 GEMM, the full model (no byte
+    # count) against the FP32 compute peak; the INT8 graph moves fewer bytes than FP32
+    roofs = results["roofs"]
+    assert roofs["int8_gemm_gops"] > 0 and roofs["memory_gbs"] > 0
+    int8, fp32 = backends["onnxruntime:int8"], backends["onnxruntime:fp32"]
+    assert int8["roof_gflops"] <= roofs["int8_gemm_gops"] and int8["precision"] == "int8"
+    assert fp32["roof_gflops"] <= roofs["fp32_sgemm_gflops"] and fp32["precision"] == "fp32"
+    assert backends["torch eager, full model"]["roof_gflops"] == roofs["fp32_sgemm_gflops"]
+    assert case["bytes_per_frame"]["int8"] < case["bytes_per_frame"]["fp32"]
+    for measured in backends.values():
+        reached = measured["gflops_per_second"] / measured["roof_gflops"]
+        assert measured["fraction_of_roof"] == pytest.approx(reached)
+    fusion = case["int8_fusion"]["global"]
+    assert fusion["fused_convolutions"] == fusion["quantised_convolutions"] > 0
+    assert "## INT8 convolutions ONNX Runtime fuses into integer kernels" in markdown
 
 
 def test_bench_papers_names_the_cases_when_none_matches(monkeypatch, capsys):
