@@ -57,46 +57,30 @@ def run_values(model: onnx.ModelProto, names: set[str], spec: InputSpec) -> dict
     return dict(zip(outputs, (np.asarray(v) for v in values), strict=True))
 
 
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-
-
 def traffic_bytes(path: Path, spec: InputSpec) -> int:
-    """Bytes one input moves through memory if no tensor stayed in cache: each op reads its
-    inputs and writes its outputs, weights included, at their stored types. In a QDQ (INT8)
-    graph ONNX Runtime fuses each DQ -> op -> Q, so an op reads what its DequantizeLinear
-    reads (8-bit) and writes what its QuantizeLinear writes; the Q/DQ nodes move nothing.
-    An estimate for the roofline's x-axis (caches hold the small tensors of a tile), not a
-    measurement."""
+    """Bytes one input moves through memory if no tensor stayed in cache, in the graph ONNX
+    Runtime runs (its optimised graph, fusions applied: a fused integer convolution reads
+    and writes 8-bit tensors, an unfused quantised one also moves its FP32 copies): each op
+    reads its inputs and writes its outputs, weights included. An estimate for the
+    roofline's x-axis (caches hold much of a small tile's traffic), not a measurement."""
+    import tempfile
+
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
+    from adedge.runtime.bench.fusion import optimised_graph
+
+    with tempfile.TemporaryDirectory() as folder:
+        optimised = Path(folder) / "optimised.onnx"
+        optimised_graph(path, optimised)
+        model = onnx.load(str(optimised))
     graph = model.graph
     sizes = {init.name: numpy_helper.to_array(init).nbytes for init in graph.initializer}
     computed = {out for node in graph.node for out in node.output if out}
     values = run_values(model, computed - set(sizes), spec)
     sizes.update({name: value.nbytes for name, value in values.items()})
     sizes[graph.input[0].name] = 4 * spec.channels * spec.height * spec.width
-    producers = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    total = 0
-    for node in graph.node:
-        if node.op_type in QDQ_OPS:
-            continue
-        for name in node.input:
-            source = producers.get(name)
-            if source is not None and source.op_type == "DequantizeLinear":
-                name = source.input[0]  # the 8-bit (or int32 bias) tensor it dequantises
-            total += sizes.get(name, 0)
-        for name in node.output:
-            after = readers.get(name, [])
-            if after and all(reader.op_type == "QuantizeLinear" for reader in after):
-                name = after[0].output[0]  # written as the 8-bit tensor
-            total += sizes.get(name, 0)
-    return total
+    return sum(sizes.get(name, 0) for node in graph.node for name in (*node.input, *node.output))
 
 
 def node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
