@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from adedge.bundle import GraphFile, StageSpec, sha256_file
+from adedge.bundle import GraphFile, StageSpec, sha256_file, tile_count
 from adedge.data import DataSet
 from adedge.errors import ExportError
 from adedge.export import fp16_checks, parity
@@ -193,9 +193,41 @@ def write_int8(
     report = int8_graph.quantize_int8(
         folder / stage.file, folder / file8, stage.input_name, calibration.numpy(), settings
     )
+    fusion = report.fusion
+    log(
+        f"stage '{stage.name}': INT8 fuses {fusion.fused_convolutions} of "
+        f"{fusion.quantised_convolutions} quantised convs; {report.narrow_nodes} nodes < "
+        f"{settings.min_channels} channels stay FP32"
+    )
+    speed = int8_speed(stage, folder / stage.file, folder / file8, inputs)
+    faster = speed["fp32_ms"] / speed["int8_ms"]
+    log(
+        f"stage '{stage.name}': INT8 speed: {faster:.2f}x FP32's here ({speed['int8_ms']:.2f} "
+        f"vs {speed['fp32_ms']:.2f} ms, {speed['rows']} inputs, 1 thread)"
+        + ("" if faster > 1 else "; not faster: use FP32")
+    )
     check = PrecisionCheck("int8", folder / file8, len(inputs), {}, report.to_dict())
+    check.conversion["speed_on_export_machine"] = speed
     check.outputs = compare_graphs(stage, folder / stage.file, folder / file8, inputs)
     return stage.with_graph("int8", GraphFile(file8, sha256_file(folder / file8))), check
+
+
+SPEED_SECONDS = 0.5  # per graph: a rough check at export, not a benchmark (adedge bench)
+
+
+def int8_speed(stage: StageSpec, fp32: Path, int8: Path, inputs: np.ndarray) -> dict[str, Any]:
+    """Median ms per call of the FP32 and INT8 graphs on one frame's batch (a tiled stage's
+    tiles, else 8 inputs), 1 thread, with the card's layout: does INT8 pay on this CPU?"""
+    from adedge.runtime.bench.timing import time_call
+
+    rows = tile_count(stage.tiling) if stage.tiling is not None else 8
+    batch = np.resize(np.asarray(inputs, np.float32), (rows, *np.shape(inputs)[1:]))
+    times = {}
+    for name, path in (("fp32_ms", fp32), ("int8_ms", int8)):
+        backend = OnnxRuntimeBackend(path, stage, threads=1)
+        times[name] = float(np.median(time_call(lambda b=backend: b.run(batch), SPEED_SECONDS)))
+        times[name] *= 1e3
+    return {**times, "rows": rows, "threads": 1}
 
 
 VARIANT_LABELS = {"fp16": "FP16 (CPU)", "fp16_emulated": "FP16 (emulated)", "int8": "INT8 (CPU)"}

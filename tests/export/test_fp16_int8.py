@@ -511,7 +511,12 @@ def test_int8_graph_is_quantised_outside_the_islands(int8_bundle):
     assert produced_by[softmax.input[0]].op_type != "DequantizeLinear"  # island stays float
     entry = bundle.card.metrics["precision"]["int8"]
     assert entry["max_auroc_drop"] == 1.0  # Int8Options reached the gate and the card
-    assert entry["stages"]["global"]["conversion"]["calibration_inputs"] > 100
+    conversion = entry["stages"]["global"]["conversion"]
+    assert conversion["calibration_inputs"] > 100
+    fusion = conversion["fusion"]  # every quantised convolution runs as an integer kernel
+    assert fusion["fused_convolutions"] == fusion["quantised_convolutions"] > 0
+    speed = conversion["speed_on_export_machine"]
+    assert speed["fp32_ms"] > 0 and speed["int8_ms"] > 0 and speed["rows"] == 8
     assert set(entry["stages"]["global"]["outputs"]) == {"score"}
     assert 0.0 <= entry["test_auroc"] <= 1.0
     assert entry["delta_auroc"] == pytest.approx(entry["test_auroc"] - entry["test_auroc_fp32"])
@@ -546,6 +551,8 @@ def test_export_logs_each_step_as_it_starts(int8_export):
         "stage 'global': parity torch vs ONNX on",
         "stage 'global': parity max |Δscore|",
         "stage 'global': INT8 calibration on",
+        "stage 'global': INT8 fuses ",
+        "stage 'global': INT8 speed: ",
         "stage 'global': INT8 (CPU) score vs FP32: p99 |Δ|",
         "threshold: scoring",
         "metrics: test AUROC on",
