@@ -3,8 +3,6 @@ figures, a latency plot and a roofline plot (matplotlib, imported when they are 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +74,9 @@ def markdown(results: dict[str, Any], stem: str) -> str:
         "it (what their timings cover); *pruned*: the inference subgraph that export traces. "
         "*% of roof*: GFLOP/s reached at the best batch over the graph's roof, the lower of "
         "its precision's compute peak (FP32 sgemm; INT8 GEMM for INT8 graphs) and memory "
-        "bandwidth x FLOP per byte moved (bytes estimated from the graph's tensors, each "
-        "written and read once: no cache); *bound* says which. The torch full model has no "
-        "byte count and is measured against the FP32 peak.",
+        "bandwidth x FLOP per byte moved (bytes estimated from the graph ONNX Runtime runs, "
+        "each tensor written and read once: no cache); *bound* says which. The torch full "
+        "model has no byte count and is measured against the FP32 peak.",
         "",
         "| case | GFLOP/frame | backend | p50 ms | p95 ms | best frames/s | FLOP/byte | "
         "% of roof (bound) |",
@@ -220,14 +218,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    """Save a matplotlib figure as a PNG written whole (temporary name, then rename)."""
+    """Save a matplotlib figure as a PNG written whole (temporary name, then rename), with
+    the umask's permissions."""
     import matplotlib.pyplot as plt
 
+    from adedge.atomic import atomic_path
+
     fig.tight_layout()
-    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as handle:
-        fig.savefig(handle.name, dpi=110)
+    with atomic_path(path) as partial:
+        fig.savefig(partial, dpi=110, format="png")
     plt.close(fig)
-    os.replace(handle.name, path)
 
 
 def write_report(results: dict[str, Any], out: Path) -> list[Path]:

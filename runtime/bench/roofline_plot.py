@@ -45,7 +45,7 @@ def plot_roofline(results: dict[str, Any], path: Path) -> None:
         ax.scatter([], [], marker=marker, color="grey", label=label(backend))
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("FLOP per byte moved (estimated from the graph's tensors)")
+    ax.set_xlabel("FLOP per byte moved (estimated from the graph ONNX Runtime runs, no cache)")
     ax.set_ylabel("GFLOP/s (INT8: GOP/s) at the best batch")
     ax.set_title(
         f"{results['machine']}\nmemory {roofs['memory_gbs']:.0f} GB/s, FP32 sgemm "
