@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -41,10 +40,9 @@ from adedge.export.trace import INPUT_NAME
 from adedge.paths import find_vtest
 from adedge.runtime.bench.flops import traffic_bytes
 from adedge.runtime.bench.fusion import count_fusion
-from adedge.runtime.bench.papers import CASES
+from adedge.runtime.bench.papers import CASES, stream_fps
 from adedge.runtime.bench.roofline import measure_roofs
 from adedge.runtime.bench.timing import machine, time_call
-from adedge.runtime.detector import Detector
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTURE = "cbigan 512x512 rgb texture (64 tiles)"
@@ -261,21 +259,9 @@ def stream_part(folder: Path, seconds: float) -> dict:
         card_path.write_text(text)
         assert load_bundle(folder).card.stages[0].nchwc is (layout == "before")
         for backend in ("onnxruntime", "onnxruntime:int8"):
-            detector = Detector(folder, threads=1, backend=backend)
-            capture = cv2.VideoCapture(str(video))
-            ok, frame = capture.read()
-            detector.score_frames([frame])
-            scored, start = 0, time.perf_counter()
-            while scored < 100 and time.perf_counter() - start < seconds * 3:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                detector.score_frames([frame])
-                scored += 1
-            capture.release()
-            fps = scored / (time.perf_counter() - start)
-            results[f"{backend} {layout}"] = {"frames": scored, "frames_per_second": fps}
-            print(f"  stream {backend} {layout}: {fps:.1f} frames/s", flush=True)
+            stream = stream_fps(folder, video, 1, seconds * 3, backend=backend)
+            results[f"{backend} {layout}"] = stream
+            print(f"  stream {backend} {layout}: {stream['frames_per_second']:.1f} frames/s")
     card_path.write_text(after_card)
     return results
 

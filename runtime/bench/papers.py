@@ -209,13 +209,18 @@ def measure_backend(
 
 
 def stream_fps(
-    bundle: Path, video: Path | None, threads: int, seconds: float, frames: int = 100
+    bundle: Path,
+    video: Path | None,
+    threads: int,
+    seconds: float,
+    frames: int = 100,
+    backend: str = "onnxruntime",
 ) -> dict[str, Any] | None:
-    """The video through a Detector on the FP32 graphs: decode, tile, infer, aggregate; up to
-    ``frames`` frames or ``seconds`` (at least 5 frames)."""
+    """The video through a Detector on ``backend`` (the FP32 graphs by default): decode,
+    tile, infer, aggregate; up to ``frames`` frames or ``seconds`` (at least 5 frames)."""
     if video is None:
         return None
-    detector = Detector(bundle, threads=threads)
+    detector = Detector(bundle, threads=threads, backend=backend)
     capture = cv2.VideoCapture(str(video))
     ok, frame = capture.read()
     if not ok:
