@@ -39,9 +39,8 @@ from adedge.export.paper_cases import build_case
 from adedge.export.trace import INPUT_NAME
 from adedge.paths import find_vtest
 from adedge.runtime.bench.flops import traffic_bytes
-from adedge.runtime.bench.fusion import count_fusion
 from adedge.runtime.bench.papers import CASES, stream_fps
-from adedge.runtime.bench.roofline import measure_roofs
+from adedge.runtime.bench.roofline import Roofs, measure_roofs
 from adedge.runtime.bench.timing import machine, time_call
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,8 +148,8 @@ def quantise(fp32: Path, target: Path, legacy: bool) -> dict[str, int]:
     shape = session(fp32, 1, True).get_inputs()[0].shape[1:]
     calibration = np.random.default_rng(1).uniform(-1, 1, (32, *shape)).astype(np.float32)
     with legacy_quantiser() if legacy else contextlib.nullcontext():
-        quantize_int8(fp32, target, INPUT_NAME, calibration, LEGACY if legacy else Int8Options())
-    return count_fusion(target).to_dict()
+        options = LEGACY if legacy else Int8Options()
+        return quantize_int8(fp32, target, INPUT_NAME, calibration, options).fusion.to_dict()
 
 
 def texture_part(folder: Path, seconds: float) -> dict:
@@ -291,10 +290,10 @@ def texture_lines(results: dict) -> list[str]:
         int8 = name.startswith("INT8")
         key = "fp32" if not int8 else ("int8_after" if "after" in name else "int8_before")
         per_byte = flops * 1e9 / moved[key]
-        roof = roofs[str(threads)] if str(threads) in roofs else roofs[threads]
-        compute = roof["int8_gops"] if int8 else roof["fp32_gflops"]
-        ceiling = min(compute, roof["memory_gbs"] * per_byte)
-        bound = "memory" if ceiling < compute else "compute"
+        machine_roofs = Roofs(**roofs[str(threads)] if str(threads) in roofs else roofs[threads])
+        precision = "int8" if int8 else "fp32"
+        ceiling = machine_roofs.roof(precision, per_byte)
+        bound = machine_roofs.bound(precision, per_byte)
         rate = flops * 1e3 / row["ms_per_frame"]
         lines.append(
             f"| {name} | {row['ms_per_frame']:.2f} | {1e3 / row['ms_per_frame']:.1f} | "

@@ -17,11 +17,10 @@ ARM builds of ONNX Runtime have no NCHWc, so the flag changes nothing there.
 
 from __future__ import annotations
 
-import math
-
 import onnx
 
 from adedge.export.graph_shapes import tensor_shapes
+from adedge.runtime.bench.flops import node_macs
 
 NCHWC_BLOCK = 16  # floats per block on AVX-512 (8 on AVX2): the widest block is the costliest
 NARROW_SHARE = 0.5  # above this share of conv work in narrow layers, run without NCHWc
@@ -30,22 +29,19 @@ NARROW_SHARE = 0.5  # above this share of conv work in narrow layers, run withou
 def narrow_conv_share(model: onnx.ModelProto) -> float:
     """The share of the graph's convolution multiply-adds in layers writing fewer than
     ``NCHWC_BLOCK`` channels (0.0 for a graph without convolutions)."""
-    shapes = tensor_shapes(model)
-    weights = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer}
+    shapes = {  # one input (the batch as 1); tensors whose other dims are unknown are left out
+        name: [1, *shape[1:]]
+        for name, shape in tensor_shapes(model).items()
+        if shape and None not in shape[1:]
+    }
+    shapes.update({tensor.name: list(tensor.dims) for tensor in model.graph.initializer})
     total = narrow = 0
     for node in model.graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose") or node.input[1] not in weights:
+        if node.op_type not in ("Conv", "ConvTranspose"):
             continue
-        kernel = weights[node.input[1]]
-        source, written = shapes.get(node.input[0]), shapes.get(node.output[0])
-        if not source or not written or None in source[1:] or None in written[1:]:
-            continue
-        if node.op_type == "Conv":  # each output value: C_in/group x kernel taps
-            macs = math.prod(written[1:]) * math.prod(kernel[1:])
-        else:  # ConvTranspose: each input value scatters into C_out/group x kernel taps
-            macs = math.prod(source[1:]) * math.prod(kernel[1:])
+        macs = node_macs(node, shapes)  # 0 where a shape is unknown
         total += macs
-        if written[1] < NCHWC_BLOCK:
+        if macs and shapes[node.output[0]][1] < NCHWC_BLOCK:
             narrow += macs
     return narrow / total if total else 0.0
 

@@ -341,19 +341,8 @@ def run_papers(
             log(f"case {case.name}")
             results["cases"].append(run_case(case, build, folder, seconds, threads, video))
     roofs.append(measure_roofs(threads))  # the best of two, before and after the cases
-    best = Roofs(
-        threads,
-        max(r.fp32_gflops for r in roofs),
-        max(r.int8_gops for r in roofs),
-        max(r.memory_gbs for r in roofs),
-    )
-    results["roofs"] = {
-        "fp32_sgemm_gflops": best.fp32_gflops,
-        "int8_gemm_gops": best.int8_gops,
-        "memory_gbs": best.memory_gbs,
-        "measured": [vars(r) for r in roofs],
-    }
-    results["sgemm_gflops"] = best.fp32_gflops
+    best = Roofs.best_of(roofs)
+    results["roofs"] = {**vars(best), "measured": [vars(r) for r in roofs]}
     for row in results["cases"]:
         for measured in row["backends"].values():
             precision, per_byte = measured["precision"], measured["flops_per_byte"]
@@ -361,5 +350,4 @@ def run_papers(
             measured["roof_gflops"] = roof
             measured["bound"] = best.bound(precision, per_byte)
             measured["fraction_of_roof"] = measured["gflops_per_second"] / roof
-            measured["fraction_of_sgemm_peak"] = measured["gflops_per_second"] / best.fp32_gflops
     return results

@@ -23,8 +23,8 @@ def gflops(row: dict[str, Any], backend: str) -> float:
 def roofs_line(results: dict[str, Any]) -> str:
     roofs = results["roofs"]
     return (
-        f"FP32 sgemm {roofs['fp32_sgemm_gflops']:.1f} GFLOP/s, INT8 GEMM "
-        f"{roofs['int8_gemm_gops']:.1f} GOP/s, memory {roofs['memory_gbs']:.1f} GB/s"
+        f"FP32 sgemm {roofs['fp32_gflops']:.1f} GFLOP/s, INT8 GEMM "
+        f"{roofs['int8_gops']:.1f} GOP/s, memory {roofs['memory_gbs']:.1f} GB/s"
     )
 
 

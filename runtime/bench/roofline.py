@@ -35,6 +35,16 @@ class Roofs:
     int8_gops: float
     memory_gbs: float
 
+    @classmethod
+    def best_of(cls, runs: list[Roofs]) -> Roofs:
+        """Each roof's highest measurement over ``runs`` (same threads)."""
+        return cls(
+            runs[0].threads,
+            max(r.fp32_gflops for r in runs),
+            max(r.int8_gops for r in runs),
+            max(r.memory_gbs for r in runs),
+        )
+
     def compute(self, precision: str) -> float:
         return self.int8_gops if precision == "int8" else self.fp32_gflops
 

@@ -32,8 +32,8 @@ def plot_roofline(results: dict[str, Any], path: Path) -> None:
     spread = [p[2] for p in points] or [1.0]
     x = np.logspace(np.log10(min(spread) / 4), np.log10(max(spread) * 4), 200)
     memory = roofs["memory_gbs"] * x
-    ax.plot(x, np.minimum(memory, roofs["fp32_sgemm_gflops"]), "k-", lw=1.5, label="FP32 roof")
-    ax.plot(x, np.minimum(memory, roofs["int8_gemm_gops"]), "k--", lw=1.2, label="INT8 roof")
+    ax.plot(x, np.minimum(memory, roofs["fp32_gflops"]), "k-", lw=1.5, label="FP32 roof")
+    ax.plot(x, np.minimum(memory, roofs["int8_gops"]), "k--", lw=1.2, label="INT8 roof")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     cases = list(dict.fromkeys(p[0] for p in points))
     for case, backend, per_byte, rate in points:
@@ -49,7 +49,7 @@ def plot_roofline(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("GFLOP/s (INT8: GOP/s) at the best batch")
     ax.set_title(
         f"{results['machine']}\nmemory {roofs['memory_gbs']:.0f} GB/s, FP32 sgemm "
-        f"{roofs['fp32_sgemm_gflops']:.0f} GFLOP/s, INT8 GEMM {roofs['int8_gemm_gops']:.0f} GOP/s",
+        f"{roofs['fp32_gflops']:.0f} GFLOP/s, INT8 GEMM {roofs['int8_gops']:.0f} GOP/s",
         fontsize=9,
     )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
